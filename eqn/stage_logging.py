@@ -1,0 +1,86 @@
+"""One experiment-tracker run per stage (csv, wandb or none), always closed, even when the stage crashes."""
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class StageLogger:
+    def __init__(self, cfg: DictConfig, run_dir: Path, stage: str):
+        self.cfg, self.run_dir, self.stage = cfg, run_dir, stage
+        self.lightning: Any = False
+
+    @property
+    def is_wandb(self) -> bool:
+        return type(self.lightning).__name__ == "WandbLogger"
+
+    def __enter__(self) -> "StageLogger":
+        node = self.cfg.get("logger")
+        if not node or "_target_" not in node:
+            return self
+        target = node["_target_"]
+        if target.endswith("WandbLogger"):
+            config = OmegaConf.to_container(self.cfg, resolve=True)
+            config["git_commit"] = git_commit()
+            config["overrides"] = _overrides()
+            self.lightning = instantiate(node, name=f"{self.cfg.run_name}-{self.stage}", job_type=self.stage,
+                                         save_dir=str(self.run_dir), config=config, reinit="create_new")
+        elif target.endswith("CSVLogger") or target.endswith("TensorBoardLogger"):
+            self.lightning = instantiate(node, save_dir=str(self.run_dir), name="logs", version=self.stage)
+        else:
+            self.lightning = instantiate(node)
+        return self
+
+    def log_results(self, stage: str, metrics: dict[str, float], label_names: list[str]) -> None:
+        if not self.lightning:
+            return
+        flat = {k[len(stage) + 1:]: v for k, v in metrics.items() if k.startswith(stage + "/")}
+        self.lightning.log_metrics({k: v for k, v in flat.items() if "/f1/" not in k})
+        if self.is_wandb:
+            rows = [[name, flat.get(f"val/f1/{name}"), flat.get(f"test/f1/{name}")] for name in label_names]
+            self.lightning.log_table(key="per_class_f1", columns=["label", "val_f1", "test_f1"], data=rows)
+
+    def log_artifact(self, path: Path, name: str, kind: str) -> None:
+        if self.is_wandb:
+            import wandb
+
+            artifact = wandb.Artifact(name, type=kind)
+            artifact.add_file(str(path))
+            self.lightning.experiment.log_artifact(artifact)
+
+    def use_artifact(self, name: str) -> None:
+        if self.is_wandb:
+            self.lightning.experiment.use_artifact(f"{name}:latest")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.is_wandb:
+            try:
+                self.lightning.experiment.finish(exit_code=1 if exc_type else 0)
+            except Exception as err:  # never hide the stage's own error
+                log.warning("could not finish the W&B run: %s", err)
+        elif self.lightning:
+            self.lightning.finalize("failed" if exc_type else "success")
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:
+        return []
