@@ -17,7 +17,7 @@ log = logging.getLogger("eqn")
 
 def quiet_lightning() -> None:
     """Lightning prints through its own handler as well as Hydra's: keep one copy, drop the ad."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True

@@ -14,6 +14,7 @@ import eqn.config  # noqa: E402,F401  (schemas + resolvers)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 SHARED_DATA = Path(eqn.config.default_data_dir())
 
 
