@@ -204,6 +204,9 @@ class Pipeline:
                 module.thresholds.fill_(value)
             else:
                 module.thresholds.copy_(evaluation.tune_thresholds(scores["val"], dm.gold["val"], module.score_scale))
+        with atomic_path(self.run_dir / "stages" / stage / "scores_test.pt") as tmp:
+            torch.save({"scores": scores["test"], "gold": dm.gold["test"], "label_names": dm.label_names,
+                        "objective": module.hparams.objective, "scale": module.score_scale}, tmp)
         out: dict[str, float] = {}
         for split, s in scores.items():
             pred = evaluation.decide(s, dm.multi_label, module.thresholds)

@@ -31,3 +31,17 @@ def data_dir() -> Path:
     if not (SHARED_DATA / "goemotions" / "train.tsv").exists():
         pytest.fail(f"the original data files are expected under {SHARED_DATA} (set EQN_DATA_DIR)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One small TextCNN EQN run on GoEmotions, shared by the annotation and analysis tests."""
+    from eqn.run import run
+
+    if not (SHARED_DATA / "goemotions" / "train.tsv").exists():
+        pytest.fail(f"the original data files are expected under {SHARED_DATA} (set EQN_DATA_DIR)")
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = compose_config("data.max_train_samples=400", "data.max_eval_samples=200", "trainer.max_epochs=1",
+                         "logger=none", tmp_path=tmp)
+    run(cfg, run_dir=str(tmp / "run"))
+    return tmp / "run"

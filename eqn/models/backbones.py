@@ -52,12 +52,15 @@ class TextCNN(WordBackbone):
 
     def forward(self, input_ids, attention_mask):
         x = self.embedding(input_ids).transpose(1, 2)  # B x E x L
-        mask = attention_mask.bool()
+        lengths = attention_mask.sum(1, keepdim=True)
         pooled = []
         for conv in self.convs:
-            h = torch.relu(conv(x))  # B x F x (L - k + 1); a window is valid if its first token is real
-            valid = mask[:, : h.shape[-1]].unsqueeze(1)
-            pooled.append(h.masked_fill(~valid, 0.0).amax(-1))
+            h = torch.relu(conv(x))  # B x F x (L - k + 1)
+            # only windows inside the real tokens count (the first one when the text is shorter than k),
+            # so the output does not depend on how much padding the batch has
+            starts = torch.arange(h.shape[-1], device=h.device).unsqueeze(0)
+            valid = starts <= (lengths - conv.kernel_size[0]).clamp_min(0)
+            pooled.append(h.masked_fill(~valid.unsqueeze(1), 0.0).amax(-1))
         return self.dropout(torch.cat(pooled, dim=1))
 
 

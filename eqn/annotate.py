@@ -1,0 +1,190 @@
+"""Micro-emotion annotation: every text gets a 0..scale intensity for every label.
+
+    python -m eqn.annotate ckpt=run/checkpoints/eqn.ckpt input=texts.csv output=annotated.csv [text_column=text]
+                           [batch_size=256] [chunk_size=20000] [overwrite=false]
+    python -m eqn.annotate ckpt=... input=- output=out.csv      # plain text, one per line, from stdin
+
+    from eqn import load; load(ckpt).annotate(["what a day", ...])  # -> pandas DataFrame
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from eqn.data.tokenize import TextEncoder
+from eqn.io import DataError, atomic_path
+from eqn.models.module import EQNModule
+from eqn.relabeled import intensity_frame
+
+
+class Annotator:
+    def __init__(self, module: EQNModule, device: str = "cpu", max_length: int = 128):
+        self.module = module.to(device).eval()
+        self.device, self.max_length = device, max_length
+        self.encoder = TextEncoder.from_str(module.hparams.encoder)
+        self.label_names: list[str] = list(module.hparams.label_names)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", max_length: int = 128) -> "Annotator":
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(path, "checkpoint not found" if not path.exists() else "is not a checkpoint file")
+        return cls(EQNModule.load_from_checkpoint(path, map_location=device, weights_only=False), device, max_length)
+
+    @property
+    def thresholds(self) -> torch.Tensor:
+        return self.module.thresholds.detach().cpu()
+
+    @torch.inference_mode()
+    def scores(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """(N x C) intensities; batches sorted by length so padding stays small."""
+        ids, lengths = self.encoder.encode([t if isinstance(t, str) else "" for t in texts], self.max_length)
+        ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
+        order = torch.argsort(lengths, descending=True)
+        out = torch.empty(len(texts), len(self.label_names))
+        min_len = self.module.min_length
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(int(lengths[idx].max()), min_len)
+            batch = ids[idx, :width]
+            if batch.shape[1] < width:
+                batch = torch.nn.functional.pad(batch, (0, width - batch.shape[1]), value=self.encoder.pad_id)
+            mask = (torch.arange(width).unsqueeze(0) < lengths[idx].unsqueeze(1)).long()
+            logits = self.module(batch.long().to(self.device), mask.to(self.device))
+            out[idx] = self.module.scores(logits.float()).cpu()
+        return out
+
+    def emotions(self, scores: torch.Tensor) -> list[str]:
+        """Labels at or above their thresholds, highest first; the top label is always kept."""
+        names = self.label_names
+        keep = (scores >= self.thresholds) | torch.nn.functional.one_hot(scores.argmax(1), len(names)).bool()
+        result = []
+        for row, mask in zip(scores.tolist(), keep.tolist()):
+            chosen = sorted((i for i, k in enumerate(mask) if k), key=lambda i: -row[i])
+            result.append(",".join(names[i] for i in chosen))
+        return result
+
+    def annotate_frame(self, frame: pd.DataFrame, text_column: str = "text", batch_size: int = 256) -> pd.DataFrame:
+        scores = self.scores(frame[text_column].tolist(), batch_size)
+        out = intensity_frame({c: frame[c].tolist() for c in frame.columns}, scores, self.label_names)
+        out["emotions"] = self.emotions(scores)
+        return out
+
+    def annotate(self, texts: list[str], batch_size: int = 256) -> pd.DataFrame:
+        return self.annotate_frame(pd.DataFrame({"text": list(texts)}), "text", batch_size)
+
+
+# ------------------------------------------------------------------------------ files
+
+
+def read_chunks(source: str, text_column: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """Input in chunks of rows: .csv, .tsv, .jsonl, or '-' for plain text lines on stdin."""
+    if source == "-":
+        lines = [line.rstrip("\n") for line in sys.stdin]
+        for start in range(0, len(lines), chunk_size):
+            yield pd.DataFrame({text_column: lines[start:start + chunk_size]})
+        return
+    path = Path(source)
+    if not path.exists():
+        raise DataError(path, "input file not found")
+    if path.is_dir():
+        raise DataError(path, "input is a directory, not a file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            reader = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                                 chunksize=chunk_size, encoding="utf-8")
+        elif suffix in (".jsonl", ".json"):
+            reader = pd.read_json(path, lines=True, chunksize=chunk_size, dtype=False, precise_float=True,
+                                  encoding="utf-8")
+        elif suffix == ".txt":
+            reader = pd.read_csv(path, sep="\x01", header=None, names=[text_column], dtype=str, keep_default_na=False,
+                                 chunksize=chunk_size, quoting=3, encoding="utf-8")
+        else:
+            raise DataError(path, f"unsupported input type {suffix!r}: use .csv, .tsv, .jsonl, .txt or '-'")
+        for chunk in reader:
+            if text_column not in chunk.columns:
+                raise DataError(path, f"no column {text_column!r}; the input has {list(chunk.columns)} "
+                                      "(set text_column=...)", 1)
+            yield chunk
+    except pd.errors.EmptyDataError:
+        raise DataError(path, "input is empty") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(path, f"cannot be read: {err}") from None
+
+
+def write_chunk(handle, frame: pd.DataFrame, fmt: str, first: bool) -> None:
+    if fmt == "jsonl":
+        for record in frame.to_dict(orient="records"):
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        frame.to_csv(handle, sep="\t" if fmt == "tsv" else ",", index=False, header=first, float_format="%.2f")
+
+
+def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text", batch_size: int = 256,
+                  chunk_size: int = 20000, overwrite: bool = False, device: str = "cpu", progress: bool = True) -> dict:
+    out_path = Path(output)
+    if input != "-" and Path(input).resolve() == out_path.resolve():
+        raise DataError(out_path, "output would overwrite the input; choose another output path")
+    if out_path.exists() and not overwrite:
+        raise DataError(out_path, "output exists; pass overwrite=true to replace it")
+    fmt = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(out_path.suffix.lower(), "csv")
+    annotator = Annotator.from_checkpoint(ckpt, device)
+    started, n = time.perf_counter(), 0
+    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        bar = tqdm(desc="annotating", unit="text", disable=not progress, file=sys.stderr)
+        for chunk in read_chunks(input, text_column, chunk_size):
+            write_chunk(handle, annotator.annotate_frame(chunk, text_column, batch_size), fmt, first=(n == 0))
+            n += len(chunk)
+            bar.update(len(chunk))
+        bar.close()
+        if n == 0:
+            raise DataError(input, "input is empty: no texts to annotate")
+    seconds = time.perf_counter() - started
+    stats = {"texts": n, "seconds": seconds, "texts_per_s": n / max(seconds, 1e-9), "output": str(out_path)}
+    print(f"annotated {n} texts in {seconds:.1f} s ({stats['texts_per_s']:.0f} texts/s) -> {out_path}", file=sys.stderr)
+    return stats
+
+
+def parse_key_values(argv: list[str]) -> dict:
+    """key=value arguments; numbers and true/false are converted, paths stay strings."""
+    args = {}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep:
+            sys.exit(f"eqn.annotate: expected key=value, got {item!r}")
+        if key in ("batch_size", "chunk_size"):
+            value = int(value)
+        elif key in ("overwrite", "progress"):
+            value = value.lower() in ("1", "true", "yes")
+        args[key] = value
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_key_values(argv if argv is not None else sys.argv[1:])
+    missing = [k for k in ("ckpt", "input", "output") if k not in args]
+    if missing:
+        sys.exit(f"usage: python -m eqn.annotate ckpt=<checkpoint> input=<file|-> output=<file> [text_column=text] "
+                 f"[batch_size=256] [chunk_size=20000] [overwrite=true]  (missing: {', '.join(missing)})")
+    known = {"ckpt", "input", "output", "text_column", "batch_size", "chunk_size", "overwrite", "device", "progress"}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        sys.exit(f"eqn.annotate: unknown option(s) {unknown}; valid: {sorted(known)}")
+    try:
+        annotate_file(**args)
+    except DataError as err:
+        sys.exit(f"eqn.annotate: {err}")
+
+
+if __name__ == "__main__":
+    main()
