@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from eqn.io import ConfigError
+
 
 def default_data_dir() -> str:
     """EQN_DATA_DIR, else ../shared/data beside the project if it exists, else data/."""
@@ -194,4 +196,4 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.tokenizer.kind not in ("word", "pretrained"):
         problems.append(f"model.tokenizer.kind={cfg.model.tokenizer.kind!r}: choose 'word' or 'pretrained'")
     if problems:
-        raise ValueError("invalid config: " + "; ".join(problems))
+        raise ConfigError("invalid config: " + "; ".join(problems))

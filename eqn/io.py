@@ -18,6 +18,10 @@ class DataError(ValueError):
         self.path, self.line, self.problem = str(path), line, problem
 
 
+class ConfigError(ValueError):
+    """A config value that cannot work, or a run directory that holds a different run."""
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eqn import evaluation
 from eqn.data.datamodule import EQNDataModule
-from eqn.io import atomic_path, read_json, write_json, write_text
+from eqn.io import ConfigError, atomic_path, read_json, write_json, write_text
 from eqn.models.module import EQNModule
 from eqn.predict import predict_scores
 from eqn.relabeled import write_intensity_csv
@@ -151,7 +151,7 @@ class Pipeline:
             old = read_json(path)["fingerprint"]
             if old != current:
                 if not self.cfg.pipeline.restart:
-                    raise RuntimeError(
+                    raise ConfigError(
                         f"{self.run_dir} holds a run with a different config or data (fingerprint {old[:12]} != "
                         f"{current[:12]}); use another hydra.run.dir, or pipeline.restart=true to discard it")
             if old != current or self.cfg.pipeline.restart:

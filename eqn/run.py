@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -11,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from eqn import config  # noqa: E402  (registers schemas and resolvers)
+from eqn.io import ConfigError, DataError  # noqa: E402
 
 log = logging.getLogger("eqn")
 
@@ -46,7 +48,11 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg)
+    try:
+        metrics = run(cfg)
+    except (DataError, ConfigError) as err:  # bad input: one clear line, no traceback
+        log.error("%s", err)
+        sys.exit(f"eqn: error: {err}")
     final = "eqn" if cfg.pipeline.name == "eqn" else cfg.pipeline.name
     return metrics.get(f"{final}/val/f1_macro")  # the objective a Hydra sweeper optimises
 

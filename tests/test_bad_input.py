@@ -1,0 +1,153 @@
+"""Bad data and bad configs: an error naming the file, the line and the problem, before any training."""
+import json
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from eqn.data import sources
+from eqn.io import DataError
+from eqn.run import run
+from tests.conftest import compose_config
+
+GOOD = "text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(20))
+
+
+def goemotions_dir(tmp_path, train_lines):
+    folder = tmp_path / "goemotions"
+    folder.mkdir()
+    (folder / "labels.txt").write_text("\n".join(f"l{i}" for i in range(28)))
+    (folder / "train.tsv").write_bytes(train_lines)
+    for f in ("dev.tsv", "test.tsv"):
+        (folder / f).write_text("fine\t1\tx1\n")
+    return tmp_path
+
+
+# (name, file name, content, extra reader options, expected line, expected words in the message)
+CASES = [
+    ("missing_column", "d.csv", "text,emotion\nhello,a\n", {}, 1, "missing column(s) ['label']"),
+    ("empty_file", "d.csv", "", {}, None, "empty"),
+    ("header_only", "d.csv", "text,label\n", {}, None, "no usable rows"),
+    ("label_not_in_set", "d.csv", GOOD + "oops,c\n", {"labels": ["a", "b"]}, 22, "'c' is not in the label set"),
+    ("label_id_out_of_range", "d.csv", GOOD + "oops,7\n", {"labels": ["a", "b"]}, 22, "label id 7 is out of range"),
+    ("empty_text", "d.csv", GOOD + ",a\n", {}, 22, "text is empty"),
+    ("whitespace_text", "d.csv", GOOD + '"   ",a\n', {}, 22, "text is empty or whitespace only"),
+    ("nan_text", "d.jsonl", '{"text": "ok", "label": "a"}\n{"text": null, "label": "b"}\n', {}, 2, "text is missing"),
+    ("number_text", "d.jsonl", '{"text": "ok", "label": "a"}\n{"text": 3.5, "label": "b"}\n', {}, 2, "not a string"),
+    ("non_utf8", "d.csv", GOOD.encode() + b"caf\xe9,a\n", {}, 22, "not valid UTF-8"),
+    ("ragged_row", "d.csv", GOOD + "one,a,extra\n", {}, 22, "ragged row: has 3 fields, the header has 2"),
+    ("jsonl_not_json", "d.jsonl", '{"text": "ok", "label": "a"}\n{"text": "broken", \n', {}, 2, "not valid JSON"),
+    ("jsonl_not_object", "d.jsonl", '{"text": "ok", "label": "a"}\n["text", "a"]\n', {}, 2, "must be a JSON object"),
+    ("duplicate_id", "d.csv", "id,text,label\n1,a,x\n2,b,y\n1,c,x\n", {"id_column": "id"}, 4, "duplicate id '1'"),
+    ("missing_label", "d.csv", GOOD + "no label,\n", {}, 22, "missing label"),
+    ("unsupported_type", "d.xlsx", "whatever", {}, None, "unsupported file type"),
+    ("missing_file", None, None, {}, None, "file not found"),
+    ("directory", "adir", "DIR", {}, None, "is a directory"),
+]
+
+
+@pytest.mark.parametrize("name,fname,content,options,line,words", CASES, ids=[c[0] for c in CASES])
+def test_bad_custom_file(tmp_path, name, fname, content, options, line, words):
+    path = tmp_path / (fname or "nothing.csv")
+    if content == "DIR":
+        path.mkdir()
+        path = path.with_suffix(".csv")
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataError) as err:
+        sources.load("custom", tmp_path, path=str(path), **options)
+    message = str(err.value)
+    assert str(path) in message and words in message
+    if line is not None:
+        assert f"line {line}:" in message
+
+
+def test_skip_policy_drops_and_counts_bad_rows(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text(GOOD + ",a\nx,a,extra\n   ,b\nfine,a\n")
+    data = sources.load("custom", tmp_path, path=str(path), on_bad_rows="skip")
+    assert data.skipped_rows == 3
+    assert sum(len(s) for s in data.splits.values()) == 21
+
+
+@pytest.mark.parametrize("line,words", [(b"text only\n", "expected 3 tab-separated fields"),
+                                        (b"hi\t30\tid9\n", "label id 30 is out of range 0..27"),
+                                        (b"hi\tjoy\tid9\n", "'joy' is not in the label set")])
+def test_bad_goemotions_rows(tmp_path, line, words):
+    root = goemotions_dir(tmp_path, b"good\t1\tid1\n" + line)
+    with pytest.raises(DataError) as err:
+        sources.load("goemotions", root)
+    assert "train.tsv, line 2" in str(err.value) and words in str(err.value)
+
+
+def test_bad_emotion6_row(tmp_path):
+    folder = tmp_path / "emotion6"
+    folder.mkdir()
+    for f in ("train.txt", "val.txt", "test.txt"):
+        (folder / f).write_text("i feel good;joy\nno separator here\n")
+    with pytest.raises(DataError, match=r"train.txt, line 2: expected 'text;label'"):
+        sources.load("emotion6", tmp_path)
+
+
+def test_duplicate_goemotions_ids(tmp_path):
+    root = goemotions_dir(tmp_path, b"a\t1\tsame\nb\t2\tsame\n")
+    with pytest.raises(DataError, match="line 2: duplicate id 'same'"):
+        sources.load("goemotions", root)
+
+
+# ------------------------------------------------------------------------------------ configs
+
+
+def test_unknown_dataset_lists_the_choices():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("data=nonsense")
+    assert "goemotions" in str(err.value.__cause__ or err.value) or "Available options" in str(err.value)
+
+
+def test_unknown_model_lists_the_choices():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("model=gpt9")
+    text = str(err.value) + str(err.value.__cause__)
+    assert "textcnn" in text and "minilm" in text
+
+
+@pytest.mark.parametrize("override", ["data.max_train_sample=5", "trainer.max_epoch=3", "pipeline.thresold=1"])
+def test_misspelt_key_fails_at_composition(override):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        compose_config(override)
+
+
+def test_wrong_type_fails_at_composition():
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config("trainer.max_epochs=three")
+
+
+@pytest.mark.parametrize("override,words", [("trainer.max_epochs=0", "positive number of epochs"),
+                                            ("pipeline.threshold=11", "must lie in [0, 10.0]"),
+                                            ("pipeline.threshold=-1", "must lie in [0, 10.0]"),
+                                            ("pipeline.name=triple", "choose one of"),
+                                            ("data.on_bad_rows=ignore", "choose 'error' or 'skip'")])
+def test_invalid_values_fail_before_any_work(tmp_path, override, words):
+    cfg = compose_config(override, tmp_path=tmp_path)
+    with pytest.raises(ValueError) as err:
+        run(cfg, run_dir=str(tmp_path / "run"))
+    assert words in str(err.value)
+    assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_max_train_samples_larger_than_the_data(tmp_path, data_dir):
+    cfg = compose_config("data=emotion6", "data.max_train_samples=99999", tmp_path=tmp_path)
+    with pytest.raises(ValueError, match="max_train_samples=99999 is larger than the train split"):
+        run(cfg, run_dir=str(tmp_path / "run"))
+
+
+def test_skipped_rows_reach_metrics_json(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("text,label\n" + "".join(f"sample text {i},{'xyz'[i % 3]}\n" for i in range(60)) + ",x\n")
+    cfg = compose_config("data=custom", f"data.path={path}", "data.on_bad_rows=skip", "trainer.max_epochs=1",
+                         "pipeline.analyze=false", "logger=none", tmp_path=tmp_path)
+    run(cfg, run_dir=str(tmp_path / "run"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data/skipped_rows"] == 1.0
+    assert metrics["data/train_rows"] + metrics["data/val_rows"] + metrics["data/test_rows"] == 60

@@ -1,0 +1,113 @@
+"""Interrupted runs resume where they stopped; changed configs are refused; writes are atomic."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from eqn.io import ConfigError, write_json
+from eqn.models.module import EQNModule
+from eqn.pipeline import Pipeline
+from eqn.run import run
+from tests.conftest import ROOT, compose_config
+
+SMALL = ["data.max_train_samples=300", "data.max_eval_samples=100", "trainer.max_epochs=2", "pipeline.analyze=false",
+         "logger=none"]
+
+
+class CrashInStage(Callback):
+    def __init__(self, stage):
+        self.stage = stage
+
+    def on_train_epoch_start(self, trainer, module):
+        if module.hparams.stage == self.stage and trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_crash_in_stage_two_resumes_from_last_checkpoint(tmp_path, data_dir, monkeypatch):
+    cfg = compose_config(*SMALL, tmp_path=tmp_path)
+    run_dir = tmp_path / "run"
+    original = Pipeline.build_trainer
+    monkeypatch.setattr(Pipeline, "build_trainer",
+                        lambda self, stage, callbacks, logger=False, **kw: original(self, stage, [*callbacks, CrashInStage("eqn")], logger, **kw))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg, run_dir=str(run_dir))
+    assert (run_dir / "stages" / "coeqn" / "done.json").exists()
+    assert not (run_dir / "metrics.json").exists()
+    last = torch.load(run_dir / "stages" / "eqn" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 0
+    coeqn_done = (run_dir / "stages" / "coeqn" / "done.json").stat().st_mtime_ns
+    targets = torch.load(run_dir / "stages" / "regress1" / "targets.pt")
+
+    monkeypatch.setattr(Pipeline, "build_trainer", original)
+    fits = []
+    monkeypatch.setattr(EQNModule, "on_train_epoch_start", lambda self: fits.append((self.hparams.stage, self.current_epoch)))
+    metrics = run(cfg, run_dir=str(run_dir))
+    assert fits == [("eqn", 1)]  # coeqn skipped, eqn resumed at its second epoch
+    assert (run_dir / "stages" / "coeqn" / "done.json").stat().st_mtime_ns == coeqn_done
+    assert torch.equal(torch.load(run_dir / "stages" / "regress1" / "targets.pt"), targets)
+    assert {"coeqn/test/f1_macro", "eqn/test/f1_macro"} <= metrics.keys()
+    assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics)
+
+
+def test_changed_config_is_refused_unless_restart(tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    run(compose_config(*SMALL, "pipeline=coeqn", tmp_path=tmp_path), run_dir=str(run_dir))
+    with pytest.raises(ConfigError, match="different config or data"):
+        run(compose_config(*SMALL, "pipeline=coeqn", "model.optimizer.lr=0.01", tmp_path=tmp_path), run_dir=str(run_dir))
+    metrics = run(compose_config(*SMALL, "pipeline=coeqn", "model.optimizer.lr=0.01", "pipeline.restart=true",
+                                 tmp_path=tmp_path), run_dir=str(run_dir))
+    assert "coeqn/test/f1_macro" in metrics
+
+
+def test_nan_loss_stops_the_stage_and_keeps_the_best_checkpoint(tmp_path, data_dir, monkeypatch):
+    cfg = compose_config(*SMALL, "pipeline=coeqn", "trainer.max_epochs=3", tmp_path=tmp_path)
+    original = EQNModule.loss
+
+    def poisoned(self, outputs, batch):
+        loss = original(self, outputs, batch)
+        return loss * float("nan") if self.training and self.current_epoch == 1 else loss
+
+    monkeypatch.setattr(EQNModule, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match="stage 'coeqn': training loss became nan"):
+        run(cfg, run_dir=str(tmp_path / "run"))
+    best = torch.load(tmp_path / "run" / "stages" / "coeqn" / "best.ckpt", weights_only=False)
+    assert best["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in best["state_dict"].values() if v.is_floating_point())
+
+
+def test_interrupted_write_leaves_the_previous_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"a": 1.0})
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_sigkill_during_stage_two_then_resume(tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "eqn.run", "data.max_train_samples=1500", "data.max_eval_samples=200",
+            "trainer.max_epochs=3", "pipeline.analyze=false", "logger=none", "trainer.enable_progress_bar=false",
+            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run_dir / "stages" / "eqn" / "last.ckpt").exists():
+        assert proc.poll() is None, "the run ended before it could be killed in stage 2"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (run_dir / "metrics.json").exists()
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"coeqn/test/f1_macro", "eqn/test/f1_macro", "eqn/val/mse"} <= metrics.keys()
+    assert "stage coeqn already finished" in done.stderr + done.stdout or \
+        "already finished" in (run_dir / "run.log").read_text()
