@@ -18,16 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from eqn import evaluation
 from eqn.data.datamodule import EQNDataModule
 from eqn.io import ConfigError, atomic_path, read_json, write_json, write_text
 from eqn.models.module import EQNModule
-from eqn.predict import predict_scores
+from eqn.predict import predict_scores, predict_splits
 from eqn.relabeled import write_intensity_csv
 from eqn.stage_logging import StageLogger
 from eqn.targets import regress_targets
@@ -76,6 +78,8 @@ class Pipeline:
             init = previous if (i > 0 and cfg.pipeline.refit_from == "coeqn") else None
             previous = self.fit_stage(stage, dm, "eqn", init_from=init)
         self.metrics["time/pipeline_s"] = time.perf_counter() - started
+        if not self.is_main:
+            return self.metrics
         write_json(self.run_dir / "metrics.json", self.metrics)
         self.summarise(stages)
         if cfg.pipeline.analyze and "baseline" not in stages:
@@ -123,12 +127,22 @@ class Pipeline:
                            default_root_dir=str(self.run_dir / "stages" / (stage or "predict")), **overrides)
 
     def predict_trainer(self) -> Trainer:
+        """Same devices and strategy as training: label regression and evaluation run on every rank."""
         if getattr(self, "_predict_trainer", None) is None:
-            t = self.cfg.trainer
-            self._predict_trainer = Trainer(accelerator=t.accelerator, devices=1, precision=t.precision, logger=False,
-                                            enable_checkpointing=False, enable_progress_bar=False,
-                                            enable_model_summary=False)
+            self._predict_trainer = instantiate(self.cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+                                                enable_progress_bar=False, enable_model_summary=False,
+                                                default_root_dir=str(self.run_dir / "stages" / "predict"))
         return self._predict_trainer
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the run's files (with srun-launched DDP every rank runs this pipeline)."""
+        return rank_zero_only.rank == 0
+
+    @staticmethod
+    def barrier() -> None:
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
 
     # ------------------------------------------------------------------ resume guard
     def fingerprint(self, dm: EQNDataModule) -> str:
@@ -190,23 +204,29 @@ class Pipeline:
             metrics = self.evaluate(module, dm, stage)
             metrics[f"time/{stage}_fit_s"] = fit_s
             logger.log_results(stage, metrics, dm.label_names)
-        self.save_final_checkpoint(best, module, final)
-        write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
+        if self.is_main:
+            self.save_final_checkpoint(best, module, final)
+            write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
+        self.barrier()
         self.metrics.update(metrics)
         return final
 
     def evaluate(self, module: EQNModule, dm: EQNDataModule, stage: str) -> dict[str, float]:
         trainer = self.predict_trainer()
-        scores = {s: predict_scores(trainer, module, dm.predict_loader(s), len(dm.split(s))) for s in ("val", "test")}
+        splits = ("val", "test")
+        predicted = predict_splits(trainer, module, [dm.predict_loader(s) for s in splits],
+                                   [len(dm.split(s)) for s in splits], self.run_dir)
+        scores = dict(zip(splits, predicted))
         if dm.multi_label:
             if self.cfg.pipeline.threshold is not None:
                 value = self.cfg.pipeline.threshold / self.cfg.pipeline.scale * module.score_scale
                 module.thresholds.fill_(value)
             else:
                 module.thresholds.copy_(evaluation.tune_thresholds(scores["val"], dm.gold["val"], module.score_scale))
-        with atomic_path(self.run_dir / "stages" / stage / "scores_test.pt") as tmp:
-            torch.save({"scores": scores["test"], "gold": dm.gold["test"], "label_names": dm.label_names,
-                        "objective": module.hparams.objective, "scale": module.score_scale}, tmp)
+        if self.is_main:
+            with atomic_path(self.run_dir / "stages" / stage / "scores_test.pt") as tmp:
+                torch.save({"scores": scores["test"], "gold": dm.gold["test"], "label_names": dm.label_names,
+                            "objective": module.hparams.objective, "scale": module.score_scale}, tmp)
         out: dict[str, float] = {}
         for split, s in scores.items():
             pred = evaluation.decide(s, dm.multi_label, module.thresholds)
@@ -237,10 +257,11 @@ class Pipeline:
             predictions = predict_scores(self.predict_trainer(), module, train, len(dm.split("train")))
             p = self.cfg.pipeline
             dm.targets.copy_(regress_targets(dm.gold["train"], predictions, p.scale, p.floor))
-            with atomic_path(path) as tmp:
-                torch.save(dm.targets.clone(), tmp)
+            if self.is_main:
+                with atomic_path(path) as tmp:
+                    torch.save(dm.targets.clone(), tmp)
             self.metrics[f"time/regress{round_}_s"] = time.perf_counter() - started
-        if last and self.cfg.pipeline.save_relabeled:
+        if last and self.cfg.pipeline.save_relabeled and self.is_main:
             split = dm.split("train")
             write_intensity_csv(self.run_dir / "relabeled_train.csv", {"id": split.ids, "text": split.texts},
                                 dm.targets, dm.label_names)
