@@ -137,6 +137,7 @@ class TrainerConfig:
     enable_model_summary: bool = False
     deterministic: Any = False
     benchmark: Optional[bool] = None
+    plugins: Any = None
 
 
 @dataclass

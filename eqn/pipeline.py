@@ -76,7 +76,8 @@ class Pipeline:
             if i > 0:
                 self.regress(dm, previous, round_=i, last=(i == len(stages) - 1))
             init = previous if (i > 0 and cfg.pipeline.refit_from == "coeqn") else None
-            previous = self.fit_stage(stage, dm, "eqn", init_from=init)
+            uses = self.artifact_name(i) if i > 0 else None
+            previous = self.fit_stage(stage, dm, "eqn", init_from=init, uses_artifact=uses)
         self.metrics["time/pipeline_s"] = time.perf_counter() - started
         if not self.is_main:
             return self.metrics
@@ -178,7 +179,11 @@ class Pipeline:
         write_json(path, {"fingerprint": current})
 
     # ------------------------------------------------------------------ stages
-    def fit_stage(self, stage: str, dm: EQNDataModule, objective: str, init_from: Path | None = None) -> Path:
+    def artifact_name(self, round_: int) -> str:
+        return f"{self.cfg.run_name}-relabeled-r{round_}"
+
+    def fit_stage(self, stage: str, dm: EQNDataModule, objective: str, init_from: Path | None = None,
+                  uses_artifact: str | None = None) -> Path:
         stage_dir = self.run_dir / "stages" / stage
         final = self.run_dir / "checkpoints" / f"{stage}.ckpt"
         done = stage_dir / "done.json"
@@ -196,6 +201,8 @@ class Pipeline:
         resume = stage_dir / "last.ckpt"
         started = time.perf_counter()
         with StageLogger(self.cfg, self.run_dir, stage) as logger:
+            if uses_artifact:
+                logger.use_artifact(uses_artifact)
             trainer = self.build_trainer(stage, [checkpoint], logger.lightning)
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.exists() else None)
             fit_s = time.perf_counter() - started
@@ -250,18 +257,26 @@ class Pipeline:
         path = self.run_dir / "stages" / f"regress{round_}" / "targets.pt"
         if path.exists():
             dm.targets.copy_(torch.load(path, weights_only=True))
-        else:
+            return
+        with StageLogger(self.cfg, self.run_dir, f"regress{round_}") as logger:
             started = time.perf_counter()
             module = EQNModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
             train = dm.predict_loader("train")
             predictions = predict_scores(self.predict_trainer(), module, train, len(dm.split("train")))
             p = self.cfg.pipeline
             dm.targets.copy_(regress_targets(dm.gold["train"], predictions, p.scale, p.floor))
-            if self.is_main:
-                with atomic_path(path) as tmp:
-                    torch.save(dm.targets.clone(), tmp)
-            self.metrics[f"time/regress{round_}_s"] = time.perf_counter() - started
-        if last and self.cfg.pipeline.save_relabeled and self.is_main:
-            split = dm.split("train")
-            write_intensity_csv(self.run_dir / "relabeled_train.csv", {"id": split.ids, "text": split.texts},
-                                dm.targets, dm.label_names)
+            seconds = time.perf_counter() - started
+            self.metrics[f"time/regress{round_}_s"] = seconds
+            if not self.is_main:
+                return
+            artifact = path
+            if last and self.cfg.pipeline.save_relabeled:
+                split = dm.split("train")
+                artifact = self.run_dir / "relabeled_train.csv"
+                write_intensity_csv(artifact, {"id": split.ids, "text": split.texts}, dm.targets, dm.label_names)
+            with atomic_path(path) as tmp:  # written last: its presence marks the round as done
+                torch.save(dm.targets.clone(), tmp)
+            changed = (dm.targets != dm.gold["train"].float() * p.scale).float().mean().item()
+            logger.log_results(f"regress{round_}", {f"regress{round_}/seconds": seconds,
+                                                     f"regress{round_}/changed_cells": changed}, [])
+            logger.log_artifact(artifact, self.artifact_name(round_), "dataset")

@@ -6,8 +6,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+
+from eqn.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,17 @@ class StageLogger:
             config = OmegaConf.to_container(self.cfg, resolve=True)
             config["git_commit"] = git_commit()
             config["overrides"] = _overrides()
-            self.lightning = instantiate(node, name=f"{self.cfg.run_name}-{self.stage}", job_type=self.stage,
-                                         save_dir=str(self.run_dir), config=config, reinit="create_new")
+            group = node.get("group") or default_group(self.cfg, self.run_dir)
+            options = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("_target_", "group")}
+            # built by hand: hydra's instantiate() reserves the keyword `config`, which wandb.init needs
+            self.lightning = get_class(target)(**options, name=f"{self.cfg.run_name}-{self.stage}", job_type=self.stage,
+                                               group=group, save_dir=str(self.run_dir), config=config,
+                                               reinit="create_new")
+            run = self.lightning.experiment
+            if rank_zero_only.rank == 0 and getattr(run, "id", None):  # where to find this stage's W&B run
+                write_json(self.run_dir / "stages" / self.stage / "wandb_run.json",
+                           {"id": run.id, "name": run.name, "group": run.group, "job_type": run.job_type,
+                            "mode": node.get("mode"), "dir": str(getattr(run, "dir", ""))})
         elif target.endswith("CSVLogger") or target.endswith("TensorBoardLogger"):
             self.lightning = instantiate(node, save_dir=str(self.run_dir), name="logs", version=self.stage)
         else:
@@ -64,8 +76,15 @@ class StageLogger:
             self.lightning.experiment.log_artifact(artifact)
 
     def use_artifact(self, name: str) -> None:
-        if self.is_wandb:
-            self.lightning.experiment.use_artifact(f"{name}:latest")
+        """Lineage: this stage consumes `name`. Offline W&B cannot link artifacts; the name goes in the config."""
+        if not self.is_wandb:
+            return
+        run = self.lightning.experiment
+        run.config.update({"input_artifact": name}, allow_val_change=True)
+        try:
+            run.use_artifact(f"{name}:latest")
+        except (TypeError, ValueError) as err:  # "Cannot use artifact when in offline mode"
+            log.info("W&B lineage for %s recorded in the config only: %s", name, err)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.is_wandb:
@@ -75,6 +94,20 @@ class StageLogger:
                 log.warning("could not finish the W&B run: %s", err)
         elif self.lightning:
             self.lightning.finalize("failed" if exc_type else "success")
+
+
+def default_group(cfg: DictConfig, run_dir: Path) -> str:
+    """All stages of a pipeline share a group; so do all jobs of one Hydra sweep."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return f"sweep-{Path(hc.sweep.dir).name}"
+    except Exception:
+        pass
+    return f"{cfg.run_name}-{run_dir.name}"
 
 
 def _overrides() -> list[str]:
