@@ -1,7 +1,7 @@
 """Micro-emotion annotation: every text gets a 0..scale intensity for every label.
 
     python -m eqn.annotate ckpt=run/checkpoints/eqn.ckpt input=texts.csv output=annotated.csv [text_column=text]
-                           [batch_size=256] [chunk_size=20000] [overwrite=false]
+                           [batch_size=256] [chunk_size=20000] [overwrite=false] [header=true]
     python -m eqn.annotate ckpt=... input=- output=out.csv      # plain text, one per line, from stdin
 
     from eqn import load; load(ckpt).annotate(["what a day", ...])  # -> pandas DataFrame
@@ -71,9 +71,14 @@ class Annotator:
             result.append(",".join(names[i] for i in chosen))
         return result
 
+    def intensities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scores on the 0..scale intensity range (a classifier checkpoint reports scale x probability)."""
+        scale = float(self.module.hparams.scale)
+        return (scores * (scale / self.module.score_scale)).clamp(0.0, scale)
+
     def annotate_frame(self, frame: pd.DataFrame, text_column: str = "text", batch_size: int = 256) -> pd.DataFrame:
         scores = self.scores(frame[text_column].tolist(), batch_size)
-        out = intensity_frame({c: frame[c].tolist() for c in frame.columns}, scores, self.label_names)
+        out = intensity_frame({c: frame[c].tolist() for c in frame.columns}, self.intensities(scores), self.label_names)
         out["emotions"] = self.emotions(scores)
         return out
 
@@ -84,8 +89,9 @@ class Annotator:
 # ------------------------------------------------------------------------------ files
 
 
-def read_chunks(source: str, text_column: str, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """Input in chunks of rows: .csv, .tsv, .jsonl, or '-' for plain text lines on stdin."""
+def read_chunks(source: str, text_column: str, chunk_size: int, header: bool = True) -> Iterator[pd.DataFrame]:
+    """Input in chunks of rows: .csv, .tsv, .jsonl, or '-' for plain text lines on stdin.
+    header=False: a CSV/TSV without a header row; its first column is the text (named `text_column`)."""
     if source == "-":
         lines = [line.rstrip("\n") for line in sys.stdin]
         for start in range(0, len(lines), chunk_size):
@@ -100,7 +106,8 @@ def read_chunks(source: str, text_column: str, chunk_size: int) -> Iterator[pd.D
     try:
         if suffix in (".csv", ".tsv"):
             reader = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                                 chunksize=chunk_size, encoding="utf-8")
+                                 chunksize=chunk_size, encoding="utf-8", header=0 if header else None,
+                                 quoting=0 if header else 3)
         elif suffix in (".jsonl", ".json"):
             reader = pd.read_json(path, lines=True, chunksize=chunk_size, dtype=False, precise_float=True,
                                   encoding="utf-8")
@@ -110,6 +117,8 @@ def read_chunks(source: str, text_column: str, chunk_size: int) -> Iterator[pd.D
         else:
             raise DataError(path, f"unsupported input type {suffix!r}: use .csv, .tsv, .jsonl, .txt or '-'")
         for chunk in reader:
+            if not header:
+                chunk = chunk.rename(columns=lambda i: text_column if i == 0 else f"column_{i}")
             if text_column not in chunk.columns:
                 raise DataError(path, f"no column {text_column!r}; the input has {list(chunk.columns)} "
                                       "(set text_column=...)", 1)
@@ -131,7 +140,8 @@ def write_chunk(handle, frame: pd.DataFrame, fmt: str, first: bool) -> None:
 
 
 def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text", batch_size: int = 256,
-                  chunk_size: int = 20000, overwrite: bool = False, device: str = "cpu", progress: bool = True) -> dict:
+                  chunk_size: int = 20000, overwrite: bool = False, device: str = "cpu", progress: bool = True,
+                  header: bool = True) -> dict:
     out_path = Path(output)
     if input != "-" and Path(input).resolve() == out_path.resolve():
         raise DataError(out_path, "output would overwrite the input; choose another output path")
@@ -142,7 +152,7 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
     started, n = time.perf_counter(), 0
     with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         bar = tqdm(desc="annotating", unit="text", disable=not progress, file=sys.stderr)
-        for chunk in read_chunks(input, text_column, chunk_size):
+        for chunk in read_chunks(input, text_column, chunk_size, header):
             write_chunk(handle, annotator.annotate_frame(chunk, text_column, batch_size), fmt, first=(n == 0))
             n += len(chunk)
             bar.update(len(chunk))
@@ -164,7 +174,7 @@ def parse_key_values(argv: list[str]) -> dict:
             sys.exit(f"eqn.annotate: expected key=value, got {item!r}")
         if key in ("batch_size", "chunk_size"):
             value = int(value)
-        elif key in ("overwrite", "progress"):
+        elif key in ("overwrite", "progress", "header"):
             value = value.lower() in ("1", "true", "yes")
         args[key] = value
     return args
@@ -176,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         sys.exit(f"usage: python -m eqn.annotate ckpt=<checkpoint> input=<file|-> output=<file> [text_column=text] "
                  f"[batch_size=256] [chunk_size=20000] [overwrite=true]  (missing: {', '.join(missing)})")
-    known = {"ckpt", "input", "output", "text_column", "batch_size", "chunk_size", "overwrite", "device", "progress"}
+    known = {"ckpt", "input", "output", "text_column", "batch_size", "chunk_size", "overwrite", "device", "progress",
+             "header"}
     unknown = sorted(set(args) - known)
     if unknown:
         sys.exit(f"eqn.annotate: unknown option(s) {unknown}; valid: {sorted(known)}")

@@ -96,6 +96,7 @@ class ModelConfig:
     backbone: Dict[str, Any] = MISSING  # a `_target_` node; its keys are the backbone's arguments
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     pretrained: Optional[str] = None
+    embedding_init: Optional[str] = None  # word backbones: init embeddings from this encoder's input embeddings
     head_dropout: float = 0.1
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW", "lr": 1e-3})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

@@ -121,6 +121,12 @@ class Pipeline:
                            scheduler=OmegaConf.to_container(cfg.model.scheduler, resolve=True),
                            encoder=dm.encoder.to_str(), stage=stage)
         dm.min_length = module.min_length
+        if cfg.model.embedding_init and dm.encoder.kind == "word":
+            from eqn.models.backbones import init_word_embeddings
+
+            count = init_word_embeddings(module.backbone.embedding, dm.encoder.tokenizer.get_vocab(),
+                                         cfg.model.embedding_init)
+            log.info("initialised %d word embeddings from %s", count, cfg.model.embedding_init)
         return module
 
     def build_trainer(self, stage: str | None, callbacks: list, logger: Any = False, **overrides) -> Trainer:

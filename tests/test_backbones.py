@@ -19,3 +19,18 @@ def test_padding_does_not_change_the_output(cls):
     assert a.shape == (2, model.output_dim)
     assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(a[1:], alone, atol=1e-5)
+
+
+def test_word_embeddings_from_a_pretrained_encoder():
+    from eqn.config import minilm_path
+    from eqn.data.tokenize import build_word_encoder
+
+    encoder = build_word_encoder(["happy happy joy", "sad day"], min_frequency=1)
+    model = backbones.TextCNN(vocab_size=encoder.vocab_size, embed_dim=384)
+    vocab = encoder.tokenizer.get_vocab()
+    assert backbones.init_word_embeddings(model.embedding, vocab, minilm_path()) == len(vocab) - 1  # all but [PAD]
+    happy, joy = model.embedding.weight[vocab["happy"]], model.embedding.weight[vocab["joy"]]
+    assert torch.nn.functional.cosine_similarity(happy, joy, dim=0) > 0.2  # pretrained geometry, not random
+    assert model.embedding.weight[0].abs().sum() == 0
+    with pytest.raises(ValueError, match="embed_dim=384"):
+        backbones.init_word_embeddings(backbones.ANN(vocab_size=encoder.vocab_size).embedding, vocab, minilm_path())

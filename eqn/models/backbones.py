@@ -125,3 +125,23 @@ class Bert(nn.Module):
         if self.pooling == "cls":
             return out.last_hidden_state[:, 0]
         return masked_mean(out.last_hidden_state, attention_mask)
+
+
+@torch.no_grad()
+def init_word_embeddings(embedding: nn.Embedding, words: dict[str, int], pretrained: str) -> int:
+    """Initialise a word vocabulary's embeddings from a Hugging Face encoder's input embeddings: each word
+    gets the mean vector of its sub-word pieces. Returns how many words were initialised."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(pretrained)
+    table = AutoModel.from_pretrained(pretrained).get_input_embeddings().weight
+    if table.shape[1] != embedding.embedding_dim:
+        raise ValueError(f"model.embedding_init={pretrained!r} has {table.shape[1]}-dim embeddings; "
+                         f"set model.backbone.embed_dim={table.shape[1]}")
+    done = 0
+    for word, index in words.items():
+        pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if pieces and index != embedding.padding_idx:
+            embedding.weight[index] = table[pieces].mean(0)
+            done += 1
+    return done
