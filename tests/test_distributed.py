@@ -37,14 +37,14 @@ def test_two_process_regression_equals_one_process(trained_run, data_dir, tmp_pa
 def test_ddp_pipeline_inside_a_multirun_sweep(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     args = [sys.executable, "-m", "eqn.run", "-m", "seed=0,1", "trainer=ddp", "trainer.accelerator=cpu",
-            "pipeline=eqn", "data.max_train_samples=120", "data.max_eval_samples=60", "trainer.max_epochs=1",
+            "pipeline=coeqn", "data.max_train_samples=120", "data.max_eval_samples=60", "trainer.max_epochs=1",
             "pipeline.analyze=false", "logger=none", "trainer.enable_progress_bar=false",
             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"]
     done = subprocess.run(args, cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
-    assert [p.name for p in runs] == ["0_goemotions-textcnn-eqn-s0", "1_goemotions-textcnn-eqn-s1"]
+    assert [p.name for p in runs] == ["0_goemotions-textcnn-coeqn-s0", "1_goemotions-textcnn-coeqn-s1"]
     for run_dir in runs:
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert {"coeqn/test/f1_macro", "eqn/test/f1_macro"} <= metrics.keys()
+        assert {"coeqn/test/f1_macro", "coeqn/val/mse"} <= metrics.keys()
         assert metrics["data/test_rows"] == 60

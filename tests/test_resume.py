@@ -92,7 +92,7 @@ def test_interrupted_write_leaves_the_previous_file(tmp_path):
 
 def test_sigkill_during_stage_two_then_resume(tmp_path, data_dir):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "eqn.run", "data.max_train_samples=1500", "data.max_eval_samples=200",
+    args = [sys.executable, "-m", "eqn.run", "data.max_train_samples=1000", "data.max_eval_samples=200",
             "trainer.max_epochs=3", "pipeline.analyze=false", "logger=none", "trainer.enable_progress_bar=false",
             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
