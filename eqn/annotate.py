@@ -93,9 +93,14 @@ def read_chunks(source: str, text_column: str, chunk_size: int, header: bool = T
     """Input in chunks of rows: .csv, .tsv, .jsonl, or '-' for plain text lines on stdin.
     header=False: a CSV/TSV without a header row; its first column is the text (named `text_column`)."""
     if source == "-":
-        lines = [line.rstrip("\n") for line in sys.stdin]
-        for start in range(0, len(lines), chunk_size):
-            yield pd.DataFrame({text_column: lines[start:start + chunk_size]})
+        lines: list[str] = []
+        for line in sys.stdin:
+            lines.append(line.rstrip("\r\n"))
+            if len(lines) == chunk_size:
+                yield pd.DataFrame({text_column: lines})
+                lines = []
+        if lines:
+            yield pd.DataFrame({text_column: lines})
         return
     path = Path(source)
     if not path.exists():

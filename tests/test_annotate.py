@@ -67,7 +67,7 @@ def test_file_round_trip_keeps_input_columns_and_input_bytes(ckpt, tmp_path, fmt
 def test_stdin_plain_text(ckpt, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(TEXTS) + "\n"))
     out = tmp_path / "out.csv"
-    main([f"ckpt={ckpt}", "input=-", f"output={out}", "progress=false"])
+    main([f"ckpt={ckpt}", "input=-", f"output={out}", "progress=false", "chunk_size=2"])
     frame = pd.read_csv(out, keep_default_na=False)
     assert frame["text"].tolist() == TEXTS
 

@@ -1,0 +1,463 @@
+"""One small reader per dataset (and `custom`): original files -> texts, label ids, label names, splits.
+
+Every reader reports bad input as a DataError naming the file, the line and the problem. With
+`on_bad_rows="skip"` a bad row is dropped and counted instead (LabelledData.skipped_rows).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from eqn.io import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+csv.field_size_limit(2**31 - 1)
+
+
+@dataclass
+class Split:
+    ids: list[str]
+    texts: list[str]
+    labels: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: Iterable[int]) -> "Split":
+        index = list(index)
+        return Split([self.ids[i] for i in index], [self.texts[i] for i in index], [self.labels[i] for i in index])
+
+
+@dataclass
+class LabelledData:
+    name: str
+    label_names: list[str]
+    multi_label: bool
+    splits: dict[str, Split]
+    files: list[Path] = field(default_factory=list)
+    skipped_rows: int = 0
+
+
+@dataclass
+class Row:
+    line: int
+    id: str | None
+    text: object
+    label: object
+
+
+class RowChecker:
+    """Validates rows of one file and applies the bad-row policy."""
+
+    def __init__(self, path: Path, label_names: list[str] | None, on_bad_rows: str, drop_empty_text: bool, label_sep: str | None):
+        self.path, self.names, self.policy, self.drop_empty, self.sep = path, label_names, on_bad_rows, drop_empty_text, label_sep
+        self.skipped = 0
+
+    def bad(self, line: int, problem: str) -> None:
+        if self.policy == "skip":
+            self.skipped += 1
+            log.warning("skipping %s line %d: %s", self.path, line, problem)
+            return
+        raise DataError(self.path, problem + " (set data.on_bad_rows=skip to drop such rows)", line)
+
+    def label_ids(self, row: Row) -> list[int]:
+        raw = row.label
+        if raw is None or (isinstance(raw, float) and math.isnan(raw)) or (isinstance(raw, str) and not raw.strip()):
+            raise ValueError("missing label")
+        if isinstance(raw, str) and raw.strip().startswith("["):
+            raw = json.loads(raw)
+        tokens = raw if isinstance(raw, list) else ([raw] if self.sep is None or not isinstance(raw, str) else raw.split(self.sep))
+        ids = []
+        for tok in tokens:
+            ids.append(self.label_id(tok))
+        return sorted(set(ids))
+
+    def label_id(self, tok: object) -> int:
+        name = str(tok).strip()
+        assert self.names is not None
+        if name in self.names:
+            return self.names.index(name)
+        if isinstance(tok, bool):
+            raise ValueError(f"label {tok!r} is not a label name or id")
+        try:
+            idx = int(name)
+        except ValueError:
+            raise ValueError(f"label {name!r} is not in the label set {self.names}") from None
+        if not 0 <= idx < len(self.names):
+            raise ValueError(f"label id {idx} is out of range 0..{len(self.names) - 1}")
+        return idx
+
+    def collect(self, rows: Iterable[Row]) -> Split:
+        ids, texts, labels, seen = [], [], [], {}
+        for row in rows:
+            text = row.text
+            if not isinstance(text, str) or (isinstance(text, float) and math.isnan(text)):
+                self.bad(row.line, f"text is missing or not a string ({text!r})")
+                continue
+            if not text.strip():
+                if self.drop_empty:
+                    self.skipped += 1
+                    log.info("dropping empty text at %s line %d", self.path, row.line)
+                else:
+                    self.bad(row.line, "text is empty or whitespace only")
+                continue
+            try:
+                label = self.label_ids(row)
+            except (ValueError, json.JSONDecodeError) as err:
+                self.bad(row.line, str(err))
+                continue
+            rid = row.id if row.id not in (None, "") else str(row.line)
+            if row.id not in (None, "") and rid in seen:
+                self.bad(row.line, f"duplicate id {rid!r} (first seen on line {seen[rid]})")
+                continue
+            seen[rid] = row.line
+            ids.append(rid)
+            texts.append(text)
+            labels.append(label)
+        if not texts:
+            raise DataError(self.path, "no usable rows (the file is empty or has a header only)")
+        return Split(ids, texts, labels)
+
+
+def read_text(path: Path) -> str:
+    """Read UTF-8 text (BOM stripped); a missing file or a non-UTF-8 byte is a DataError with its line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.is_dir():
+        raise DataError(path, "is a directory, not a file")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(path, f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})", line) from None
+
+
+def csv_records(path: Path, delimiter: str = ",", header: bool = True) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
+    """(line number, record) for each CSV/TSV row; ragged rows are reported with their line."""
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns = None
+    for fields in reader:
+        if not fields:
+            continue
+        if header and columns is None:
+            columns = [c.strip() for c in fields]
+            continue
+        line = reader.line_num
+        if columns is not None:
+            if len(fields) != len(columns):
+                yield line, RaggedRow(f"has {len(fields)} fields, the header has {len(columns)}")
+                continue
+            yield line, dict(zip(columns, fields))
+        else:
+            yield line, fields
+    if header and columns is None:
+        raise DataError(path, "file is empty")
+
+
+class RaggedRow(str):
+    """Marker record for a row whose field count does not match the header."""
+
+
+def require_columns(path: Path, record: dict, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in record]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; the file has {list(record)}", 1)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    import os
+
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def carve(split: Split, fraction: float, seed: int, stratify: bool = True) -> tuple[Split, Split]:
+    """Split off a seeded (stratified by first label) fraction: (rest, carved)."""
+    rng = np.random.default_rng(seed)
+    keys = [ids[0] for ids in split.labels] if stratify else [0] * len(split)
+    carved: list[int] = []
+    for key in sorted(set(keys)):
+        members = np.array([i for i, k in enumerate(keys) if k == key])
+        rng.shuffle(members)
+        carved.extend(members[: int(round(len(members) * fraction))].tolist())
+    chosen = set(carved)
+    rest = [i for i in range(len(split)) if i not in chosen]
+    return split.subset(rest), split.subset(sorted(chosen))
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def missing_files_error(folder: Path, files: list[str], hub_id: str | None, how: str = "") -> DataError:
+    hint = f"; the Hugging Face fallback '{hub_id}' was not reachable" if hub_id else ""
+    return DataError(folder, f"dataset files not found: expected {', '.join(files)} in this folder{hint}. {how}".strip())
+
+
+def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str], to_rows: Callable) -> dict[str, Split] | None:
+    if not hub_reachable():
+        raise missing_files_error(folder, files, hub_id, "Set paths.data_dir (or EQN_DATA_DIR) to the folder that holds them.")
+    import datasets
+
+    log.info("local files missing in %s; loading %s from the Hugging Face hub", folder, hub_id)
+    return to_rows(datasets.load_dataset(hub_id, config))
+
+
+def goemotions(data_dir: Path, on_bad_rows: str = "error", **_) -> LabelledData:
+    folder = Path(data_dir) / "goemotions"
+    files = ["train.tsv", "dev.tsv", "test.tsv", "labels.txt"]
+    if not all((folder / f).exists() for f in files):
+        ds = load_from_hub("google-research-datasets/go_emotions", "simplified", folder, files, lambda d: d)
+        names = ds["train"].features["labels"].feature.names
+        splits = {s: Split(list(ds[h]["id"]), list(ds[h]["text"]), [sorted(x) for x in ds[h]["labels"]])
+                  for s, h in [("train", "train"), ("val", "validation"), ("test", "test")]}
+        return LabelledData("goemotions", names, True, splits)
+    names = [n.strip() for n in read_text(folder / "labels.txt").splitlines() if n.strip()]
+    splits, skipped = {}, 0
+    for split, fname in [("train", "train.tsv"), ("val", "dev.tsv"), ("test", "test.tsv")]:
+        path = folder / fname
+        checker = RowChecker(path, names, on_bad_rows, False, ",")
+
+        def rows(path=path, checker=checker):
+            for line, fields in enumerate(read_text(path).split("\n"), start=1):
+                if not fields:
+                    continue
+                parts = fields.rstrip("\r").split("\t")
+                if len(parts) != 3:
+                    checker.bad(line, f"expected 3 tab-separated fields (text, label ids, id), found {len(parts)}")
+                    continue
+                yield Row(line, parts[2], parts[0], parts[1])
+
+        splits[split] = checker.collect(rows())
+        skipped += checker.skipped
+    return LabelledData("goemotions", names, True, splits, [folder / f for f in files], skipped)
+
+
+EMOTION6_LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+
+
+def emotion6(data_dir: Path, on_bad_rows: str = "error", **_) -> LabelledData:
+    folder = Path(data_dir) / "emotion6"
+    files = ["train.txt", "val.txt", "test.txt"]
+    if not all((folder / f).exists() for f in files):
+        ds = load_from_hub("dair-ai/emotion", "split", folder, files, lambda d: d)
+        splits = {s: Split([str(i) for i in range(len(ds[h]))], list(ds[h]["text"]), [[x] for x in ds[h]["label"]])
+                  for s, h in [("train", "train"), ("val", "validation"), ("test", "test")]}
+        return LabelledData("emotion6", EMOTION6_LABELS, False, splits)
+    splits, skipped = {}, 0
+    for split, fname in zip(["train", "val", "test"], files):
+        path = folder / fname
+        checker = RowChecker(path, EMOTION6_LABELS, on_bad_rows, False, None)
+
+        def rows(path=path, checker=checker):
+            for line, content in enumerate(read_text(path).split("\n"), start=1):
+                if not content.strip():
+                    continue
+                text, sep, label = content.rstrip("\r").rpartition(";")
+                if not sep:
+                    checker.bad(line, "expected 'text;label'")
+                    continue
+                yield Row(line, None, text, label)
+
+        splits[split] = checker.collect(rows())
+        skipped += checker.skipped
+    return LabelledData("emotion6", EMOTION6_LABELS, False, splits, [folder / f for f in files], skipped)
+
+
+def csv_split(path: Path, checker: RowChecker, text_col: str, label_col: str, id_col: str | None, delimiter: str = ",") -> Split:
+    def rows():
+        first = True
+        for line, rec in csv_records(path, delimiter):
+            if isinstance(rec, RaggedRow):
+                checker.bad(line, f"ragged row: {rec}")
+                continue
+            if first:
+                require_columns(path, rec, [text_col, label_col] + ([id_col] if id_col is not None else []))
+                first = False
+            yield Row(line, rec.get(id_col) if id_col is not None else None, rec[text_col], rec[label_col])
+
+    return checker.collect(rows())
+
+
+TFN3_LABELS = ["Bearish", "Bullish", "Neutral"]
+
+
+def tfn3(data_dir: Path, on_bad_rows: str = "error", val_fraction: float = 0.1, seed: int = 42, **_) -> LabelledData:
+    folder = Path(data_dir) / "tfn3"
+    files = ["sent_train.csv", "sent_valid.csv"]
+    if not all((folder / f).exists() for f in files):
+        ds = load_from_hub("zeroshot/twitter-financial-news-sentiment", None, folder, files, lambda d: d)
+        raw = {s: Split([str(i) for i in range(len(ds[h]))], list(ds[h]["text"]), [[x] for x in ds[h]["label"]])
+               for s, h in [("train", "train"), ("test", "validation")]}
+        skipped = 0
+    else:
+        raw, skipped = {}, 0
+        for split, fname in [("train", files[0]), ("test", files[1])]:
+            checker = RowChecker(folder / fname, TFN3_LABELS, on_bad_rows, False, None)
+            raw[split] = csv_split(folder / fname, checker, "text", "label", None)
+            skipped += checker.skipped
+    train, val = carve(raw["train"], val_fraction, seed)
+    return LabelledData("tfn3", TFN3_LABELS, False, {"train": train, "val": val, "test": raw["test"]},
+                        [folder / f for f in files], skipped)
+
+
+TSA3_LABELS = ["negative", "neutral", "positive"]
+
+
+def tsa3(data_dir: Path, on_bad_rows: str = "error", val_fraction: float = 0.1, seed: int = 42,
+         drop_empty_text: bool = True, **_) -> LabelledData:
+    folder = Path(data_dir) / "tsa3"
+    files = ["train.csv", "test.csv"]
+    if not all((folder / f).exists() for f in files):
+        raise missing_files_error(folder, files, None, "Download Kaggle 'tweet-sentiment-extraction' (train.csv, test.csv).")
+    raw, skipped = {}, 0
+    for split, fname in [("train", files[0]), ("test", files[1])]:
+        checker = RowChecker(folder / fname, TSA3_LABELS, on_bad_rows, drop_empty_text, None)
+        raw[split] = csv_split(folder / fname, checker, "text", "sentiment", "textID")
+        skipped += checker.skipped
+    train, val = carve(raw["train"], val_fraction, seed)
+    return LabelledData("tsa3", TSA3_LABELS, False, {"train": train, "val": val, "test": raw["test"]},
+                        [folder / f for f in files], skipped)
+
+
+HEALTH7_LABELS = ["Normal", "Depression", "Suicidal", "Anxiety", "Stress", "Bipolar", "Personality disorder"]
+
+
+def health7(data_dir: Path, on_bad_rows: str = "error", seed: int = 42, drop_empty_text: bool = True,
+            val_fraction: float = 0.1, test_fraction: float = 0.1, **_) -> LabelledData:
+    folder = Path(data_dir) / "health7"
+    path = folder / "Combined Data.csv"
+    if not path.exists():
+        raise missing_files_error(folder, ["'Combined Data.csv'"], None,
+                                  "Get it from Kaggle: `kaggle datasets download -d suchintikasarkar/sentiment-analysis-for-mental-health`, "
+                                  "unzip, and put 'Combined Data.csv' in that folder.")
+    checker = RowChecker(path, HEALTH7_LABELS, on_bad_rows, drop_empty_text, None)
+    full = csv_split(path, checker, "statement", "status", "")
+    rest, test = carve(full, test_fraction, seed)
+    train, val = carve(rest, val_fraction / (1 - test_fraction), seed + 1)
+    return LabelledData("health7", HEALTH7_LABELS, False, {"train": train, "val": val, "test": test}, [path], checker.skipped)
+
+
+# --------------------------------------------------------------------------- custom
+
+
+def custom_rows(path: Path, text_col: str, label_col: str, id_col: str | None, on_bad) -> Iterator[Row]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        first = True
+        for line, content in enumerate(read_text(path).split("\n"), start=1):
+            if not content.strip():
+                continue
+            try:
+                rec = json.loads(content)
+            except json.JSONDecodeError as err:
+                on_bad(line, f"not valid JSON ({err.msg})")
+                continue
+            if not isinstance(rec, dict):
+                on_bad(line, "a JSONL line must be a JSON object")
+                continue
+            if first:
+                require_columns(path, rec, [text_col, label_col])
+                first = False
+            yield Row(line, rec.get(id_col) if id_col else None, rec.get(text_col), rec.get(label_col))
+        return
+    if suffix not in (".csv", ".tsv", ".txt"):
+        raise DataError(path, f"unsupported file type {suffix!r}: use .csv, .tsv or .jsonl")
+    first = True
+    for line, rec in csv_records(path, "\t" if suffix == ".tsv" else ","):
+        if isinstance(rec, RaggedRow):
+            on_bad(line, f"ragged row: {rec}")
+            continue
+        if first:
+            require_columns(path, rec, [text_col, label_col] + ([id_col] if id_col else []))
+            first = False
+        yield Row(line, rec.get(id_col) if id_col else None, rec[text_col], rec[label_col])
+
+
+def custom(data_dir: Path, path: str | None = None, train_path: str | None = None, val_path: str | None = None,
+           test_path: str | None = None, text_column: str = "text", label_column: str = "label",
+           id_column: str | None = None, label_separator: str | None = None, labels: list[str] | None = None,
+           multi_label: bool | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42,
+           on_bad_rows: str = "error", drop_empty_text: bool = False, **_) -> LabelledData:
+    given = {"train": train_path or path, "val": val_path, "test": test_path}
+    if not given["train"]:
+        raise DataError("data.path", "custom data needs data.path (or data.train_path)")
+    paths = {s: Path(p).expanduser() if Path(p).expanduser().is_absolute() else Path(data_dir) / p
+             for s, p in given.items() if p}
+    paths = {s: (p if p.exists() else Path(given[s]).expanduser().resolve()) for s, p in paths.items()}
+    # First pass: raw rows, to find the label set (union over splits).
+    raw: dict[str, list[Row]] = {}
+    skipped = 0
+    for split, p in paths.items():
+        probe = RowChecker(p, None, on_bad_rows, drop_empty_text, label_separator)
+        raw[split] = list(custom_rows(p, text_column, label_column, id_column, probe.bad))
+        skipped += probe.skipped  # unreadable rows (bad JSON, ragged)
+    names = list(labels) if labels else _label_union(raw, label_separator, paths)
+    splits, seen_multi = {}, False
+    for split, rows in raw.items():
+        checker = RowChecker(paths[split], names, on_bad_rows, drop_empty_text, label_separator)
+        splits[split] = checker.collect(rows)
+        skipped += checker.skipped
+        seen_multi |= any(len(x) > 1 for x in splits[split].labels)
+    is_multi = seen_multi if multi_label is None else bool(multi_label)
+    if "test" not in splits:
+        splits["train"], splits["test"] = carve(splits["train"], test_fraction, seed, stratify=not is_multi)
+    if "val" not in splits:
+        splits["train"], splits["val"] = carve(splits["train"], val_fraction, seed + 1, stratify=not is_multi)
+    name = Path(given["train"]).stem
+    return LabelledData(f"custom:{name}", names, is_multi, splits, list(paths.values()), skipped)
+
+
+def _label_tokens(raw: object, sep: str | None) -> list[str]:
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return []
+    if isinstance(raw, str) and raw.strip().startswith("["):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            return []
+    if isinstance(raw, list):
+        return [str(x).strip() for x in raw]
+    if isinstance(raw, str) and sep is not None:
+        return [t.strip() for t in raw.split(sep) if t.strip()]
+    return [str(raw).strip()] if str(raw).strip() else []
+
+
+def _label_union(raw: dict[str, list[Row]], sep: str | None, paths: dict[str, Path]) -> list[str]:
+    train = {t for r in raw["train"] for t in _label_tokens(r.label, sep)}
+    for split in ("val", "test"):
+        for r in raw.get(split, []):
+            for t in _label_tokens(r.label, sep):
+                if t not in train:
+                    raise DataError(paths[split], f"label {t!r} does not occur in the training split; "
+                                                  "list every label in data.labels to allow it", r.line)
+    if train and all(t.lstrip("-").isdigit() for t in train):
+        return [str(i) for i in range(max(int(t) for t in train) + 1)]
+    return sorted(train)
+
+
+READERS: dict[str, Callable[..., LabelledData]] = {
+    "goemotions": goemotions, "emotion6": emotion6, "tfn3": tfn3, "tsa3": tsa3, "health7": health7, "custom": custom,
+}
+
+
+def load(name: str, data_dir: str | Path, **options) -> LabelledData:
+    if name not in READERS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(READERS)}")
+    return READERS[name](Path(data_dir), **options)

@@ -1,0 +1,75 @@
+"""Text -> token ids with the `tokenizers` library: a word-level vocabulary built from the training split
+for the classic backbones, or a Hugging Face encoder's own fast tokenizer. Both serialise to one JSON
+string, so a checkpoint carries its tokeniser and annotating needs nothing else."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+class TextEncoder:
+    """A `tokenizers.Tokenizer` plus the two facts the collate function needs: pad id and max length."""
+
+    def __init__(self, tokenizer: Tokenizer, pad_id: int, kind: str):
+        self.tokenizer, self.pad_id, self.kind = tokenizer, pad_id, kind
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N x max_len) int32 ids padded with pad_id, and the N lengths (each >= 1)."""
+        self.tokenizer.enable_truncation(max_length)
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        self.tokenizer.no_truncation()
+        lengths = np.array([max(1, len(e.ids)) for e in encodings], dtype=np.int64)
+        ids = np.full((len(texts), int(lengths.max(initial=1))), self.pad_id, dtype=np.int32)
+        unk = self.tokenizer.token_to_id(UNK)
+        for row, enc in zip(ids, encodings):
+            row[: len(enc.ids)] = enc.ids if enc.ids else [unk if unk is not None else self.pad_id]
+        return ids, lengths
+
+    def to_str(self) -> str:
+        return json.dumps({"kind": self.kind, "pad_id": self.pad_id, "tokenizer": self.tokenizer.to_str()})
+
+    @classmethod
+    def from_str(cls, payload: str) -> "TextEncoder":
+        obj = json.loads(payload)
+        return cls(Tokenizer.from_str(obj["tokenizer"]), obj["pad_id"], obj["kind"])
+
+
+def build_word_encoder(texts: list[str], vocab_size: int = 30000, min_frequency: int = 1, lowercase: bool = True) -> TextEncoder:
+    """Word-level vocabulary from the training texts: NFKC (+ lower-case), split on spaces and punctuation."""
+    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+    steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=[PAD, UNK], show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return TextEncoder(tokenizer, tokenizer.token_to_id(PAD), "word")
+
+
+def load_pretrained_encoder(name_or_path: str) -> TextEncoder:
+    """The fast tokenizer of a Hugging Face encoder (hub id or local folder)."""
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    backend = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+    pad_id = hf.pad_token_id if hf.pad_token_id is not None else 0
+    return TextEncoder(backend, pad_id, "pretrained")
+
+
+def build_encoder(spec: dict, train_texts: list[str]) -> TextEncoder:
+    if spec["kind"] == "word":
+        return build_word_encoder(train_texts, spec.get("vocab_size", 30000), spec.get("min_frequency", 1),
+                                  spec.get("lowercase", True))
+    if spec["kind"] == "pretrained":
+        return load_pretrained_encoder(spec["name"])
+    raise ValueError(f"unknown tokenizer kind {spec['kind']!r}; choose 'word' or 'pretrained'")
