@@ -156,12 +156,8 @@ class Config:
 
 def register() -> None:
     cs = ConfigStore.instance()
+    # One root schema types every group (data, model, pipeline, trainer, paths) that conf/config.yaml composes.
     cs.store(name="config_schema", node=Config)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="pipeline", name="pipeline_schema", node=PipelineConfig)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    cs.store(group="paths", name="paths_schema", node=PathsConfig)
 
 
 register()
