@@ -13,7 +13,6 @@ measured matmul FLOP/s that training reaches (6 x non-embedding parameters + att
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource

@@ -1,6 +1,5 @@
 import hashlib
 import io
-import json
 import sys
 
 import pandas as pd
