@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from eqn.data.datamodule import pad_batch
 from eqn.data.tokenize import TextEncoder
 from eqn.io import DataError, atomic_path
 from eqn.models.module import EQNModule
@@ -52,12 +53,8 @@ class Annotator:
         min_len = self.module.min_length
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            width = max(int(lengths[idx].max()), min_len)
-            batch = ids[idx, :width]
-            if batch.shape[1] < width:
-                batch = torch.nn.functional.pad(batch, (0, width - batch.shape[1]), value=self.encoder.pad_id)
-            mask = (torch.arange(width).unsqueeze(0) < lengths[idx].unsqueeze(1)).long()
-            logits = self.module(batch.long().to(self.device), mask.to(self.device))
+            batch, mask = pad_batch(ids, lengths, idx, self.encoder.pad_id, min_len)
+            logits = self.module(batch.to(self.device), mask.to(self.device))
             out[idx] = self.module.scores(logits.float()).cpu()
         return out
 

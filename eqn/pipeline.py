@@ -168,18 +168,13 @@ class Pipeline:
     def check_fingerprint(self, dm: EQNDataModule) -> None:
         path = self.run_dir / "fingerprint.json"
         current = self.fingerprint(dm)
-        if path.exists():
-            old = read_json(path)["fingerprint"]
-            if old != current:
-                if not self.cfg.pipeline.restart:
-                    raise ConfigError(
-                        f"{self.run_dir} holds a run with a different config or data (fingerprint {old[:12]} != "
-                        f"{current[:12]}); use another hydra.run.dir, or pipeline.restart=true to discard it")
-            if old != current or self.cfg.pipeline.restart:
-                log.warning("pipeline.restart: discarding finished stages in %s", self.run_dir)
-                for sub in ("stages", "checkpoints"):
-                    shutil.rmtree(self.run_dir / sub, ignore_errors=True)
-        elif self.cfg.pipeline.restart:
+        old = read_json(path)["fingerprint"] if path.exists() else None
+        if old not in (None, current) and not self.cfg.pipeline.restart:
+            raise ConfigError(
+                f"{self.run_dir} holds a run with a different config or data (fingerprint {old[:12]} != "
+                f"{current[:12]}); use another hydra.run.dir, or pipeline.restart=true to discard it")
+        if self.cfg.pipeline.restart:
+            log.warning("pipeline.restart: discarding finished stages in %s", self.run_dir)
             for sub in ("stages", "checkpoints"):
                 shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         write_json(path, {"fingerprint": current})

@@ -65,6 +65,17 @@ class OrderedSampler(Sampler[int]):
         return iter(self.order)
 
 
+def pad_batch(ids: torch.Tensor, lengths: torch.Tensor, idx: torch.Tensor, pad_id: int,
+              min_length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `idx` of a padded id matrix, cut to the batch's longest text (at least `min_length`): ids and mask."""
+    width = max(int(lengths[idx].max()), min_length)
+    input_ids = ids[idx, :width]
+    if input_ids.shape[1] < width:
+        input_ids = torch.nn.functional.pad(input_ids, (0, width - input_ids.shape[1]), value=pad_id)
+    attention_mask = torch.arange(width).unsqueeze(0) < lengths[idx].unsqueeze(1)
+    return input_ids.long(), attention_mask.long()
+
+
 class Collator:
     """Indices -> padded batch. Targets are read from the live tensor, so label regression shows up at once."""
 
@@ -73,13 +84,9 @@ class Collator:
 
     def __call__(self, index: list[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(index, dtype=torch.long)
-        ids, lengths = self.dm.token_ids[self.split], self.dm.lengths[self.split]
-        width = max(int(lengths[idx].max()), self.dm.min_length)
-        input_ids = ids[idx, :width]
-        if input_ids.shape[1] < width:
-            input_ids = torch.nn.functional.pad(input_ids, (0, width - input_ids.shape[1]), value=self.dm.encoder.pad_id)
-        attention_mask = torch.arange(width).unsqueeze(0) < lengths[idx].unsqueeze(1)
-        batch = {"index": idx, "input_ids": input_ids.long(), "attention_mask": attention_mask.long(),
+        input_ids, attention_mask = pad_batch(self.dm.token_ids[self.split], self.dm.lengths[self.split], idx,
+                                              self.dm.encoder.pad_id, self.dm.min_length)
+        batch = {"index": idx, "input_ids": input_ids, "attention_mask": attention_mask,
                  "gold": self.dm.gold[self.split][idx]}
         if self.split == "train":
             batch["targets"] = self.dm.targets[idx]
