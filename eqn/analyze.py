@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from eqn.io import atomic_path, read_json, write_json  # noqa: E402
+from eqn.io import atomic_path, load_tensors, read_json, write_json  # noqa: E402
 
 log = logging.getLogger(__name__)
 STAGES = ("baseline", "coeqn", "eqn")
@@ -100,7 +100,7 @@ def plot_per_class(frame: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def analyze_run(run_dir: str | Path, others: list[str | Path] = (), datamodule=None) -> dict:
+def analyze_run(run_dir: str | Path, others: list[str | Path] = ()) -> dict:
     run_dir = Path(run_dir)
     out = run_dir / "analysis"
     out.mkdir(exist_ok=True)
@@ -108,17 +108,17 @@ def analyze_run(run_dir: str | Path, others: list[str | Path] = (), datamodule=N
     for d in [*others, run_dir]:  # this run's values win
         if (Path(d) / "metrics.json").exists():
             metrics.update(read_json(Path(d) / "metrics.json"))
-    stage = next((s for s in ("eqn", "coeqn") if (run_dir / "stages" / s / "scores_test.pt").exists()), None)
+    stage = next((s for s in ("eqn", "coeqn") if (run_dir / "stages" / s / "test_scores.safetensors").exists()), None)
     summary: dict = {"run_dir": str(run_dir)}
     if stage is not None:
-        saved = torch.load(run_dir / "stages" / stage / "scores_test.pt", weights_only=False)
-        scores, gold, names = saved["scores"], saved["gold"], saved["label_names"]
+        saved, meta = load_tensors(run_dir / "stages" / stage / "test_scores.safetensors")
+        scores, gold, names = saved["scores"], saved["gold"], meta["label_names"]
         corr = correlation(scores)
         frame = pd.DataFrame(corr, index=names, columns=names)
         with atomic_path(out / "correlation.csv") as tmp:
             frame.to_csv(tmp, float_format="%.4f")
         plot_heatmap(corr, names, out / "correlation.png", f"{stage.upper()} test intensities: label correlation")
-        plot_distribution(scores, gold, saved["scale"], out / "intensity_distribution.png",
+        plot_distribution(scores, gold, meta["scale"], out / "intensity_distribution.png",
                           f"{stage.upper()} test intensities")
         summary["micro_emotions"] = micro_emotion_stats(scores, gold)
         summary["stage"] = stage

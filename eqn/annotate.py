@@ -26,18 +26,18 @@ from eqn.relabeled import intensity_frame
 
 
 class Annotator:
-    def __init__(self, module: EQNModule, device: str = "cpu", max_length: int = 128):
+    def __init__(self, module: EQNModule, device: str = "cpu"):
         self.module = module.to(device).eval()
-        self.device, self.max_length = device, max_length
+        self.device, self.max_length = device, int(module.hparams.get("max_length", 128))
         self.encoder = TextEncoder.from_str(module.hparams.encoder)
         self.label_names: list[str] = list(module.hparams.label_names)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", max_length: int = 128) -> "Annotator":
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Annotator":
         path = Path(path)
         if not path.is_file():
             raise DataError(path, "checkpoint not found" if not path.exists() else "is not a checkpoint file")
-        return cls(EQNModule.load_from_checkpoint(path, map_location=device, weights_only=False), device, max_length)
+        return cls(EQNModule.load_from_checkpoint(path, map_location=device, weights_only=True), device)
 
     @property
     def thresholds(self) -> torch.Tensor:
@@ -50,10 +50,9 @@ class Annotator:
         ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
         order = torch.argsort(lengths, descending=True)
         out = torch.empty(len(texts), len(self.label_names))
-        min_len = self.module.min_length
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            batch, mask = pad_batch(ids, lengths, idx, self.encoder.pad_id, min_len)
+            batch, mask = pad_batch(ids, lengths, idx)
             logits = self.module(batch.to(self.device), mask.to(self.device))
             out[idx] = self.module.scores(logits.float()).cpu()
         return out

@@ -49,13 +49,16 @@ class DataConfig:
     _target_: str = "eqn.data.datamodule.EQNDataModule"
     name: str = MISSING
     data_dir: str = "${paths.data_dir}"
-    batch_size: int = 32
+    tokenizer: Any = "${model.tokenizer}"
+    batch_size: int = "${model.batch_size}"  # type: ignore[assignment]  # per device; see trainer=ddp
     eval_batch_size: int = 256
     max_length: int = 128
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
     num_workers: int = 0
     seed: int = "${seed}"  # type: ignore[assignment]
+    split_seed: int = 42  # carved val/test splits and row subsets: the same rows for every run seed
+    val_from_train: bool = False  # the authors' script: validate on a seeded 10% of train, not the dev split
     scale: float = "${pipeline.scale}"  # type: ignore[assignment]
     cache_dir: Optional[str] = "${paths.cache_dir}"
     on_bad_rows: str = "error"
@@ -86,7 +89,7 @@ class TokenizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = "linear"  # linear | constant
+    name: str = "linear"  # any transformers.get_scheduler name: linear, cosine, constant, ...
     warmup_ratio: float = 0.0
 
 
@@ -98,9 +101,10 @@ class ModelConfig:
     pretrained: Optional[str] = None
     embedding_init: Optional[str] = None  # word backbones: init embeddings from this encoder's input embeddings
     head_dropout: float = 0.1
+    head_init: str = "prior"  # prior | zero;  # output bias at each objective's best constant (label priors)
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW", "lr": 1e-3})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    batch_size: Optional[int] = None  # overrides data.batch_size when set
+    batch_size: int = 32  # per device (data.batch_size reads it; override either)
 
 
 @dataclass
@@ -110,8 +114,10 @@ class PipelineConfig:
     refit_from: str = "fresh"  # fresh | coeqn (stage 2 starts from the previous stage's weights)
     scale: float = 10.0
     floor: float = 0.0
-    monitor: str = "val/loss"
-    monitor_mode: str = "min"
+    clip: bool = True  # regressed cells clipped to [0, scale] (the authors' script keeps negatives: false)
+    regress_val: bool = False  # also regress the validation targets (authors' script: EQN selected on them)
+    monitor: str = "val/loss"  # val/loss | val/f1_macro;  # every objective: its own val loss, or tuned macro-F1
+    budget: str = "single"  # single | matched;  # baseline: 'matched' trains as many epochs as the EQN pipeline
     threshold: Optional[float] = None  # fixed multi-label threshold in [0, scale]; None = tuned per label on val
     restart: bool = False
     analyze: bool = True
@@ -163,6 +169,9 @@ def register() -> None:
 register()
 
 PIPELINES = ("eqn", "coeqn", "baseline")
+MONITORS = ("val/loss", "val/f1_macro")
+BUDGETS = ("single", "matched")
+HEAD_INITS = ("prior", "zero")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -183,8 +192,10 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"pipeline.floor={p.floor}: must lie in [0, {p.scale}]")
     if p.refit_from not in ("fresh", "coeqn"):
         problems.append(f"pipeline.refit_from={p.refit_from!r}: choose 'fresh' or 'coeqn'")
-    if p.monitor_mode not in ("min", "max"):
-        problems.append(f"pipeline.monitor_mode={p.monitor_mode!r}: choose 'min' or 'max'")
+    for key, value, choices in (("pipeline.monitor", p.monitor, MONITORS), ("pipeline.budget", p.budget, BUDGETS),
+                                ("model.head_init", cfg.model.head_init, HEAD_INITS)):
+        if value not in choices:
+            problems.append(f"{key}={value!r}: choose one of {list(choices)}")
     if cfg.data.on_bad_rows not in ("error", "skip"):
         problems.append(f"data.on_bad_rows={cfg.data.on_bad_rows!r}: choose 'error' or 'skip'")
     for key in ("max_train_samples", "max_eval_samples"):

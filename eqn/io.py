@@ -48,3 +48,26 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict, meta: dict | None = None) -> None:
+    """Tensors as safetensors (a format that cannot carry code), `meta` as JSON in its header; atomic."""
+    import safetensors.torch
+
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                                    metadata={"eqn": json.dumps(meta or {})})
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
+    """(tensors, meta) written by save_tensors; a file that is not one is a DataError naming it."""
+    import safetensors
+
+    try:
+        with safetensors.safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("eqn", "{}"))
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except Exception as err:
+        raise DataError(path, f"not a readable eqn tensor file ({str(err).splitlines()[0][:200]})") from None

@@ -4,7 +4,8 @@ run_dir/
   config.yaml             resolved config          fingerprint.json   config + data hash (resume guard)
   tokenizer.json          the text encoder         metrics.json       "<stage>/<split>/<metric>" -> float
   stages/<stage>/         Lightning's best.ckpt / last.ckpt, done.json once the stage is evaluated
-  stages/regress<r>/targets.pt                     relabeled_train.csv (last regression round)
+  stages/<stage>/test_scores.safetensors           test scores, gold and thresholds (paired bootstrap in eqn.report)
+  stages/regress<r>/targets.safetensors            relabeled_train.csv (last regression round)
   checkpoints/<stage>.ckpt  self-contained: weights, tuned thresholds, labels, tokenizer, model config
 """
 from __future__ import annotations
@@ -21,14 +22,15 @@ import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import __version__ as lightning_version
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from eqn import evaluation
 from eqn.data.datamodule import EQNDataModule
-from eqn.io import ConfigError, atomic_path, read_json, write_json, write_text
-from eqn.models.module import EQNModule
+from eqn.io import ConfigError, atomic_path, load_tensors, read_json, save_tensors, write_json, write_text
+from eqn.models.module import EQNModule, build_module, plain
 from eqn.predict import predict_scores, predict_splits
 from eqn.relabeled import write_intensity_csv
 from eqn.stage_logging import StageLogger
@@ -43,7 +45,7 @@ VOLATILE = ("trainer.enable_progress_bar", "trainer.log_every_n_steps", "pipelin
 def stage_plan(cfg: DictConfig) -> list[str]:
     name = cfg.pipeline.name
     if name == "baseline":
-        return ["baseline"]
+        return ["baseline" if cfg.pipeline.budget == "single" else "baseline_matched"]
     if name == "coeqn":
         return ["coeqn"]
     rounds = cfg.pipeline.rounds
@@ -70,7 +72,7 @@ class Pipeline:
         stages = stage_plan(cfg)
         previous: Path | None = None
         for i, stage in enumerate(stages):
-            if stage == "baseline":
+            if stage.startswith("baseline"):
                 previous = self.fit_stage(stage, dm, "bce" if dm.multi_label else "ce")
                 continue
             if i > 0:
@@ -83,10 +85,10 @@ class Pipeline:
             return self.metrics
         write_json(self.run_dir / "metrics.json", self.metrics)
         self.summarise(stages)
-        if cfg.pipeline.analyze and "baseline" not in stages:
+        if cfg.pipeline.analyze and cfg.pipeline.name != "baseline":
             from eqn.analyze import analyze_run
 
-            analyze_run(self.run_dir, datamodule=dm)
+            analyze_run(self.run_dir)
         return self.metrics
 
     def summarise(self, stages: list[str]) -> None:
@@ -101,33 +103,11 @@ class Pipeline:
     # ------------------------------------------------------------------ building
     def build_datamodule(self) -> EQNDataModule:
         cfg = self.cfg
-        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-        if cfg.model.batch_size:
-            data_cfg["batch_size"] = cfg.model.batch_size
-        tokenizer = OmegaConf.to_container(cfg.model.tokenizer, resolve=True)
         saved = self.run_dir / "tokenizer.json"
         encoder = saved.read_text() if saved.exists() and not cfg.pipeline.restart else None
-        dm = instantiate(data_cfg, tokenizer=tokenizer, encoder=encoder, _convert_="all")
+        dm = instantiate(cfg.data, encoder=encoder, _convert_="all")
         dm.prepare()
         return dm
-
-    def build_module(self, dm: EQNDataModule, objective: str, stage: str) -> EQNModule:
-        cfg = self.cfg
-        backbone = OmegaConf.to_container(cfg.model.backbone, resolve=True)
-        backbone.update(vocab_size=dm.encoder.vocab_size, pad_id=dm.encoder.pad_id)
-        module = EQNModule(backbone=backbone, label_names=dm.label_names, multi_label=dm.multi_label,
-                           objective=objective, scale=cfg.pipeline.scale, head_dropout=cfg.model.head_dropout,
-                           optimizer=OmegaConf.to_container(cfg.model.optimizer, resolve=True),
-                           scheduler=OmegaConf.to_container(cfg.model.scheduler, resolve=True),
-                           encoder=dm.encoder.to_str(), stage=stage)
-        dm.min_length = module.min_length
-        if cfg.model.embedding_init and dm.encoder.kind == "word":
-            from eqn.models.backbones import init_word_embeddings
-
-            count = init_word_embeddings(module.backbone.embedding, dm.encoder.tokenizer.get_vocab(),
-                                         cfg.model.embedding_init)
-            log.info("initialised %d word embeddings from %s", count, cfg.model.embedding_init)
-        return module
 
     def build_trainer(self, stage: str | None, callbacks: list, logger: Any = False, **overrides) -> Trainer:
         return instantiate(self.cfg.trainer, callbacks=callbacks, logger=logger,
@@ -193,90 +173,92 @@ class Pipeline:
             self.metrics.update(read_json(done)["metrics"])
             return final
         seed_everything(self.cfg.seed, workers=True)
-        module = self.build_module(dm, objective, stage)
+        module = build_module(dm.spec, self.cfg, objective, stage)
         if init_from is not None:
-            state = torch.load(init_from, map_location="cpu", weights_only=False)["state_dict"]
+            state = torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
-        checkpoint = ModelCheckpoint(dirpath=stage_dir, filename="best", monitor=self.cfg.pipeline.monitor,
-                                     mode=self.cfg.pipeline.monitor_mode, save_last=True, save_top_k=1)
+        monitor = self.cfg.pipeline.monitor
+        checkpoint = ModelCheckpoint(dirpath=stage_dir, filename="best", monitor=monitor,
+                                     mode="max" if monitor == "val/f1_macro" else "min", save_last=True, save_top_k=1)
+        epochs = self.cfg.trainer.max_epochs * (self.cfg.pipeline.rounds + 1 if stage == "baseline_matched" else 1)
         resume = stage_dir / "last.ckpt"
         started = time.perf_counter()
         with StageLogger(self.cfg, self.run_dir, stage) as logger:
             if uses_artifact:
                 logger.use_artifact(uses_artifact)
-            trainer = self.build_trainer(stage, [checkpoint], logger.lightning)
+            trainer = self.build_trainer(stage, [checkpoint], logger.lightning, max_epochs=epochs)
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.exists() else None)
             fit_s = time.perf_counter() - started
             best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else resume
-            module = EQNModule.load_from_checkpoint(best, map_location="cpu", weights_only=False)
+            module = EQNModule.load_from_checkpoint(best, map_location="cpu", weights_only=True)
             metrics = self.evaluate(module, dm, stage)
             metrics[f"time/{stage}_fit_s"] = fit_s
             logger.log_results(stage, metrics, dm.label_names)
         if self.is_main:
-            self.save_final_checkpoint(best, module, final)
+            self.save_final_checkpoint(module, final)
             write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
         self.barrier()
         self.metrics.update(metrics)
         return final
 
     def evaluate(self, module: EQNModule, dm: EQNDataModule, stage: str) -> dict[str, float]:
-        trainer = self.predict_trainer()
+        """Thresholds from val (tuned or fixed), then every decision rule on val and test."""
         splits = ("val", "test")
-        predicted = predict_splits(trainer, module, [dm.predict_loader(s) for s in splits],
+        predicted = predict_splits(self.predict_trainer(), module, [dm.predict_loader(s) for s in splits],
                                    [len(dm.split(s)) for s in splits], self.run_dir)
         scores = dict(zip(splits, predicted))
-        if dm.multi_label:
-            if self.cfg.pipeline.threshold is not None:
-                value = self.cfg.pipeline.threshold / self.cfg.pipeline.scale * module.score_scale
-                module.thresholds.fill_(value)
-            else:
-                module.thresholds.copy_(evaluation.tune_thresholds(scores["val"], dm.gold["val"], module.score_scale))
+        module.fit_thresholds(scores["val"], dm.gold["val"])
         if self.is_main:
-            with atomic_path(self.run_dir / "stages" / stage / "scores_test.pt") as tmp:
-                torch.save({"scores": scores["test"], "gold": dm.gold["test"], "label_names": dm.label_names,
-                            "objective": module.hparams.objective, "scale": module.score_scale}, tmp)
+            save_tensors(self.run_dir / "stages" / stage / "test_scores.safetensors",
+                         {"scores": scores["test"], "gold": dm.gold["test"], "thresholds": module.thresholds},
+                         {"label_names": dm.label_names, "multi_label": dm.multi_label,
+                          "objective": module.hparams.objective, "score_scale": module.score_scale,
+                          "scale": self.cfg.pipeline.scale, "ids": dm.split("test").ids})
         out: dict[str, float] = {}
         for split, s in scores.items():
-            pred = evaluation.decide(s, dm.multi_label, module.thresholds)
-            m = evaluation.classification_metrics(pred, dm.gold[split], dm.multi_label, dm.label_names)
+            m = evaluation.all_rule_metrics(s, dm.gold[split], dm.multi_label, module.thresholds, module.score_scale,
+                                            dm.label_names)
             if module.hparams.objective == "eqn":
                 m.update(evaluation.intensity_metrics(s, dm.gold[split], self.cfg.pipeline.scale))
             out.update({f"{stage}/{split}/{k}": v for k, v in m.items()})
         return out
 
-    def save_final_checkpoint(self, best: Path, module: EQNModule, final: Path) -> None:
-        ckpt = torch.load(best, map_location="cpu", weights_only=False)
-        ckpt["state_dict"]["thresholds"] = module.thresholds.detach().cpu()
-        ckpt["hyper_parameters"]["thresholds"] = module.thresholds.tolist()
-        for key in ("optimizer_states", "lr_schedulers", "loops"):
-            ckpt.pop(key, None)  # weights for annotation, not a training state
+    def save_final_checkpoint(self, module: EQNModule, final: Path) -> None:
+        """Weights (with the thresholds fitted on val) and hyper-parameters: what annotation needs, no training state."""
+        ckpt = {"state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+                "hyper_parameters": plain(dict(module.hparams)), "pytorch-lightning_version": lightning_version}
         with atomic_path(final) as tmp:
             torch.save(ckpt, tmp)
 
     def regress(self, dm: EQNDataModule, checkpoint: Path, round_: int, last: bool) -> None:
-        """Label regression: predict the training set, keep gold at scale, replace the rest (in place)."""
-        path = self.run_dir / "stages" / f"regress{round_}" / "targets.pt"
+        """Label regression: predict the training set (and val, if asked), keep gold at scale, replace the rest."""
+        path = self.run_dir / "stages" / f"regress{round_}" / "targets.safetensors"
+        p = self.cfg.pipeline
+        splits = ("train", "val") if p.regress_val else ("train",)
+        live = {"train": dm.targets, "val": dm.val_targets}
         if path.exists():
-            dm.targets.copy_(torch.load(path, weights_only=True))
+            saved, _ = load_tensors(path)
+            for split in splits:
+                live[split].copy_(saved[split])
             return
         with StageLogger(self.cfg, self.run_dir, f"regress{round_}") as logger:
             started = time.perf_counter()
-            module = EQNModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
-            train = dm.predict_loader("train")
-            predictions = predict_scores(self.predict_trainer(), module, train, len(dm.split("train")))
-            p = self.cfg.pipeline
-            dm.targets.copy_(regress_targets(dm.gold["train"], predictions, p.scale, p.floor))
+            module = EQNModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+            predictions = predict_splits(self.predict_trainer(), module, [dm.predict_loader(s) for s in splits],
+                                         [len(dm.split(s)) for s in splits], self.run_dir)
+            for split, predicted in zip(splits, predictions):
+                live[split].copy_(regress_targets(dm.gold[split], predicted, p.scale, p.floor, p.clip))
             seconds = time.perf_counter() - started
             self.metrics[f"time/regress{round_}_s"] = seconds
             if not self.is_main:
                 return
             artifact = path
-            if last and self.cfg.pipeline.save_relabeled:
+            if last and p.save_relabeled:
                 split = dm.split("train")
                 artifact = self.run_dir / "relabeled_train.csv"
                 write_intensity_csv(artifact, {"id": split.ids, "text": split.texts}, dm.targets, dm.label_names)
-            with atomic_path(path) as tmp:  # written last: its presence marks the round as done
-                torch.save(dm.targets.clone(), tmp)
+            # written last: its presence marks the round as done
+            save_tensors(path, {s: live[s] for s in splits}, {"round": round_})
             changed = (dm.targets != dm.gold["train"].float() * p.scale).float().mean().item()
             logger.log_results(f"regress{round_}", {f"regress{round_}/seconds": seconds,
                                                      f"regress{round_}/changed_cells": changed}, [])

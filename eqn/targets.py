@@ -28,14 +28,15 @@ def regress_targets(
     predictions: torch.Tensor,
     scale: float = DEFAULT_SCALE,
     floor: float = 0.0,
+    clip: bool = True,
 ) -> torch.Tensor:
-    """Label regression: non-gold cells take the prediction clipped to [0, scale]
-    (scores below `floor` become 0); gold cells stay exactly `scale`."""
+    """Label regression: non-gold cells take the prediction clipped to [0, scale] (unclipped with clip=False,
+    as the authors' script); scores below `floor` become 0; gold cells stay exactly `scale`."""
     if predictions.shape != gold.shape:
         raise ValueError(f"predictions {tuple(predictions.shape)} do not match gold {tuple(gold.shape)}")
     if not torch.isfinite(predictions).all():
         raise ValueError("predictions contain NaN or infinite values; refusing to regress targets")
-    regressed = predictions.float().clamp(0.0, scale)
+    regressed = predictions.float().clamp(0.0, scale) if clip else predictions.float()
     if floor > 0:
         regressed = torch.where(regressed < floor, torch.zeros_like(regressed), regressed)
     return torch.where(gold, torch.full_like(regressed, scale), regressed)

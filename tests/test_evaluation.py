@@ -17,7 +17,7 @@ def test_single_label_decision_is_argmax():
 def test_tuned_threshold_separates_a_separable_label():
     scores = torch.tensor([[9.0], [7.0], [3.0], [1.0]])
     gold = torch.tensor([[True], [True], [False], [False]])
-    t = tune_thresholds(scores, gold, 10.0)
+    t = tune_thresholds(scores, gold)
     assert 3.0 < t.item() <= 7.0
 
 

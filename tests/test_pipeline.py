@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
+from eqn.io import load_tensors
+
 from eqn.run import run
 from tests.conftest import compose_config
 
@@ -40,7 +42,7 @@ def test_eqn_pipeline_end_to_end(model, tmp_path, data_dir):
     assert len(relabeled) == 300
     values = relabeled[labels].to_numpy()
     assert values.min() >= 0.0 and values.max() <= 10.0
-    targets = torch.load(run_dir / "stages" / "regress1" / "targets.pt")
+    targets = load_tensors(run_dir / "stages" / "regress1" / "targets.safetensors")[0]["train"]
     gold = targets == 10.0
     # gold cells are exactly 10 in the file; at least one gold per row; non-gold cells were regressed
     assert (values[gold.numpy()] == 10.0).all()

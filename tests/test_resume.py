@@ -8,6 +8,8 @@ import time
 
 import pytest
 import torch
+
+from eqn.io import load_tensors
 from lightning.pytorch.callbacks import Callback
 
 from eqn.io import ConfigError, write_json
@@ -42,7 +44,7 @@ def test_crash_in_stage_two_resumes_from_last_checkpoint(tmp_path, data_dir, mon
     last = torch.load(run_dir / "stages" / "eqn" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 0
     coeqn_done = (run_dir / "stages" / "coeqn" / "done.json").stat().st_mtime_ns
-    targets = torch.load(run_dir / "stages" / "regress1" / "targets.pt")
+    targets = load_tensors(run_dir / "stages" / "regress1" / "targets.safetensors")[0]["train"]
 
     monkeypatch.setattr(Pipeline, "build_trainer", original)
     fits = []
@@ -50,7 +52,7 @@ def test_crash_in_stage_two_resumes_from_last_checkpoint(tmp_path, data_dir, mon
     metrics = run(cfg, run_dir=str(run_dir))
     assert fits == [("eqn", 1)]  # coeqn skipped, eqn resumed at its second epoch
     assert (run_dir / "stages" / "coeqn" / "done.json").stat().st_mtime_ns == coeqn_done
-    assert torch.equal(torch.load(run_dir / "stages" / "regress1" / "targets.pt"), targets)
+    assert torch.equal(load_tensors(run_dir / "stages" / "regress1" / "targets.safetensors")[0]["train"], targets)
     assert {"coeqn/test/f1_macro", "eqn/test/f1_macro"} <= metrics.keys()
     assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics)
 

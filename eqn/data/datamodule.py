@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
@@ -21,7 +24,30 @@ from eqn.targets import gold_mask, init_targets
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+
+def write_cache(path: Path, encoder: TextEncoder, token_ids: dict, lengths: dict) -> None:
+    """Token ids as safetensors (tensors only: loading it cannot run code), the tokenizer as JSON metadata."""
+    tensors = {f"{kind}/{split}": t.contiguous() for kind, d in (("ids", token_ids), ("lengths", lengths))
+               for split, t in d.items()}
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file(tensors, str(tmp), metadata={"encoder": encoder.to_str(), "v": str(CACHE_VERSION)})
+
+
+def read_cache(path: Path) -> tuple[TextEncoder, dict, dict] | None:
+    """The cached (encoder, token ids, lengths), or None (logged) when the file is not a readable eqn cache."""
+    try:
+        with safetensors.safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        encoder = TextEncoder.from_str(meta["encoder"])
+        ids = {s: tensors[f"ids/{s}"] for s in SPLITS}
+        lengths = {s: tensors[f"lengths/{s}"] for s in SPLITS}
+    except Exception as err:  # stale, truncated or foreign: rebuilt, never trusted
+        log.warning("%s: not a usable eqn token cache (%s); rebuilding it", path, str(err).splitlines()[0][:200])
+        return None
+    return encoder, ids, lengths
 
 
 class BucketSampler(Sampler[int]):
@@ -65,13 +91,10 @@ class OrderedSampler(Sampler[int]):
         return iter(self.order)
 
 
-def pad_batch(ids: torch.Tensor, lengths: torch.Tensor, idx: torch.Tensor, pad_id: int,
-              min_length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows `idx` of a padded id matrix, cut to the batch's longest text (at least `min_length`): ids and mask."""
-    width = max(int(lengths[idx].max()), min_length)
+def pad_batch(ids: torch.Tensor, lengths: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `idx` of a padded id matrix, cut to the batch's longest text: ids and mask."""
+    width = int(lengths[idx].max())
     input_ids = ids[idx, :width]
-    if input_ids.shape[1] < width:
-        input_ids = torch.nn.functional.pad(input_ids, (0, width - input_ids.shape[1]), value=pad_id)
     attention_mask = torch.arange(width).unsqueeze(0) < lengths[idx].unsqueeze(1)
     return input_ids.long(), attention_mask.long()
 
@@ -79,54 +102,75 @@ def pad_batch(ids: torch.Tensor, lengths: torch.Tensor, idx: torch.Tensor, pad_i
 class Collator:
     """Indices -> padded batch. Targets are read from the live tensor, so label regression shows up at once."""
 
-    def __init__(self, dm: "EQNDataModule", split: str):
-        self.dm, self.split = dm, split
+    def __init__(self, token_ids: torch.Tensor, lengths: torch.Tensor, gold: torch.Tensor,
+                 targets: torch.Tensor | None):
+        self.token_ids, self.lengths, self.gold, self.targets = token_ids, lengths, gold, targets
 
     def __call__(self, index: list[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(index, dtype=torch.long)
-        input_ids, attention_mask = pad_batch(self.dm.token_ids[self.split], self.dm.lengths[self.split], idx,
-                                              self.dm.encoder.pad_id, self.dm.min_length)
-        batch = {"index": idx, "input_ids": input_ids, "attention_mask": attention_mask,
-                 "gold": self.dm.gold[self.split][idx]}
-        if self.split == "train":
-            batch["targets"] = self.dm.targets[idx]
+        input_ids, attention_mask = pad_batch(self.token_ids, self.lengths, idx)
+        batch = {"index": idx, "input_ids": input_ids, "attention_mask": attention_mask, "gold": self.gold[idx]}
+        if self.targets is not None:
+            batch["targets"] = self.targets[idx]
         return batch
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about the data, fixed once the data module is prepared."""
+
+    label_names: tuple[str, ...]
+    multi_label: bool
+    vocab_size: int
+    pad_id: int
+    encoder: str  # the serialised TextEncoder (tokenizer + pad id)
+    encoder_kind: str
+    max_length: int
+    label_prior: tuple[float, ...]  # share of training rows carrying each label
 
 
 class EQNDataModule(LightningDataModule):
     def __init__(self, name: str, data_dir: str, tokenizer: dict, batch_size: int = 32, eval_batch_size: int = 256,
                  max_length: int = 128, max_train_samples: int | None = None, max_eval_samples: int | None = None,
-                 num_workers: int = 0, seed: int = 42, scale: float = 10.0, cache_dir: str | None = None,
-                 on_bad_rows: str = "error", encoder: str | None = None, min_length: int = 1, **reader_options):
+                 num_workers: int = 0, seed: int = 42, split_seed: int = 42, val_from_train: bool = False,
+                 scale: float = 10.0, cache_dir: str | None = None, on_bad_rows: str = "error",
+                 encoder: str | None = None, **reader_options):
         super().__init__()
         self.name, self.data_dir, self.tokenizer_spec = name, data_dir, dict(tokenizer)
         self.batch_size, self.eval_batch_size, self.max_length = batch_size, eval_batch_size, max_length
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.num_workers, self.seed, self.scale, self.cache_dir = num_workers, seed, scale, cache_dir
-        self.on_bad_rows, self.reader_options, self.min_length = on_bad_rows, reader_options, min_length
+        self.num_workers, self.seed, self.split_seed, self.scale = num_workers, seed, split_seed, scale
+        self.val_from_train, self.cache_dir = val_from_train, cache_dir
+        self.on_bad_rows, self.reader_options = on_bad_rows, reader_options
         self.encoder: TextEncoder | None = TextEncoder.from_str(encoder) if encoder else None
         self.data: LabelledData | None = None
 
     # ------------------------------------------------------------------ loading
     def prepare(self) -> "EQNDataModule":
-        """Read, subsample, tokenise (once; cached on disk) and build gold masks and initial targets."""
+        """Read, subsample, tokenise (once; cached on disk) and build gold masks and initial targets.
+
+        Splits and subsets depend on `split_seed` only, so every run seed sees the same rows."""
         if self.data is not None:
             return self
-        data = sources.load(self.name, self.data_dir, on_bad_rows=self.on_bad_rows, seed=self.seed, **self.reader_options)
+        data = sources.load(self.name, self.data_dir, on_bad_rows=self.on_bad_rows, seed=self.split_seed,
+                            **self.reader_options)
+        if self.val_from_train:  # the authors' script: a seeded 10% of train is the validation split
+            data.splits["train"], data.splits["val"] = sources.carve(
+                data.splits["train"], self.reader_options.get("val_fraction", 0.1), self.split_seed,
+                stratify=not data.multi_label)
         for split, limit in (("train", self.max_train_samples), ("val", self.max_eval_samples), ("test", self.max_eval_samples)):
             n = len(data.splits[split])
             if limit is not None and limit > n:
                 raise ConfigError(f"data.max_{'train' if split == 'train' else 'eval'}_samples={limit} is larger than "
                                  f"the {split} split of {data.name} ({n} rows)")
             if limit is not None and limit < n:
-                keep = np.sort(np.random.default_rng(self.seed).choice(n, limit, replace=False))
+                keep = np.sort(np.random.default_rng(self.split_seed).choice(n, limit, replace=False))
                 data.splits[split] = data.splits[split].subset(keep)
         self.data = data
         cached = self._cache_path(data)
-        if cached is not None and cached.exists():
-            payload = torch.load(cached, weights_only=False)
-            self.encoder = TextEncoder.from_str(payload["encoder"])
-            self.token_ids, self.lengths = payload["token_ids"], payload["lengths"]
+        payload = read_cache(cached) if cached is not None and cached.exists() else None
+        if payload is not None:
+            self.encoder, self.token_ids, self.lengths = payload
             log.info("token ids loaded from cache %s", cached)
         else:
             if self.encoder is None:
@@ -136,12 +180,19 @@ class EQNDataModule(LightningDataModule):
                 ids, lengths = self.encoder.encode(data.splits[split].texts, self.max_length)
                 self.token_ids[split], self.lengths[split] = torch.from_numpy(ids), torch.from_numpy(lengths)
             if cached is not None:
-                with atomic_path(cached) as tmp:
-                    torch.save({"encoder": self.encoder.to_str(), "token_ids": self.token_ids, "lengths": self.lengths}, tmp)
+                write_cache(cached, self.encoder, self.token_ids, self.lengths)
         c = len(data.label_names)
         self.gold = {s: gold_mask(data.splits[s].labels, c) for s in SPLITS}
+        # the live training and validation targets (label regression rewrites them in place)
         self.targets = init_targets(self.gold["train"], self.scale)
+        self.val_targets = init_targets(self.gold["val"], self.scale)
         return self
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec(tuple(self.label_names), self.multi_label, self.encoder.vocab_size, self.encoder.pad_id,
+                        self.encoder.to_str(), self.encoder.kind, self.max_length,
+                        tuple(self.gold["train"].float().mean(0).tolist()))
 
     def _cache_path(self, data: LabelledData) -> Path | None:
         if not self.cache_dir or not data.files:
@@ -151,10 +202,11 @@ class EQNDataModule(LightningDataModule):
             h.update(hashlib.sha256(Path(f).read_bytes()).digest())
         key = {"v": CACHE_VERSION, "name": self.name, "opts": self.reader_options, "tok": self.tokenizer_spec,
                "encoder": self.encoder.to_str() if self.encoder else None, "max_length": self.max_length,
-               "limits": [self.max_train_samples, self.max_eval_samples], "seed": self.seed,
+               "limits": [self.max_train_samples, self.max_eval_samples], "split_seed": self.split_seed,
+               "val_from_train": self.val_from_train,
                "bad": self.on_bad_rows}
         h.update(json.dumps(key, sort_keys=True, default=str).encode())
-        return Path(self.cache_dir) / f"{self.name.replace(':', '_')}-{h.hexdigest()[:16]}.pt"
+        return Path(self.cache_dir) / f"{self.name.replace(':', '_')}-{h.hexdigest()[:16]}.safetensors"
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
@@ -180,7 +232,9 @@ class EQNDataModule(LightningDataModule):
         else:  # longest first: the largest batch shows its memory at once
             sampler = OrderedSampler(np.argsort(-lengths, kind="stable").tolist())
             batch_size = self.eval_batch_size
-        return DataLoader(range(len(lengths)), batch_size=batch_size, sampler=sampler, collate_fn=Collator(self, split),
+        targets = {"train": self.targets, "val": self.val_targets}.get(split)
+        collate = Collator(self.token_ids[split], self.lengths[split], self.gold[split], targets)
+        return DataLoader(range(len(lengths)), batch_size=batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=False)
 
     def train_dataloader(self) -> DataLoader:

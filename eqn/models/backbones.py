@@ -20,8 +20,6 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class WordBackbone(nn.Module):
     """Shared embedding for the classic backbones (optionally initialised from pretrained vectors)."""
 
-    min_length = 1
-
     def __init__(self, vocab_size: int, embed_dim: int, pad_id: int = 0):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
@@ -47,11 +45,13 @@ class TextCNN(WordBackbone):
         super().__init__(vocab_size, embed_dim, pad_id)
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, num_filters, k) for k in filter_sizes)
         self.dropout = nn.Dropout(dropout)
-        self.min_length = max(filter_sizes)
+        self.widest = max(filter_sizes)
         self.output_dim = num_filters * len(filter_sizes)
 
     def forward(self, input_ids, attention_mask):
         x = self.embedding(input_ids).transpose(1, 2)  # B x E x L
+        if x.shape[-1] < self.widest:  # a batch of short texts: pad so the widest filter fits (masked below)
+            x = nn.functional.pad(x, (0, self.widest - x.shape[-1]))
         lengths = attention_mask.sum(1, keepdim=True)
         pooled = []
         for conv in self.convs:

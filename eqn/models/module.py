@@ -5,15 +5,16 @@ objective 'eqn': no output activation, MSE against the 0..scale intensity target
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torchmetrics.classification import MulticlassF1Score, MultilabelF1Score
 
-from eqn.evaluation import decide
+from eqn import evaluation
 
 OBJECTIVES = ("eqn", "bce", "ce")
 
@@ -22,7 +23,7 @@ class EQNModule(LightningModule):
     def __init__(self, backbone: dict, label_names: list[str], multi_label: bool, objective: str = "eqn",
                  scale: float = 10.0, head_dropout: float = 0.1, optimizer: dict | None = None,
                  scheduler: dict | None = None, encoder: str | None = None, thresholds: list[float] | None = None,
-                 stage: str = "eqn"):
+                 stage: str = "eqn", max_length: int = 128, threshold: float | None = None):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
@@ -33,14 +34,13 @@ class EQNModule(LightningModule):
             backbone = {**backbone, "hf_config": self.backbone.hf_config}
         self.save_hyperparameters({"backbone": backbone, "label_names": list(label_names), "multi_label": multi_label,
                                    "objective": objective, "scale": scale, "head_dropout": head_dropout,
-                                   "optimizer": optimizer, "scheduler": scheduler, "encoder": encoder, "stage": stage})
+                                   "optimizer": optimizer, "scheduler": scheduler, "encoder": encoder, "stage": stage,
+                                   "max_length": max_length, "threshold": threshold})
         c = len(label_names)
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(self.backbone.output_dim, c))
         init = torch.tensor(thresholds, dtype=torch.float32) if thresholds else torch.full((c,), 0.5 * self.score_scale)
         self.register_buffer("thresholds", init)
-        f1 = (MultilabelF1Score(num_labels=c, average="macro", zero_division=0) if multi_label
-              else MulticlassF1Score(num_classes=c, average="macro", zero_division=0))
-        self.val_f1 = f1
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ scores
     @property
@@ -48,9 +48,13 @@ class EQNModule(LightningModule):
         """Scores live in [0, scale] for EQN, [0, 1] for the classifiers."""
         return self.hparams.scale if self.hparams.objective == "eqn" else 1.0
 
-    @property
-    def min_length(self) -> int:
-        return getattr(self.backbone, "min_length", 1)
+    @torch.no_grad()
+    def init_head_bias(self, label_prior: list[float] | tuple[float, ...]) -> None:
+        """Start every objective at its best constant prediction (the label priors), so no objective spends its
+        budget learning the priors: BCE logit(p), CE log p, EQN (MSE) the mean target scale * p."""
+        p = torch.tensor(label_prior, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
+        bias = {"bce": torch.log(p / (1 - p)), "ce": torch.log(p / p.sum()), "eqn": p * self.hparams.scale}
+        self.head[-1].bias.copy_(bias[self.hparams.objective])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(input_ids, attention_mask))
@@ -65,10 +69,20 @@ class EQNModule(LightningModule):
     def loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
         objective = self.hparams.objective
         if objective == "eqn":
-            return nn.functional.mse_loss(outputs.float(), batch["targets"])
+            return nn.functional.mse_loss(outputs.float(), batch["targets"].float())
         if objective == "bce":
             return nn.functional.binary_cross_entropy_with_logits(outputs.float(), batch["gold"].float())
         return nn.functional.cross_entropy(outputs.float(), batch["gold"].float().argmax(1))
+
+    @torch.no_grad()
+    def fit_thresholds(self, scores: torch.Tensor, gold: torch.Tensor) -> None:
+        """Multi-label thresholds from validation scores: tuned per label, or the fixed `threshold` (0..scale)."""
+        if not self.hparams.multi_label:
+            return
+        if self.hparams.threshold is not None:
+            self.thresholds.fill_(self.hparams.threshold / self.hparams.scale * self.score_scale)
+        else:
+            self.thresholds.copy_(evaluation.tune_thresholds(scores, gold))
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -81,16 +95,25 @@ class EQNModule(LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         outputs = self(batch["input_ids"], batch["attention_mask"])
-        n = len(batch["index"])
-        self.log("val/loss", self.loss(outputs, {**batch, "targets": batch["gold"].float() * self.hparams.scale}),
-                 prog_bar=True, batch_size=n, sync_dist=True)
-        scores = self.scores(outputs.float())
-        gold = batch["gold"].int()
-        if self.hparams.multi_label:
-            self.val_f1(decide(scores, True, self.thresholds).int(), gold)
-        else:
-            self.val_f1(scores.argmax(1), gold.argmax(1))
-        self.log("val/f1_macro", self.val_f1, prog_bar=True, batch_size=n)
+        self.log("val/loss", self.loss(outputs, batch), prog_bar=True, batch_size=len(batch["index"]), sync_dist=True)
+        self._val.append((batch["index"], self.scores(outputs.float()), batch["gold"]))
+
+    def on_validation_epoch_end(self) -> None:
+        """Thresholds tuned on the whole validation split, then `val/f1_macro` under them (the headline rule)."""
+        if not self._val:
+            return
+        index, scores, gold = (torch.cat(parts) for parts in zip(*self._val))
+        self._val.clear()
+        if self.trainer.world_size > 1:  # every rank sees the whole split (rows repeated by padding collapse)
+            index, scores, gold = (self.all_gather(t).flatten(0, 1) for t in (index, scores, gold.to(torch.uint8)))
+            keep = torch.zeros(int(index.max()) + 1, dtype=torch.long, device=index.device)
+            keep[index] = torch.arange(len(index), device=index.device)
+            scores, gold = scores[keep], gold[keep]
+        scores, gold = scores.float().cpu(), gold.bool().cpu()
+        self.fit_thresholds(scores, gold)
+        pred = evaluation.decide(scores, self.hparams.multi_label, self.thresholds.cpu())
+        f1 = evaluation.classification_metrics(pred, gold, self.hparams.multi_label, [])["f1_macro"]
+        self.log("val/f1_macro", f1, prog_bar=True)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         outputs = self(batch["input_ids"], batch["attention_mask"])
@@ -98,19 +121,47 @@ class EQNModule(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
+        from transformers import get_scheduler
+
         opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "lr": 1e-3})
         opt_cfg["_partial_"] = True
         optimizer = instantiate(opt_cfg)(self.parameters())
         sched = dict(self.hparams.scheduler or {"name": "linear"})
-        if sched.get("name", "linear") == "constant":
-            return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(sched.get("warmup_ratio", 0.0) * total)
-
-        def linear(step: int) -> float:  # linear warm-up, then linear decay to 0 (as transformers' schedule)
-            if step < warmup:
-                return (step + 1) / max(1, warmup)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
+        scheduler = get_scheduler(sched.get("name", "linear"), optimizer,
+                                  num_warmup_steps=math.ceil(sched.get("warmup_ratio", 0.0) * total),
+                                  num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def plain(value: Any) -> Any:
+    """Hyper-parameters as plain Python containers (no OmegaConf types), loadable with weights_only=True."""
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def build_module(spec, cfg: DictConfig, objective: str, stage: str) -> EQNModule:
+    """The one way to build a module: the data's spec + the model/pipeline config."""
+    backbone = OmegaConf.to_container(cfg.model.backbone, resolve=True)
+    if spec.encoder_kind == "word":
+        backbone.update(vocab_size=spec.vocab_size, pad_id=spec.pad_id)
+    module = EQNModule(backbone=backbone, label_names=list(spec.label_names), multi_label=spec.multi_label,
+                       objective=objective, scale=cfg.pipeline.scale, head_dropout=cfg.model.head_dropout,
+                       optimizer=OmegaConf.to_container(cfg.model.optimizer, resolve=True),
+                       scheduler=OmegaConf.to_container(cfg.model.scheduler, resolve=True),
+                       encoder=spec.encoder, stage=stage, max_length=spec.max_length,
+                       threshold=cfg.pipeline.threshold)
+    if cfg.model.head_init == "prior":
+        module.init_head_bias(spec.label_prior)
+    if cfg.model.embedding_init and spec.encoder_kind == "word":
+        from eqn.data.tokenize import TextEncoder
+        from eqn.models.backbones import init_word_embeddings
+
+        vocab = TextEncoder.from_str(spec.encoder).tokenizer.get_vocab()
+        init_word_embeddings(module.backbone.embedding, vocab, cfg.model.embedding_init)
+    return module
