@@ -101,7 +101,7 @@ class ModelConfig:
     pretrained: Optional[str] = None
     embedding_init: Optional[str] = None  # word backbones: init embeddings from this encoder's input embeddings
     head_dropout: float = 0.1
-    head_init: str = "prior"  # prior | zero;  # output bias at each objective's best constant (label priors)
+    head_init: str = "prior"  # prior: output bias at each objective's best constant (label priors) | default
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW", "lr": 1e-3})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     batch_size: int = 32  # per device (data.batch_size reads it; override either)
@@ -171,7 +171,7 @@ register()
 PIPELINES = ("eqn", "coeqn", "baseline")
 MONITORS = ("val/loss", "val/f1_macro")
 BUDGETS = ("single", "matched")
-HEAD_INITS = ("prior", "zero")
+HEAD_INITS = ("prior", "default")
 
 
 def validate(cfg: DictConfig) -> None:

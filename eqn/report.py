@@ -1,29 +1,42 @@
-"""Results table from a run or multirun directory.
+"""Results table from a run or multirun directory, with paired statistics.
 
-    python -m eqn.report <dir> [--out <dir>]
+    python -m eqn.report <dir> [--out <dir>] [--resamples 1000]
 
 Collects every metrics.json below <dir> (with the config.yaml beside it) and writes results.md and results.csv:
-rows dataset x backbone; columns baseline / CoEQN / EQN test macro-F1 as mean ± std over seeds (n), and
-EQN - baseline; then the same for micro-F1 and accuracy. Runs with a config but no metrics.json are listed
-as missing or failed, never dropped silently.
+
+- test macro-F1 (mean ± std over seeds, n) of baseline / baseline at the EQN pipeline's budget / CoEQN / EQN,
+  under every decision rule (per-label tuned thresholds, one fixed threshold, argmax), plus micro, weighted
+  F1 and accuracy under the headline rule;
+- paired comparisons (EQN vs baseline, CoEQN vs baseline, EQN vs matched-budget baseline): the mean difference
+  over seeds with a 95% t-interval, and a paired bootstrap over test rows (decisions saved by each run) with
+  its interval and p-value; an interval that includes 0 is printed as "no significant difference";
+- per-class F1 differences with bootstrap intervals (results_per_class.csv, and in the markdown).
+Runs with a config but no metrics.json are listed as missing or failed, never dropped silently.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from eqn.io import atomic_path, read_json, write_text
+from eqn import evaluation, stats
+from eqn.io import DataError, atomic_path, load_tensors, read_json, write_text
 
-STAGES = ("baseline", "coeqn", "eqn")
-METRICS = (("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("accuracy", "accuracy"))
+STAGES = ("baseline", "baseline_matched", "coeqn", "eqn")
+TITLES = {"baseline": "baseline", "baseline_matched": "baseline (EQN budget)", "coeqn": "CoEQN", "eqn": "EQN"}
+COMPARISONS = (("eqn", "baseline"), ("coeqn", "baseline"), ("eqn", "baseline_matched"), ("eqn", "coeqn"))
+HEADLINE = (("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted F1"),
+            ("accuracy", "accuracy"))
+RULES = (("tuned", "per-label tuned thresholds"), ("fixed", "one fixed threshold (0.5 of the score range)"),
+         ("argmax", "argmax (the authors' rule)"))
 
 
 def collect(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """One row per (run, stage): dataset, backbone, pipeline, seed, stage and the test metrics."""
+    """One row per (run, stage): dataset, backbone, pipeline, seed, stage, the test metrics and the scores file."""
     rows, problems = [], []
     run_dirs = {p.parent for p in root.rglob("config.yaml") if p.parent.name != ".hydra"}
     run_dirs |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}  # jobs that died before writing
@@ -45,8 +58,13 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[str]]:
             continue
         metrics = read_json(metrics_path)
         for stage in STAGES:
-            if f"{stage}/test/f1_macro" in metrics:
-                rows.append({**ident, "stage": stage, **{m: metrics.get(f"{stage}/test/{m}") for m, _ in METRICS}})
+            prefix = f"{stage}/test/"
+            if prefix + "f1_macro" not in metrics:
+                continue
+            values = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix) and "/f1/" not in k
+                      and not k[len(prefix):].startswith("f1/")}
+            scores = run_dir / "stages" / stage / "test_scores.safetensors"
+            rows.append({**ident, "stage": stage, **values, "scores": str(scores) if scores.exists() else None})
     return pd.DataFrame(rows), problems
 
 
@@ -60,50 +78,150 @@ def fmt(values: pd.Series) -> str:
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     """Long table: dataset, backbone, metric, stage -> mean, std, n."""
+    columns = ["dataset", "backbone", "metric", "stage", "mean", "std", "n"]
     if frame.empty:
-        return pd.DataFrame(columns=["dataset", "backbone", "metric", "stage", "mean", "std", "n"])
-    long = frame.melt(id_vars=["dataset", "backbone", "stage", "seed"], value_vars=[m for m, _ in METRICS],
-                      var_name="metric")
+        return pd.DataFrame(columns=columns)
+    metrics = [c for c in frame.columns if c not in ("dataset", "backbone", "pipeline", "seed", "run", "stage", "scores")]
+    long = frame.melt(id_vars=["dataset", "backbone", "stage", "seed"], value_vars=metrics, var_name="metric").dropna()
     grouped = long.groupby(["dataset", "backbone", "metric", "stage"])["value"]
-    out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else 0.0, n="count").reset_index()
+    return grouped.agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else 0.0, n="count").reset_index()
+
+
+def headline_decisions(path: str) -> tuple[object, object, dict]:
+    tensors, meta = load_tensors(path)
+    rule = evaluation.headline_rule(meta["multi_label"])
+    pred = evaluation.rule_decisions(tensors["scores"], meta["multi_label"], tensors["thresholds"],
+                                     meta["score_scale"])[rule]
+    return pred, tensors["gold"], meta
+
+
+def compare(frame: pd.DataFrame, a: str, b: str, resamples: int) -> dict | None:
+    """Paired comparison of stage a vs stage b on the seeds both have (headline rule, test macro-F1)."""
+    left = frame[frame.stage == a].set_index("seed")
+    right = frame[frame.stage == b].set_index("seed")
+    seeds = sorted(set(left.index) & set(right.index))
+    if not seeds:
+        return None
+    diffs = [float(left.loc[s, "f1_macro"]) - float(right.loc[s, "f1_macro"]) for s in seeds]
+    mean, low, high = stats.t_interval(diffs)
+    out = {"seeds": len(seeds), "mean": mean, "low": low, "high": high, "boot": None}
+    paths = [(left.loc[s, "scores"], right.loc[s, "scores"]) for s in seeds]
+    if all(isinstance(x, str) for pair in paths for x in pair):
+        try:
+            pairs, gold, names = [], None, None
+            for pa, pb in paths:
+                (da, ga, meta), (db, gb, _) = headline_decisions(pa), headline_decisions(pb)
+                if ga.shape != gb.shape or (gold is not None and ga.shape != gold.shape) or not bool((ga == gb).all()):
+                    raise DataError(pa, "test rows differ between the compared runs; no paired bootstrap")
+                gold, names = ga, meta["label_names"]
+                pairs.append((da, db))
+            out["boot"] = stats.paired_bootstrap(pairs, gold, resamples)
+            out["labels"] = names
+        except DataError as err:
+            out["boot_error"] = str(err)
+    out["verdict"] = stats.verdict(low, high, out["boot"]["p"] if out["boot"] else None, TITLES[a], TITLES[b])
+    if len(seeds) == 1 and out["boot"]:  # one seed: test-row variation only
+        boot = out["boot"]
+        out["verdict"] = ("no significant difference (test rows; one seed)" if boot["p"] >= 0.05 else
+                          f"{TITLES[a] if boot['diff'] > 0 else TITLES[b]} better on test rows (one seed)")
     return out
 
 
-def markdown(frame: pd.DataFrame, problems: list[str]) -> str:
+def interval(low: float, high: float) -> str:
+    return "–" if math.isnan(low) else f"[{low:+.4f}, {high:+.4f}]"
+
+
+def markdown(frame: pd.DataFrame, problems: list[str], comparisons: dict) -> str:
     lines = ["# EQN results", ""]
     if frame.empty:
-        lines.append("No finished runs found.")
-    for metric, title in METRICS:
-        lines += [f"## Test {title}", "", "| dataset | backbone | baseline | CoEQN | EQN | EQN − baseline |",
-                  "|---|---|---|---|---|---|"]
-        if frame.empty:
-            lines.append("")
-            continue
+        lines += ["No finished runs found.", ""]
+    present = [s for s in STAGES if not frame.empty and (frame.stage == s).any()]
+    header = "| dataset | backbone | " + " | ".join(TITLES[s] for s in present) + " |"
+    rule_line = "|---|---|" + "---|" * len(present)
+
+    def table(metric: str) -> list[str]:
+        out = [header, rule_line]
         for (dataset, backbone), group in frame.groupby(["dataset", "backbone"]):
-            cells = {s: group.loc[group.stage == s, metric] for s in STAGES}
-            both = cells["eqn"].dropna().size and cells["baseline"].dropna().size
-            delta = (f"{cells['eqn'].mean() - cells['baseline'].mean():+.4f}" if both else "–")
-            lines.append(f"| {dataset} | {backbone} | {fmt(cells['baseline'])} | {fmt(cells['coeqn'])} | "
-                         f"{fmt(cells['eqn'])} | {delta} |")
+            if metric not in group:
+                continue
+            cells = [fmt(group.loc[group.stage == s, metric]) for s in present]
+            out.append(f"| {dataset} | {backbone} | " + " | ".join(cells) + " |")
+        return out + [""]
+
+    if not frame.empty:
+        lines += ["Headline rule: per-label thresholds tuned on val for multi-label data, argmax for single-label.", ""]
+        for metric, title in HEADLINE:
+            lines += [f"## Test {title} (headline rule)", "", *table(metric)]
+        for rule, title in RULES:
+            if f"{rule}/f1_macro" in frame:
+                lines += [f"## Test macro-F1, decision rule: {title}", "", *table(f"{rule}/f1_macro")]
+        lines += ["## Paired comparisons (test macro-F1, headline rule)", "",
+                  "Δ = first − second. Seeds: mean of per-seed differences with a 95% t-interval. Bootstrap: 1,000 "
+                  "paired resamples of the test rows, the difference averaged over seeds, 95% percentile interval "
+                  "and two-sided p. 'Significant' needs the seed interval to exclude 0 and p < 0.05.", "",
+                  "| dataset | backbone | comparison | seeds | Δ (seeds) | 95% CI (seeds) | Δ (bootstrap) | 95% CI (bootstrap) "
+                  "| p | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for (dataset, backbone, a, b), c in comparisons.items():
+            boot = c["boot"]
+            bcells = (f"{boot['diff']:+.4f} | {interval(boot['low'], boot['high'])} | {boot['p']:.3f}" if boot
+                      else "– | – | –")
+            lines.append(f"| {dataset} | {backbone} | {TITLES[a]} vs {TITLES[b]} | {c['seeds']} | {c['mean']:+.4f} | "
+                         f"{interval(c['low'], c['high'])} | {bcells} | {c['verdict']} |")
         lines.append("")
+        for (dataset, backbone, a, b), c in comparisons.items():
+            if (a, b) != ("eqn", "baseline") or not c["boot"]:
+                continue
+            boot = c["boot"]
+            lines += [f"### Per-class F1, {TITLES[a]} − {TITLES[b]}: {dataset} / {backbone}", "",
+                      "| label | Δ F1 | 95% CI (bootstrap) |", "|---|---|---|"]
+            order = sorted(range(len(c["labels"])), key=lambda i: -float(boot["per_class"][i]))
+            for i in order:
+                lines.append(f"| {c['labels'][i]} | {float(boot['per_class'][i]):+.4f} | "
+                             f"{interval(float(boot['per_class_low'][i]), float(boot['per_class_high'][i]))} |")
+            lines.append("")
     lines += ["## Missing or failed runs", ""]
     lines += [f"- {p}" for p in problems] or ["- none"]
     return "\n".join(lines) + "\n"
 
 
-def report(root: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
+def comparisons_of(frame: pd.DataFrame, resamples: int) -> dict:
+    out = {}
+    if frame.empty:
+        return out
+    for (dataset, backbone), group in frame.groupby(["dataset", "backbone"]):
+        for a, b in COMPARISONS:
+            c = compare(group, a, b, resamples)
+            if c is not None:
+                out[(dataset, backbone, a, b)] = c
+    return out
+
+
+def per_class_frame(comparisons: dict) -> pd.DataFrame:
+    rows = []
+    for (dataset, backbone, a, b), c in comparisons.items():
+        if c.get("boot"):
+            for i, label in enumerate(c["labels"]):
+                rows.append({"dataset": dataset, "backbone": backbone, "comparison": f"{a}-{b}", "label": label,
+                             "delta_f1": float(c["boot"]["per_class"][i]),
+                             "low": float(c["boot"]["per_class_low"][i]), "high": float(c["boot"]["per_class_high"][i])})
+    return pd.DataFrame(rows)
+
+
+def report(root: str | Path, out: str | Path | None = None, resamples: int = 1000) -> tuple[Path, Path]:
     root = Path(root)
     if not root.is_dir():
         raise SystemExit(f"eqn.report: {root} is not a directory")
     out = Path(out) if out else root
     frame, problems = collect(root)
-    if not frame.empty:
-        frame = frame[frame.pipeline.isin(["baseline", "eqn", "coeqn"])]
-    md = out / "results.md"
-    csv = out / "results.csv"
-    write_text(md, markdown(frame, problems))
+    comparisons = comparisons_of(frame, resamples)
+    md, csv = out / "results.md", out / "results.csv"
+    write_text(md, markdown(frame, problems, comparisons))
     with atomic_path(csv) as tmp:
         summarise(frame).to_csv(tmp, index=False, float_format="%.6f")
+    per_class = per_class_frame(comparisons)
+    if not per_class.empty:
+        with atomic_path(out / "results_per_class.csv") as tmp:
+            per_class.to_csv(tmp, index=False, float_format="%.6f")
     return md, csv
 
 
@@ -111,8 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="a run or multirun directory")
     parser.add_argument("--out", help="where to write results.md / results.csv (default: root)")
+    parser.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
     args = parser.parse_args(argv)
-    md, csv = report(args.root, args.out)
+    md, csv = report(args.root, args.out, args.resamples)
     sys.stdout.write(md.read_text())
     print(f"wrote {md} and {csv}")
 

@@ -1,0 +1,149 @@
+"""Do the intensities mean anything? Correlate a model's intensities with people's ratings.
+
+    python -m eqn.validate ckpt=<checkpoint> ratings=<file> [ckpt2=<other checkpoint>] [output=report.csv]
+                           [text_column=text] [emotion_column=emotion] [rating_column=rating] [resamples=1000]
+
+`ratings` is a CSV, TSV or JSONL file with one human rating per row: a text, an emotion (a label name of the
+model) and a rating on any numeric scale. For each emotion (and all rows pooled) it prints Pearson and Spearman
+r between the model's 0-10 intensity and the ratings, each with a 95% bootstrap interval over rows; with
+`ckpt2` the same for a second model side by side (e.g. EQN vs the classifier baseline, whose intensity is
+10 x probability).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from eqn.io import DataError, atomic_path
+
+NAMES = ("pearson", "spearman")
+
+
+def read_ratings(path: str | Path, text_column: str = "text", emotion_column: str = "emotion",
+                 rating_column: str = "rating") -> pd.DataFrame:
+    """The ratings table (text, emotion, rating as float, line); bad rows are a DataError naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "ratings file not found" if not path.exists() else "is not a file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".json"):
+            frame = pd.read_json(path, lines=True, dtype=False)
+            first_line = 1
+        elif suffix in (".csv", ".tsv"):
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            first_line = 2
+        else:
+            raise DataError(path, f"unsupported ratings file type {suffix!r}: use .csv, .tsv or .jsonl")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(path, f"cannot be read: {str(err).splitlines()[0]}") from None
+    missing = [c for c in (text_column, emotion_column, rating_column) if c not in frame.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; the file has {list(frame.columns)}", 1)
+    if frame.empty:
+        raise DataError(path, "no ratings in the file")
+    lines = np.arange(len(frame)) + first_line
+    ratings = pd.to_numeric(frame[rating_column], errors="coerce")
+    bad = ~np.isfinite(ratings.to_numpy(dtype=float))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(path, f"rating {frame[rating_column].iloc[i]!r} is not a number", int(lines[i]))
+    texts = frame[text_column]
+    not_text = ~texts.map(lambda t: isinstance(t, str) and bool(t.strip()))
+    if not_text.any():
+        i = int(np.argmax(not_text.to_numpy()))
+        raise DataError(path, f"text {texts.iloc[i]!r} is missing or not a string", int(lines[i]))
+    return pd.DataFrame({"text": texts.astype(str), "emotion": frame[emotion_column].astype(str).str.strip(),
+                         "rating": ratings.astype(float), "line": lines})
+
+
+def correlations(intensity: np.ndarray, rating: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
+    """Pearson and Spearman r with 95% percentile bootstrap intervals (rows resampled with replacement)."""
+    x, y = np.asarray(intensity, dtype=float), np.asarray(rating, dtype=float)
+    out: dict = {"n": len(x)}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(resamples, len(x)))
+    for name in NAMES:
+        if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+            out[name], out[f"{name}_low"], out[f"{name}_high"] = np.nan, np.nan, np.nan
+            continue
+        a, b = (x, y) if name == "pearson" else (scipy_stats.rankdata(x), scipy_stats.rankdata(y))
+        out[name] = float(np.corrcoef(a, b)[0, 1])
+        xa, yb = x[idx], y[idx]
+        if name == "spearman":
+            xa, yb = scipy_stats.rankdata(xa, axis=1), scipy_stats.rankdata(yb, axis=1)
+        xa, yb = xa - xa.mean(1, keepdims=True), yb - yb.mean(1, keepdims=True)
+        denom = np.sqrt((xa * xa).sum(1) * (yb * yb).sum(1))
+        boot = np.where(denom > 0, (xa * yb).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
+        out[f"{name}_low"], out[f"{name}_high"] = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
+    return out
+
+
+def validate(ckpts: dict[str, str], ratings: pd.DataFrame, source: str | Path = "ratings",
+             resamples: int = 1000) -> pd.DataFrame:
+    """One row per (model, emotion) plus 'all' pooled: n, pearson, spearman and their intervals."""
+    from eqn import load
+
+    rows = []
+    texts = ratings.text.unique().tolist()
+    for name, ckpt in ckpts.items():
+        annotator = load(ckpt)
+        labels = annotator.label_names
+        unknown = ~ratings.emotion.isin(labels)
+        if unknown.any():
+            i = int(np.argmax(unknown.to_numpy()))
+            raise DataError(source, f"emotion {ratings.emotion.iloc[i]!r} is not a label of {ckpt} "
+                                    f"(labels: {', '.join(labels)})", int(ratings.line.iloc[i]))
+        table = annotator.intensities(annotator.scores(texts)).numpy()
+        row_of = {t: i for i, t in enumerate(texts)}
+        col_of = {label: j for j, label in enumerate(labels)}
+        intensity = table[ratings.text.map(row_of).to_numpy(), ratings.emotion.map(col_of).to_numpy()]
+        groups = [(e, (ratings.emotion == e).to_numpy()) for e in sorted(ratings.emotion.unique())]
+        for emotion, mask in groups + [("all", np.ones(len(ratings), dtype=bool))]:
+            r = correlations(intensity[mask], ratings.rating.to_numpy()[mask], resamples)
+            rows.append({"model": name, "checkpoint": str(ckpt), "emotion": emotion, **r})
+    return pd.DataFrame(rows)
+
+
+def render(frame: pd.DataFrame) -> str:
+    def cell(row, name):
+        if np.isnan(row[name]):
+            return "–"
+        return f"{row[name]:+.3f} [{row[f'{name}_low']:+.3f}, {row[f'{name}_high']:+.3f}]"
+
+    lines = ["| model | emotion | n | Pearson r [95% CI] | Spearman r [95% CI] |", "|---|---|---|---|---|"]
+    for _, row in frame.iterrows():
+        lines.append(f"| {row['model']} | {row['emotion']} | {row['n']} | {cell(row, 'pearson')} | "
+                     f"{cell(row, 'spearman')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = dict(a.partition("=")[::2] for a in (argv if argv is not None else sys.argv[1:]))
+    known = {"ckpt", "ckpt2", "ratings", "output", "text_column", "emotion_column", "rating_column", "resamples"}
+    if "ckpt" not in args or "ratings" not in args or set(args) - known:
+        sys.exit("usage: python -m eqn.validate ckpt=<checkpoint> ratings=<file> [ckpt2=<checkpoint>] "
+                 "[output=report.csv] [text_column=text] [emotion_column=emotion] [rating_column=rating] "
+                 f"[resamples=1000]" + (f"  (unknown: {sorted(set(args) - known)})" if set(args) - known else ""))
+    try:
+        ratings = read_ratings(args["ratings"], args.get("text_column", "text"), args.get("emotion_column", "emotion"),
+                               args.get("rating_column", "rating"))
+        ckpts = {"ckpt": args["ckpt"], **({"ckpt2": args["ckpt2"]} if "ckpt2" in args else {})}
+        frame = validate(ckpts, ratings, args["ratings"], int(args.get("resamples", 1000)))
+    except DataError as err:
+        sys.exit(f"eqn.validate: {err}")
+    print(render(frame))
+    if "output" in args:
+        with atomic_path(args["output"]) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.4f")
+        print(f"wrote {args['output']}")
+
+
+if __name__ == "__main__":
+    main()
