@@ -59,6 +59,7 @@ class DataConfig:
     seed: int = "${seed}"  # type: ignore[assignment]
     split_seed: int = 42  # carved val/test splits and row subsets: the same rows for every run seed
     val_from_train: bool = False  # the authors' script: validate on a seeded 10% of train, not the dev split
+    bucket_batches: int = 50  # training batches grouped by length within windows of this many batches (1: random)
     scale: float = "${pipeline.scale}"  # type: ignore[assignment]
     cache_dir: Optional[str] = "${paths.cache_dir}"
     on_bad_rows: str = "error"

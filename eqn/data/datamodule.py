@@ -134,13 +134,13 @@ class EQNDataModule(LightningDataModule):
                  max_length: int = 128, max_train_samples: int | None = None, max_eval_samples: int | None = None,
                  num_workers: int = 0, seed: int = 42, split_seed: int = 42, val_from_train: bool = False,
                  scale: float = 10.0, cache_dir: str | None = None, on_bad_rows: str = "error",
-                 encoder: str | None = None, **reader_options):
+                 encoder: str | None = None, bucket_batches: int = 50, **reader_options):
         super().__init__()
         self.name, self.data_dir, self.tokenizer_spec = name, data_dir, dict(tokenizer)
         self.batch_size, self.eval_batch_size, self.max_length = batch_size, eval_batch_size, max_length
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
         self.num_workers, self.seed, self.split_seed, self.scale = num_workers, seed, split_seed, scale
-        self.val_from_train, self.cache_dir = val_from_train, cache_dir
+        self.val_from_train, self.cache_dir, self.bucket_batches = val_from_train, cache_dir, bucket_batches
         self.on_bad_rows, self.reader_options = on_bad_rows, reader_options
         self.encoder: TextEncoder | None = TextEncoder.from_str(encoder) if encoder else None
         self.data: LabelledData | None = None
@@ -227,7 +227,7 @@ class EQNDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         lengths = self.lengths[split].numpy()
         if shuffle:
-            sampler = BucketSampler(lengths, self.batch_size, self.seed)
+            sampler = BucketSampler(lengths, self.batch_size, self.seed, self.bucket_batches)
             batch_size = self.batch_size
         else:  # longest first: the largest batch shows its memory at once
             sampler = OrderedSampler(np.argsort(-lengths, kind="stable").tolist())

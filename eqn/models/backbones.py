@@ -41,8 +41,9 @@ class TextCNN(WordBackbone):
     """Kim (2014): parallel convolutions of several widths, ReLU, max-over-time pooling, dropout."""
 
     def __init__(self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, filter_sizes=(3, 4, 5),
-                 num_filters: int = 100, dropout: float = 0.5):
+                 num_filters: int = 100, dropout: float = 0.5, valid_windows_only: bool = True):
         super().__init__(vocab_size, embed_dim, pad_id)
+        self.valid_windows_only = valid_windows_only
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, num_filters, k) for k in filter_sizes)
         self.dropout = nn.Dropout(dropout)
         self.widest = max(filter_sizes)
@@ -58,6 +59,9 @@ class TextCNN(WordBackbone):
             h = torch.relu(conv(x))  # B x F x (L - k + 1)
             # only windows inside the real tokens count (the first one when the text is shorter than k),
             # so the output does not depend on how much padding the batch has
+            if not self.valid_windows_only:  # Kim's padded max-pool: windows over padding count too
+                pooled.append(h.amax(-1))
+                continue
             starts = torch.arange(h.shape[-1], device=h.device).unsqueeze(0)
             valid = starts <= (lengths - conv.kernel_size[0]).clamp_min(0)
             pooled.append(h.masked_fill(~valid.unsqueeze(1), 0.0).amax(-1))
