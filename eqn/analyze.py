@@ -100,14 +100,16 @@ def plot_per_class(frame: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def analyze_run(run_dir: str | Path, others: list[str | Path] = ()) -> dict:
+def analyze_run(run_dir: str | Path, others: list[str | Path] = (), metrics: dict | None = None) -> dict:
+    """`metrics`: this run's metrics when its metrics.json is not written yet (the pipeline analyses first)."""
     run_dir = Path(run_dir)
     out = run_dir / "analysis"
     out.mkdir(exist_ok=True)
-    metrics = {}
+    collected: dict = {}
     for d in [*others, run_dir]:  # this run's values win
         if (Path(d) / "metrics.json").exists():
-            metrics.update(read_json(Path(d) / "metrics.json"))
+            collected.update(read_json(Path(d) / "metrics.json"))
+    metrics = {**collected, **(metrics or {})}
     stage = next((s for s in ("eqn", "coeqn") if (run_dir / "stages" / s / "test_scores.safetensors").exists()), None)
     summary: dict = {"run_dir": str(run_dir)}
     if stage is not None:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from eqn.data.datamodule import pad_batch
 from eqn.data.tokenize import TextEncoder
 from eqn.io import DataError, atomic_path
-from eqn.models.module import EQNModule
+from eqn.models.module import EQNModule, load_module
 from eqn.relabeled import intensity_frame
 
 
@@ -34,10 +34,7 @@ class Annotator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Annotator":
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(path, "checkpoint not found" if not path.exists() else "is not a checkpoint file")
-        return cls(EQNModule.load_from_checkpoint(path, map_location=device, weights_only=True), device)
+        return cls(load_module(path, map_location=device), device)
 
     @property
     def thresholds(self) -> torch.Tensor:

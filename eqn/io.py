@@ -71,3 +71,53 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
         raise DataError(path, "file not found") from None
     except Exception as err:
         raise DataError(path, f"not a readable eqn tensor file ({str(err).splitlines()[0][:200]})") from None
+
+
+class RunLock:
+    """One process per run directory: `<run_dir>/.lock` holds the owner's host and PID. A lock left by a dead
+    process on this host is taken over; a live one refuses the second process with a ConfigError."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / ".lock"
+        self.owned = False
+
+    def __enter__(self) -> "RunLock":
+        import socket
+
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text() or "{}")
+                except (OSError, ValueError):
+                    owner = {}
+                if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                raise ConfigError(f"{self.path.parent} is in use by process {owner.get('pid')} on "
+                                  f"{owner.get('host')}; wait for it to finish (or, if it is gone, delete "
+                                  f"{self.path})") from None
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+            self.owned = True
+            return self
+        raise ConfigError(f"could not lock {self.path.parent}")
+
+    def __exit__(self, *exc) -> None:
+        if self.owned:
+            self.path.unlink(missing_ok=True)
+            self.owned = False
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -29,8 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from eqn import evaluation
 from eqn.data.datamodule import EQNDataModule
+from eqn.interrupt import TrainingState, fault_point
 from eqn.io import ConfigError, atomic_path, load_tensors, read_json, save_tensors, write_json, write_text
-from eqn.models.module import EQNModule, build_module, plain
+from eqn.models.module import EQNModule, build_module, load_module, plain
 from eqn.predict import predict_scores, predict_splits
 from eqn.relabeled import write_intensity_csv
 from eqn.stage_logging import StageLogger
@@ -59,13 +60,20 @@ class Pipeline:
         self.metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------ top level
-    def run(self) -> dict[str, float]:
+    def open(self) -> EQNDataModule:
+        """Read the data and check that this run dir may hold this run; only then write the config."""
         cfg = self.cfg
-        write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         seed_everything(cfg.seed, workers=True)
         dm = self.build_datamodule()
         self.check_fingerprint(dm)
+        fault_point("open")
+        write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_text(self.run_dir / "tokenizer.json", dm.encoder.to_str())
+        return dm
+
+    def run(self, dm: EQNDataModule | None = None) -> dict[str, float]:
+        cfg = self.cfg
+        dm = dm if dm is not None else self.open()
         self.metrics.update({"data/skipped_rows": float(dm.data.skipped_rows),
                              **{f"data/{s}_rows": float(len(dm.split(s))) for s in ("train", "val", "test")}})
         started = time.perf_counter()
@@ -83,12 +91,14 @@ class Pipeline:
         self.metrics["time/pipeline_s"] = time.perf_counter() - started
         if not self.is_main:
             return self.metrics
-        write_json(self.run_dir / "metrics.json", self.metrics)
-        self.summarise(stages)
         if cfg.pipeline.analyze and cfg.pipeline.name != "baseline":
             from eqn.analyze import analyze_run
 
-            analyze_run(self.run_dir)
+            fault_point("analysis")
+            analyze_run(self.run_dir, metrics=self.metrics)
+        fault_point("metrics")
+        write_json(self.run_dir / "metrics.json", self.metrics)  # written last: the run is complete
+        self.summarise(stages)
         return self.metrics
 
     def summarise(self, stages: list[str]) -> None:
@@ -155,9 +165,12 @@ class Pipeline:
                 f"{current[:12]}); use another hydra.run.dir, or pipeline.restart=true to discard it")
         if self.cfg.pipeline.restart:
             log.warning("pipeline.restart: discarding finished stages in %s", self.run_dir)
-            for sub in ("stages", "checkpoints"):
+            for sub in ("stages", "checkpoints", "analysis", "logs"):
                 shutil.rmtree(self.run_dir / sub, ignore_errors=True)
-        write_json(path, {"fingerprint": current})
+            for name in ("metrics.json", "relabeled_train.csv"):
+                (self.run_dir / name).unlink(missing_ok=True)
+        if self.is_main:
+            write_json(path, {"fingerprint": current})
 
     # ------------------------------------------------------------------ stages
     def artifact_name(self, round_: int) -> str:
@@ -186,16 +199,19 @@ class Pipeline:
         with StageLogger(self.cfg, self.run_dir, stage) as logger:
             if uses_artifact:
                 logger.use_artifact(uses_artifact)
-            trainer = self.build_trainer(stage, [checkpoint], logger.lightning, max_epochs=epochs)
-            trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.exists() else None)
+            trainer = self.build_trainer(stage, [checkpoint, TrainingState(stage)], logger.lightning, max_epochs=epochs)
+            trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.exists() else None, weights_only=True)
             fit_s = time.perf_counter() - started
+            fault_point(f"fit:{stage}:trained")
             best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else resume
-            module = EQNModule.load_from_checkpoint(best, map_location="cpu", weights_only=True)
+            module = load_module(best)
             metrics = self.evaluate(module, dm, stage)
             metrics[f"time/{stage}_fit_s"] = fit_s
             logger.log_results(stage, metrics, dm.label_names)
+        fault_point(f"fit:{stage}:evaluated")
         if self.is_main:
             self.save_final_checkpoint(module, final)
+            fault_point(f"fit:{stage}:saved")
             write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
         self.barrier()
         self.metrics.update(metrics)
@@ -243,13 +259,14 @@ class Pipeline:
             return
         with StageLogger(self.cfg, self.run_dir, f"regress{round_}") as logger:
             started = time.perf_counter()
-            module = EQNModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+            module = load_module(checkpoint)
             predictions = predict_splits(self.predict_trainer(), module, [dm.predict_loader(s) for s in splits],
                                          [len(dm.split(s)) for s in splits], self.run_dir)
             for split, predicted in zip(splits, predictions):
                 live[split].copy_(regress_targets(dm.gold[split], predicted, p.scale, p.floor, p.clip))
             seconds = time.perf_counter() - started
             self.metrics[f"time/regress{round_}_s"] = seconds
+            fault_point(f"regress{round_}:predicted")
             if not self.is_main:
                 return
             artifact = path
@@ -257,6 +274,7 @@ class Pipeline:
                 split = dm.split("train")
                 artifact = self.run_dir / "relabeled_train.csv"
                 write_intensity_csv(artifact, {"id": split.ids, "text": split.texts}, dm.targets, dm.label_names)
+                fault_point(f"regress{round_}:csv")
             # written last: its presence marks the round as done
             save_tensors(path, {s: live[s] for s in splits}, {"round": round_})
             changed = (dm.targets != dm.gold["train"].float() * p.scale).float().mean().item()

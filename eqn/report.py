@@ -40,10 +40,10 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[str]]:
     rows, problems = [], []
     run_dirs = {p.parent for p in root.rglob("config.yaml") if p.parent.name != ".hydra"}
     run_dirs |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}  # jobs that died before writing
+    run_dirs |= {p.parent.parent.parent for p in root.rglob(".hydra/pending/config.yaml")}  # ... or were refused
     for run_dir in sorted(run_dirs):
-        config_path = run_dir / "config.yaml"
-        if not config_path.exists():
-            config_path = run_dir / ".hydra" / "config.yaml"
+        config_path = next((p for p in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml",
+                                        run_dir / ".hydra" / "pending" / "config.yaml") if p.exists()))
         try:
             cfg = yaml.safe_load(config_path.read_text())
             ident = dict(dataset=cfg["data"]["name"], backbone=cfg["model"]["name"], pipeline=cfg["pipeline"]["name"],

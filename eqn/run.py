@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+from contextlib import nullcontext
+from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -12,7 +15,8 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from eqn import config  # noqa: E402  (registers schemas and resolvers)
-from eqn.io import ConfigError, DataError  # noqa: E402
+from eqn.interrupt import Interrupted, interruptible  # noqa: E402
+from eqn.io import ConfigError, DataError, RunLock  # noqa: E402
 
 log = logging.getLogger("eqn")
 
@@ -35,6 +39,8 @@ class _DropTips(logging.Filter):
 
 def run(cfg: DictConfig, run_dir: str | None = None) -> dict[str, float]:
     """Run the configured pipeline (also callable from tests with a composed config)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
     from eqn.pipeline import Pipeline
 
     quiet_lightning()
@@ -43,7 +49,28 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict[str, float]:
         print(OmegaConf.to_yaml(cfg, resolve=True))
     if run_dir is None:
         run_dir = HydraConfig.get().runtime.output_dir
-    return Pipeline(cfg, run_dir).run()
+    pipeline = Pipeline(cfg, run_dir)
+    with interruptible(), (RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext()):
+        try:
+            dm = pipeline.open()
+        except ConfigError:
+            discard_hydra_record(Path(run_dir))  # a refused resume leaves the run dir as it was
+            raise
+        keep_hydra_record(Path(run_dir))
+        return pipeline.run(dm)
+
+
+def keep_hydra_record(run_dir: Path) -> None:
+    """Hydra writes its record to .hydra/pending (conf/config.yaml); it becomes .hydra/ once the run is accepted."""
+    pending = run_dir / ".hydra" / "pending"
+    if pending.is_dir():
+        for f in pending.iterdir():
+            os.replace(f, run_dir / ".hydra" / f.name)
+        pending.rmdir()
+
+
+def discard_hydra_record(run_dir: Path) -> None:
+    shutil.rmtree(run_dir / ".hydra" / "pending", ignore_errors=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -53,8 +80,25 @@ def main(cfg: DictConfig) -> float | None:
     except (DataError, ConfigError) as err:  # bad input: one clear line, no traceback
         log.error("%s", err)
         sys.exit(f"eqn: error: {err}")
+    except Interrupted as err:
+        message = f"eqn: {err}. Finished stages are kept; {resume_hint()}"
+        log.error("%s", message)
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(128 + err.signum)
+    except Exception:
+        log.error("eqn: the run failed (traceback below). %s", resume_hint())
+        raise
     final = "eqn" if cfg.pipeline.name == "eqn" else cfg.pipeline.name
     return metrics.get(f"{final}/val/f1_macro")  # the objective a Hydra sweeper optimises
+
+
+def resume_hint() -> str:
+    try:
+        run_dir = HydraConfig.get().runtime.output_dir
+    except ValueError:
+        return "rerun the same command to resume."
+    args = " ".join(a for a in sys.argv[1:] if not a.startswith("hydra.run.dir="))
+    return f"to resume, rerun: python -m eqn.run {args} hydra.run.dir={run_dir}".replace("  ", " ")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def compose_config(*overrides: str, tmp_path: Path | None = None):
         return compose("config", overrides=["trainer.enable_progress_bar=false", *extra, *overrides])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (SHARED_DATA / "goemotions" / "train.tsv").exists():
         pytest.fail(f"the original data files are expected under {SHARED_DATA} (set EQN_DATA_DIR)")

@@ -97,7 +97,7 @@ def test_slurm_preset_ties_tasks_to_devices():
 def test_every_experiment_preset_composes(preset):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
-    params = OmegaConf.to_container(cfg.hydra.sweeper.params) or {}
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params) if cfg.hydra.sweeper.params else {}
     for group in ("data", "model", "pipeline"):
         for choice in str(params.get(group, "")).split(","):
             if choice:

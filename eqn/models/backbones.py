@@ -149,3 +149,15 @@ def init_word_embeddings(embedding: nn.Embedding, words: dict[str, int], pretrai
             embedding.weight[index] = table[pieces].mean(0)
             done += 1
     return done
+
+
+BACKBONES = {f"{__name__}.{cls.__name__}": cls for cls in (ANN, CNN, TextCNN, LSTM, Bert)}
+
+
+def build_backbone(spec: dict) -> nn.Module:
+    """A backbone from its config node; only eqn's own classes (a checkpoint never names code to run)."""
+    options = dict(spec)
+    target = options.pop("_target_", None)
+    if target not in BACKBONES:
+        raise ValueError(f"backbone {target!r} is not one of eqn's backbones ({', '.join(sorted(BACKBONES))})")
+    return BACKBONES[target](**options)

@@ -6,15 +6,17 @@ objective 'eqn': no output activation, MSE against the 0..scale intensity target
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from eqn import evaluation
+from eqn.io import DataError
+from eqn.models.backbones import build_backbone
 
 OBJECTIVES = ("eqn", "bce", "ce")
 
@@ -29,7 +31,7 @@ class EQNModule(LightningModule):
             raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
         if objective == "ce" and multi_label:
             raise ValueError("objective 'ce' is single-label; use 'bce' for a multi-label dataset")
-        self.backbone = instantiate(backbone)
+        self.backbone = build_backbone(backbone)
         if hasattr(self.backbone, "hf_config"):  # let load_from_checkpoint rebuild the encoder offline
             backbone = {**backbone, "hf_config": self.backbone.hf_config}
         self.save_hyperparameters({"backbone": backbone, "label_names": list(label_names), "multi_label": multi_label,
@@ -123,9 +125,13 @@ class EQNModule(LightningModule):
     def configure_optimizers(self) -> Any:
         from transformers import get_scheduler
 
-        opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "lr": 1e-3})
-        opt_cfg["_partial_"] = True
-        optimizer = instantiate(opt_cfg)(self.parameters())
+        options = dict(self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "lr": 1e-3})
+        target = options.pop("_target_", "torch.optim.AdamW")
+        module, _, name = target.rpartition(".")
+        cls = getattr(torch.optim, name, None) if module == "torch.optim" else None
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            raise ValueError(f"model.optimizer._target_={target!r}: use a torch.optim optimizer, e.g. torch.optim.AdamW")
+        optimizer = cls(self.parameters(), **options)
         sched = dict(self.hparams.scheduler or {"name": "linear"})
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_scheduler(sched.get("name", "linear"), optimizer,
@@ -165,3 +171,16 @@ def build_module(spec, cfg: DictConfig, objective: str, stage: str) -> EQNModule
         vocab = TextEncoder.from_str(spec.encoder).tokenizer.get_vocab()
         init_word_embeddings(module.backbone.embedding, vocab, cfg.model.embedding_init)
     return module
+
+
+def load_module(path: str | Path, map_location: str = "cpu") -> EQNModule:
+    """An EQNModule from a checkpoint that may come from anyone: tensors and plain containers only
+    (weights_only=True), the backbone from eqn's allow-list. Anything else is one DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found" if not path.exists() else "is not a checkpoint file")
+    try:
+        return EQNModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # unpickling refusals, truncated zips, foreign or tampered contents
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise DataError(path, f"not a trusted eqn checkpoint: {reason}") from None

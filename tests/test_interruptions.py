@@ -1,0 +1,108 @@
+"""A crash or signal at any point, then the same command, gives the run an uninterrupted run gives."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from eqn.interrupt import InjectedFault, Interrupted
+from eqn.io import ConfigError, RunLock
+from eqn.run import run
+from tests.conftest import ROOT, compose_config
+
+TINY = ["data.max_train_samples=160", "data.max_eval_samples=70", "trainer.max_epochs=2", "logger=none",
+        "model.batch_size=32", "data.eval_batch_size=32"]
+POINTS = ["open", "fit:coeqn:epoch0", "fit:coeqn:val0", "fit:coeqn:epoch1", "fit:coeqn:val1", "fit:coeqn:trained",
+          "fit:coeqn:evaluated", "fit:coeqn:saved", "regress1:predicted", "regress1:csv", "fit:eqn:epoch0",
+          "fit:eqn:epoch1", "fit:eqn:val1", "fit:eqn:trained", "fit:eqn:evaluated", "fit:eqn:saved", "analysis",
+          "metrics"]
+
+
+def outcome(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return ({k: v for k, v in metrics.items() if not k.startswith("time/")},
+            pd.read_csv(run_dir / "relabeled_train.csv", keep_default_na=False))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+    tmp = tmp_path_factory.mktemp("reference")
+    run(compose_config(*TINY, tmp_path=tmp), run_dir=str(tmp / "run"))
+    return outcome(tmp / "run")
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_crash_anywhere_then_resume_matches_an_uninterrupted_run(point, reference, tmp_path, monkeypatch, data_dir):
+    cfg = compose_config(*TINY, tmp_path=tmp_path)
+    monkeypatch.setenv("EQN_FAULT_AT", point)
+    with pytest.raises(InjectedFault, match=point):
+        run(cfg, run_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run" / ".lock").exists()
+    monkeypatch.delenv("EQN_FAULT_AT")
+    run(cfg, run_dir=str(tmp_path / "run"))
+    metrics, relabeled = outcome(tmp_path / "run")
+    assert metrics == pytest.approx(reference[0], abs=1e-5)
+    pd.testing.assert_frame_equal(relabeled, reference[1])
+
+
+def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(ConfigError, match=f"in use by process {os.getpid()}"):
+            with RunLock(tmp_path):
+                pass
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": os.uname().nodename}))
+    with RunLock(tmp_path):  # a stale lock of a dead process is taken over
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_refused_resume_leaves_the_run_dir_untouched(tmp_path, data_dir):
+    args = [sys.executable, "-m", "eqn.run", *TINY, "pipeline=coeqn", "trainer.enable_progress_bar=false",
+            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300).returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name != "run.log"}
+    refused = subprocess.run([*args, "model.optimizer.lr=0.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "different config or data" in refused.stderr
+    after = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name != "run.log"}
+    assert after == before
+    assert "lr: 0.001" in (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_real_signal_during_training_exits_nonzero_and_resumes(sig, tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "eqn.run", "data.max_train_samples=1500", "data.max_eval_samples=100",
+            "trainer.max_epochs=2", "pipeline=coeqn", "pipeline.analyze=false", "logger=none",
+            "trainer.enable_progress_bar=false", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "stages" / "coeqn" / "last.ckpt").exists():  # inside training, after epoch 1
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 128 + sig
+        assert f"interrupted by {signal.Signals(sig).name}" in err and f"hydra.run.dir={run_dir}" in err
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / ".lock").exists() or sig == signal.SIGKILL
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "coeqn/test/f1_macro" in json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_interrupted_is_raised_by_the_handlers(monkeypatch):
+    from eqn.interrupt import interruptible
+
+    with interruptible():
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
