@@ -20,13 +20,18 @@ from tqdm import tqdm
 
 from eqn.data.datamodule import pad_batch
 from eqn.data.tokenize import TextEncoder
-from eqn.io import DataError, atomic_path
+from eqn.io import ConfigError, DataError, atomic_path
 from eqn.models.module import EQNModule, load_module
 from eqn.relabeled import intensity_frame
 
 
+MAX_CHARS_PER_TOKEN = 32
+
+
 class Annotator:
     def __init__(self, module: EQNModule, device: str = "cpu"):
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise DataError("device", f"device={device}: no CUDA GPU is visible on this machine (use device=cpu)")
         self.module = module.to(device).eval()
         self.device, self.max_length = device, int(module.hparams.get("max_length", 128))
         self.encoder = TextEncoder.from_str(module.hparams.encoder)
@@ -42,8 +47,12 @@ class Annotator:
 
     @torch.inference_mode()
     def scores(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """(N x C) intensities; batches sorted by length so padding stays small."""
-        ids, lengths = self.encoder.encode([t if isinstance(t, str) else "" for t in texts], self.max_length)
+        """(N x C) intensities; batches sorted by length so padding stays small. Texts are cut to
+        MAX_CHARS_PER_TOKEN x max_length characters first: the model sees at most max_length tokens anyway."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be at least 1")
+        limit = MAX_CHARS_PER_TOKEN * self.max_length
+        ids, lengths = self.encoder.encode([t[:limit] for t in texts], self.max_length)
         ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
         order = torch.argsort(lengths, descending=True)
         out = torch.empty(len(texts), len(self.label_names))
@@ -69,8 +78,23 @@ class Annotator:
         scale = float(self.module.hparams.scale)
         return (scores * (scale / self.module.score_scale)).clamp(0.0, scale)
 
-    def annotate_frame(self, frame: pd.DataFrame, text_column: str = "text", batch_size: int = 256) -> pd.DataFrame:
-        scores = self.scores(frame[text_column].tolist(), batch_size)
+    def added_columns(self) -> list[str]:
+        return [*self.label_names, "emotions"]
+
+    def annotate_frame(self, frame: pd.DataFrame, text_column: str = "text", batch_size: int = 256,
+                       source: str = "input", first_line: int = 1) -> pd.DataFrame:
+        """The input columns, untouched, then one intensity column per label and `emotions`. An input column
+        with one of those names is refused (DataError), never overwritten."""
+        clash = sorted(set(frame.columns) & set(self.added_columns()))
+        if clash:
+            raise DataError(source, f"input column(s) {clash} would be overwritten by the annotation's columns; "
+                                     "rename them in the input")
+        texts = frame[text_column].tolist()
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise DataError(source, f"text {texts[bad]!r} in column {text_column!r} is missing or not a string",
+                            first_line + bad)
+        scores = self.scores(texts, batch_size)
         out = intensity_frame({c: frame[c].tolist() for c in frame.columns}, self.intensities(scores), self.label_names)
         out["emotions"] = self.emotions(scores)
         return out
@@ -130,9 +154,9 @@ def read_chunks(source: str, text_column: str, chunk_size: int, header: bool = T
 
 
 def write_chunk(handle, frame: pd.DataFrame, fmt: str, first: bool) -> None:
-    if fmt == "jsonl":
-        for record in frame.to_dict(orient="records"):
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if fmt == "jsonl":  # valid JSON: NaN becomes null
+        for record in frame.astype(object).where(frame.notna(), None).to_dict(orient="records"):
+            handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
     else:
         frame.to_csv(handle, sep="\t" if fmt == "tsv" else ",", index=False, header=first, float_format="%.2f")
 
@@ -140,6 +164,9 @@ def write_chunk(handle, frame: pd.DataFrame, fmt: str, first: bool) -> None:
 def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text", batch_size: int = 256,
                   chunk_size: int = 20000, overwrite: bool = False, device: str = "cpu", progress: bool = True,
                   header: bool = True) -> dict:
+    for key, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}={value!r}: must be a whole number of at least 1")
     out_path = Path(output)
     if input != "-" and Path(input).resolve() == out_path.resolve():
         raise DataError(out_path, "output would overwrite the input; choose another output path")
@@ -151,7 +178,9 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
     with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         bar = tqdm(desc="annotating", unit="text", disable=not progress, file=sys.stderr)
         for chunk in read_chunks(input, text_column, chunk_size, header):
-            write_chunk(handle, annotator.annotate_frame(chunk, text_column, batch_size), fmt, first=(n == 0))
+            offset = 2 if header and Path(input).suffix.lower() in (".csv", ".tsv") else 1
+            frame = annotator.annotate_frame(chunk, text_column, batch_size, str(input), n + offset)
+            write_chunk(handle, frame, fmt, first=(n == 0))
             n += len(chunk)
             bar.update(len(chunk))
         bar.close()
@@ -171,6 +200,8 @@ def parse_key_values(argv: list[str]) -> dict:
         if not sep:
             sys.exit(f"eqn.annotate: expected key=value, got {item!r}")
         if key in ("batch_size", "chunk_size"):
+            if not value.isdigit() or int(value) < 1:
+                sys.exit(f"eqn.annotate: {key}={value!r}: must be a whole number of at least 1")
             value = int(value)
         elif key in ("overwrite", "progress", "header"):
             value = value.lower() in ("1", "true", "yes")
@@ -191,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"eqn.annotate: unknown option(s) {unknown}; valid: {sorted(known)}")
     try:
         annotate_file(**args)
-    except DataError as err:
+    except (DataError, ConfigError) as err:
         sys.exit(f"eqn.annotate: {err}")
 
 

@@ -205,5 +205,40 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"data.{key}={v}: must be positive (or null for all rows)")
     if cfg.model.tokenizer.kind not in ("word", "pretrained"):
         problems.append(f"model.tokenizer.kind={cfg.model.tokenizer.kind!r}: choose 'word' or 'pretrained'")
+    d = cfg.data
+    for key, value in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size),
+                       ("data.max_length", d.max_length), ("data.bucket_batches", d.bucket_batches)):
+        if value < 1:
+            problems.append(f"{key}={value}: must be at least 1")
+    if cfg.seed < 0 or d.split_seed < 0:
+        problems.append(f"seed={cfg.seed}, data.split_seed={d.split_seed}: seeds must be >= 0")
+    lr = cfg.model.optimizer.get("lr")
+    if lr is not None and not float(lr) > 0:
+        problems.append(f"model.optimizer.lr={lr}: must be > 0")
+    if d.label_separator is not None and d.label_separator == "":
+        problems.append("data.label_separator='': use null for one label per row, or a non-empty separator")
+    for key in ("val_fraction", "test_fraction"):
+        if not 0 < d[key] < 1:
+            problems.append(f"data.{key}={d[key]}: must lie strictly between 0 and 1")
+    if d.val_fraction + d.test_fraction >= 1:
+        problems.append(f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction}: must be < 1")
+    problems += environment_problems(cfg)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def environment_problems(cfg: DictConfig) -> list[str]:
+    """What the machine must provide: a GPU when asked for, a local model folder that exists."""
+    problems = []
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(f"trainer.accelerator={accelerator}: no CUDA GPU is visible on this machine "
+                            "(use trainer.accelerator=cpu)")
+    pretrained = cfg.model.get("pretrained")
+    if pretrained and str(pretrained).startswith(("/", "./", "../", "~")):
+        if not Path(pretrained).expanduser().is_dir():
+            problems.append(f"model.pretrained={pretrained}: no such folder")
+    return problems

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -56,7 +57,14 @@ def stage_plan(cfg: DictConfig) -> list[str]:
 class Pipeline:
     def __init__(self, cfg: DictConfig, run_dir: str | Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / f".write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            raise ConfigError(f"run dir {self.run_dir} is not writable ({err.strerror}); choose another "
+                              "hydra.run.dir") from None
         self.metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------ top level

@@ -114,3 +114,48 @@ def test_bad_annotation_input(ckpt, tmp_path, case):
         annotate_file(str(ckpt), str(path), str(tmp_path / "out.csv"), progress=False)
     assert str(path) in str(err.value)
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_bad_batch_size_is_refused_not_garbage(ckpt, tmp_path):
+    inp = tmp_path / "in.csv"
+    inp.write_text("text\nhello\n")
+    for value in ("-1", "0", "abc"):
+        with pytest.raises(SystemExit, match=f"batch_size='{value}': must be a whole number"):
+            main([f"ckpt={ckpt}", f"input={inp}", f"output={tmp_path / 'o.csv'}", f"batch_size={value}"])
+    with pytest.raises(ValueError, match="batch_size=-1"):
+        load(str(ckpt)).scores(["hello"], batch_size=-1)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_input_columns_named_like_outputs_are_never_overwritten(ckpt, tmp_path):
+    inp = tmp_path / "in.csv"
+    for clash in ("neutral", "emotions"):
+        inp.write_text(f"text,{clash}\nhello,mine\n")
+        with pytest.raises(DataError, match=rf"in.csv: input column\(s\) \['{clash}'\] would be overwritten"):
+            annotate_file(str(ckpt), str(inp), str(tmp_path / "o.csv"), progress=False)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_jsonl_non_string_text_is_an_error_and_output_is_valid_json(ckpt, tmp_path):
+    import json
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": 42}\n')
+    with pytest.raises(DataError, match="bad.jsonl, line 2: text 42 in column 'text' is missing or not a string"):
+        annotate_file(str(ckpt), str(bad), str(tmp_path / "o.jsonl"), progress=False)
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "fine", "note": null}\n{"text": "also fine", "note": 1.5}\n')
+    annotate_file(str(ckpt), str(good), str(tmp_path / "o.jsonl"), progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]  # strict JSON
+    assert rows[0]["note"] is None and rows[1]["note"] == 1.5 and "NaN" not in (tmp_path / "o.jsonl").read_text()
+
+
+def test_huge_line_is_cut_by_characters_before_tokenising(ckpt):
+    from eqn.annotate import MAX_CHARS_PER_TOKEN
+
+    model = load(str(ckpt))
+    head = "I am so happy and grateful today " * 2000
+    huge = head + "x" * 5_000_000
+    limit = MAX_CHARS_PER_TOKEN * model.max_length
+    assert limit < len(head)
+    assert (model.scores([huge]) == model.scores([huge[:limit]])).all()

@@ -151,3 +151,93 @@ def test_skipped_rows_reach_metrics_json(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data/skipped_rows"] == 1.0
     assert metrics["data/train_rows"] + metrics["data/val_rows"] + metrics["data/test_rows"] == 60
+
+
+@pytest.mark.parametrize("override,words", [
+    ("model.batch_size=0", "data.batch_size=0: must be at least 1"),
+    ("data.batch_size=-1", "data.batch_size=-1: must be at least 1"),
+    ("data.max_length=0", "data.max_length=0: must be at least 1"),
+    ("seed=-3", "seeds must be >= 0"),
+    ("model.optimizer.lr=-0.001", "model.optimizer.lr=-0.001: must be > 0"),
+    ("data.label_separator=''", "data.label_separator='': use null"),
+    ("pipeline.monitor=val/bogus", "pipeline.monitor='val/bogus': choose one of"),
+    ("data.val_fraction=0", "data.val_fraction=0.0: must lie strictly between 0 and 1"),
+    ("data.val_fraction=1.5", "data.val_fraction=1.5: must lie strictly between 0 and 1"),
+    ("model.pretrained=/nonexistent/model", "model.pretrained=/nonexistent/model: no such folder"),
+    ("trainer.accelerator=gpu", "no CUDA GPU is visible"),
+])
+def test_every_bad_value_gets_one_line_before_any_work(tmp_path, override, words):
+    import torch
+
+    if "accelerator=gpu" in override and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: trainer.accelerator=gpu is valid here")
+    cfg = compose_config(override, tmp_path=tmp_path)
+    with pytest.raises(ValueError) as err:
+        run(cfg, run_dir=str(tmp_path / "run"))
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_data_batch_size_override_takes_effect():
+    assert compose_config("data.batch_size=8").data.batch_size == 8
+    assert compose_config("model.batch_size=12").data.batch_size == 12
+    assert compose_config().data.batch_size == compose_config().model.batch_size == 64
+
+
+@pytest.mark.parametrize("label,words", [("1.0", "label 1.0 is a float"), ("true", "label True is a bool"),
+                                         ('{"x": 1}', "label {'x': 1} is a dict")])
+def test_jsonl_labels_of_the_wrong_type_are_refused(tmp_path, label, words):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(10))
+                    + f'{{"text": "odd", "label": {label}}}\n')
+    with pytest.raises(DataError, match=f"d.jsonl, line 11: {words}"):
+        sources.load("custom", tmp_path, path=str(path))
+
+
+def test_numeric_label_ids_with_gaps_are_named_in_a_warning(tmp_path, caplog):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "".join(f"row {i},{(0, 3)[i % 2]}\n" for i in range(10)))
+    data = sources.load("custom", tmp_path, path=str(path))
+    assert data.label_names == ["0", "1", "2", "3"]
+    assert "label ids [1, 2] never occur" in caplog.text
+
+
+def test_single_class_and_empty_split_are_refused_before_training(tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\n" + "".join(f"row {i},a\n" for i in range(30)))
+    cfg = compose_config("data=custom", f"data.path={one}", "logger=none", tmp_path=tmp_path)
+    with pytest.raises(ValueError, match=r"training split has a single label \['a'\]"):
+        run(cfg, run_dir=str(tmp_path / "run"))
+    tr, te = tmp_path / "tr.csv", tmp_path / "te.csv"
+    tr.write_text(GOOD)
+    te.write_text("text,label\n")
+    cfg = compose_config("data=custom", f"data.train_path={tr}", f"data.val_path={tr}", f"data.test_path={te}",
+                         "logger=none", tmp_path=tmp_path)
+    with pytest.raises(DataError, match="te.csv: no usable rows"):
+        run(cfg, run_dir=str(tmp_path / "run2"))
+
+
+def test_unreadable_file_and_symlink_loop(tmp_path):
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    with pytest.raises(DataError, match="loop.csv: cannot be read"):
+        sources.load("custom", tmp_path, path=str(loop))
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root can write to read-only folders")
+def test_read_only_run_dir_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    with pytest.raises(ValueError, match="is not writable"):
+        run(compose_config(tmp_path=tmp_path), run_dir=str(ro / "run"))
+
+
+def test_read_only_run_dir_is_refused_even_as_root(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "touch", refuse)
+    with pytest.raises(ValueError, match="run dir .* is not writable \\(Permission denied\\)"):
+        run(compose_config(tmp_path=tmp_path), run_dir=str(tmp_path / "run"))

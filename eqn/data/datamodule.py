@@ -27,6 +27,18 @@ SPLITS = ("train", "val", "test")
 CACHE_VERSION = 2
 
 
+def check_splits(data: LabelledData) -> None:
+    """Every split has rows and the training split has more than one label, before any work."""
+    for split in SPLITS:
+        if len(data.splits[split]) == 0:
+            raise ConfigError(f"{data.name}: the {split} split is empty; give it rows (or a larger data.val_fraction"
+                              f"/data.test_fraction)")
+    seen = {label for labels in data.splits["train"].labels for label in labels}
+    if len(seen) < 2:
+        names = [data.label_names[i] for i in sorted(seen)]
+        raise ConfigError(f"{data.name}: the training split has a single label {names}; there is nothing to learn")
+
+
 def write_cache(path: Path, encoder: TextEncoder, token_ids: dict, lengths: dict) -> None:
     """Token ids as safetensors (tensors only: loading it cannot run code), the tokenizer as JSON metadata."""
     tensors = {f"{kind}/{split}": t.contiguous() for kind, d in (("ids", token_ids), ("lengths", lengths))
@@ -166,6 +178,7 @@ class EQNDataModule(LightningDataModule):
             if limit is not None and limit < n:
                 keep = np.sort(np.random.default_rng(self.split_seed).choice(n, limit, replace=False))
                 data.splits[split] = data.splits[split].subset(keep)
+        check_splits(data)
         self.data = data
         cached = self._cache_path(data)
         payload = read_cache(cached) if cached is not None and cached.exists() else None
@@ -180,7 +193,10 @@ class EQNDataModule(LightningDataModule):
                 ids, lengths = self.encoder.encode(data.splits[split].texts, self.max_length)
                 self.token_ids[split], self.lengths[split] = torch.from_numpy(ids), torch.from_numpy(lengths)
             if cached is not None:
-                write_cache(cached, self.encoder, self.token_ids, self.lengths)
+                try:
+                    write_cache(cached, self.encoder, self.token_ids, self.lengths)
+                except OSError as err:  # a read-only or full cache dir costs time, not the run
+                    log.warning("cannot write the token cache %s (%s); continuing without it", cached, err.strerror)
         c = len(data.label_names)
         self.gold = {s: gold_mask(data.splits[s].labels, c) for s in SPLITS}
         # the live training and validation targets (label regression rewrites them in place)

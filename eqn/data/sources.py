@@ -70,24 +70,15 @@ class RowChecker:
         raise DataError(self.path, problem + " (set data.on_bad_rows=skip to drop such rows)", line)
 
     def label_ids(self, row: Row) -> list[int]:
-        raw = row.label
-        if raw is None or (isinstance(raw, float) and math.isnan(raw)) or (isinstance(raw, str) and not raw.strip()):
+        tokens = label_tokens(row.label, self.sep)
+        if not tokens:
             raise ValueError("missing label")
-        if isinstance(raw, str) and raw.strip().startswith("["):
-            raw = json.loads(raw)
-        tokens = raw if isinstance(raw, list) else ([raw] if self.sep is None or not isinstance(raw, str) else raw.split(self.sep))
-        ids = []
-        for tok in tokens:
-            ids.append(self.label_id(tok))
-        return sorted(set(ids))
+        return sorted({self.label_id(tok) for tok in tokens})
 
-    def label_id(self, tok: object) -> int:
-        name = str(tok).strip()
+    def label_id(self, name: str) -> int:
         assert self.names is not None
         if name in self.names:
             return self.names.index(name)
-        if isinstance(tok, bool):
-            raise ValueError(f"label {tok!r} is not a label name or id")
         try:
             idx = int(name)
         except ValueError:
@@ -131,11 +122,14 @@ class RowChecker:
 def read_text(path: Path) -> str:
     """Read UTF-8 text (BOM stripped); a missing file or a non-UTF-8 byte is a DataError with its line."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
     if path.is_dir():
         raise DataError(path, "is a directory, not a file")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except OSError as err:  # permissions, symlink loops, I/O errors
+        raise DataError(path, f"cannot be read: {err.strerror or err}") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -219,7 +213,7 @@ def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str
     return to_rows(datasets.load_dataset(hub_id, config))
 
 
-def goemotions(data_dir: Path, on_bad_rows: str = "error", **_) -> LabelledData:
+def goemotions(data_dir: Path, on_bad_rows: str = "error", drop_empty_text: bool = False, **_) -> LabelledData:
     folder = Path(data_dir) / "goemotions"
     files = ["train.tsv", "dev.tsv", "test.tsv", "labels.txt"]
     if not all((folder / f).exists() for f in files):
@@ -232,7 +226,7 @@ def goemotions(data_dir: Path, on_bad_rows: str = "error", **_) -> LabelledData:
     splits, skipped = {}, 0
     for split, fname in [("train", "train.tsv"), ("val", "dev.tsv"), ("test", "test.tsv")]:
         path = folder / fname
-        checker = RowChecker(path, names, on_bad_rows, False, ",")
+        checker = RowChecker(path, names, on_bad_rows, drop_empty_text, ",")
 
         def rows(path=path, checker=checker):
             for line, fields in enumerate(read_text(path).split("\n"), start=1):
@@ -252,7 +246,7 @@ def goemotions(data_dir: Path, on_bad_rows: str = "error", **_) -> LabelledData:
 EMOTION6_LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 
 
-def emotion6(data_dir: Path, on_bad_rows: str = "error", **_) -> LabelledData:
+def emotion6(data_dir: Path, on_bad_rows: str = "error", drop_empty_text: bool = False, **_) -> LabelledData:
     folder = Path(data_dir) / "emotion6"
     files = ["train.txt", "val.txt", "test.txt"]
     if not all((folder / f).exists() for f in files):
@@ -263,7 +257,7 @@ def emotion6(data_dir: Path, on_bad_rows: str = "error", **_) -> LabelledData:
     splits, skipped = {}, 0
     for split, fname in zip(["train", "val", "test"], files):
         path = folder / fname
-        checker = RowChecker(path, EMOTION6_LABELS, on_bad_rows, False, None)
+        checker = RowChecker(path, EMOTION6_LABELS, on_bad_rows, drop_empty_text, None)
 
         def rows(path=path, checker=checker):
             for line, content in enumerate(read_text(path).split("\n"), start=1):
@@ -400,7 +394,7 @@ def custom(data_dir: Path, path: str | None = None, train_path: str | None = Non
         raise DataError("data.path", "custom data needs data.path (or data.train_path)")
     paths = {s: Path(p).expanduser() if Path(p).expanduser().is_absolute() else Path(data_dir) / p
              for s, p in given.items() if p}
-    paths = {s: (p if p.exists() else Path(given[s]).expanduser().resolve()) for s, p in paths.items()}
+    paths = {s: (p if p.exists() else Path(given[s]).expanduser().absolute()) for s, p in paths.items()}
     # First pass: raw rows, to find the label set (union over splits).
     raw: dict[str, list[Row]] = {}
     skipped = 0
@@ -424,31 +418,48 @@ def custom(data_dir: Path, path: str | None = None, train_path: str | None = Non
     return LabelledData(f"custom:{name}", names, is_multi, splits, list(paths.values()), skipped)
 
 
-def _label_tokens(raw: object, sep: str | None) -> list[str]:
+def label_tokens(raw: object, sep: str | None) -> list[str]:
+    """The label names or ids of one row: a string (split on `sep`), an integer, or a JSON list of them.
+    Floats, booleans and objects are refused (ValueError) rather than turned into new classes."""
     if raw is None or (isinstance(raw, float) and math.isnan(raw)):
         return []
     if isinstance(raw, str) and raw.strip().startswith("["):
         try:
             raw = json.loads(raw)
-        except json.JSONDecodeError:
-            return []
-    if isinstance(raw, list):
-        return [str(x).strip() for x in raw]
-    if isinstance(raw, str) and sep is not None:
-        return [t.strip() for t in raw.split(sep) if t.strip()]
-    return [str(raw).strip()] if str(raw).strip() else []
+        except json.JSONDecodeError as err:
+            raise ValueError(f"label {raw!r} is not a valid JSON list ({err.msg})") from None
+    items = raw if isinstance(raw, list) else [raw]
+    tokens = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise ValueError(f"label {item!r} is a {type(item).__name__}: labels must be names (strings) or "
+                             "integer ids")
+        parts = item.split(sep) if isinstance(item, str) and sep is not None and not isinstance(raw, list) else [item]
+        tokens += [str(t).strip() for t in parts if str(t).strip()]
+    return tokens
 
 
 def _label_union(raw: dict[str, list[Row]], sep: str | None, paths: dict[str, Path]) -> list[str]:
-    train = {t for r in raw["train"] for t in _label_tokens(r.label, sep)}
+    def tokens(split: str, row: Row) -> list[str]:
+        try:
+            return label_tokens(row.label, sep)
+        except ValueError as err:
+            raise DataError(paths[split], str(err), row.line) from None
+
+    train = {t for r in raw["train"] for t in tokens("train", r)}
     for split in ("val", "test"):
         for r in raw.get(split, []):
-            for t in _label_tokens(r.label, sep):
+            for t in tokens(split, r):
                 if t not in train:
                     raise DataError(paths[split], f"label {t!r} does not occur in the training split; "
                                                   "list every label in data.labels to allow it", r.line)
-    if train and all(t.lstrip("-").isdigit() for t in train):
-        return [str(i) for i in range(max(int(t) for t in train) + 1)]
+    if train and all(t.isdigit() for t in train):
+        ids = sorted(int(t) for t in train)
+        unseen = sorted(set(range(ids[-1] + 1)) - set(ids))
+        if unseen:
+            log.warning("%s: label ids %s never occur in the training split; they are kept as classes without "
+                        "examples (set data.labels to name the classes)", paths["train"], unseen)
+        return [str(i) for i in range(ids[-1] + 1)]
     return sorted(train)
 
 
