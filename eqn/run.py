@@ -88,8 +88,9 @@ def main(cfg: DictConfig) -> float | None:
     except Exception:
         log.error("eqn: the run failed (traceback below). %s", resume_hint())
         raise
-    final = "eqn" if cfg.pipeline.name == "eqn" else cfg.pipeline.name
-    return metrics.get(f"{final}/val/f1_macro")  # the objective a Hydra sweeper optimises
+    from eqn.pipeline import stage_plan
+
+    return metrics.get(f"{stage_plan(cfg)[-1]}/val/f1_macro")  # the objective a Hydra sweeper optimises
 
 
 def resume_hint() -> str:

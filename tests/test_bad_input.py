@@ -8,7 +8,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from eqn.data import sources
 from eqn.io import DataError
 from eqn.run import run
-from tests.conftest import compose_config
+from tests.conftest import compose_config, needs
 
 GOOD = "text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(20))
 
@@ -137,6 +137,7 @@ def test_invalid_values_fail_before_any_work(tmp_path, override, words):
 
 
 def test_max_train_samples_larger_than_the_data(tmp_path, data_dir):
+    needs("emotion6")
     cfg = compose_config("data=emotion6", "data.max_train_samples=99999", tmp_path=tmp_path)
     with pytest.raises(ValueError, match="max_train_samples=99999 is larger than the train split"):
         run(cfg, run_dir=str(tmp_path / "run"))

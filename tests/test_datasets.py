@@ -8,6 +8,7 @@ import pytest
 
 from eqn.data import sources
 from eqn.io import DataError
+from tests.conftest import needs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -21,6 +22,7 @@ def label_counts(data, split):
 
 
 def test_emotion6_matches_sources(data_dir):
+    needs("emotion6")
     data = sources.load("emotion6", data_dir)
     assert counts(data) == {"train": 16000, "val": 2000, "test": 2000}
     assert data.label_names == ["sadness", "joy", "love", "anger", "fear", "surprise"] and not data.multi_label
@@ -30,6 +32,7 @@ def test_emotion6_matches_sources(data_dir):
 
 
 def test_tfn3_valid_is_test_and_val_is_a_seeded_tenth_of_train(data_dir):
+    needs("tfn3")
     data = sources.load("tfn3", data_dir, seed=1)
     assert data.label_names == ["Bearish", "Bullish", "Neutral"]
     assert len(data.splits["test"]) == 2388
@@ -44,6 +47,7 @@ def test_tfn3_valid_is_test_and_val_is_a_seeded_tenth_of_train(data_dir):
 
 
 def test_tsa3_drops_and_counts_the_empty_text(data_dir):
+    needs("tsa3")
     data = sources.load("tsa3", data_dir, drop_empty_text=True)
     assert data.skipped_rows == 1
     assert len(data.splits["train"]) + len(data.splits["val"]) == 27480

@@ -1,6 +1,7 @@
 """The rules that keep baseline-vs-EQN comparisons fair: prior head init for every objective, rank-based
 threshold tuning, every decision rule reported, matched budgets, selectable checkpoint rule, paired statistics."""
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -14,7 +15,7 @@ from eqn.models.module import build_module
 from eqn.report import report
 from eqn.run import run
 from eqn.io import DataError
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, compose_config, needs
 
 TINY = ["data.max_train_samples=150", "data.max_eval_samples=80", "trainer.max_epochs=1", "pipeline.analyze=false",
         "logger=csv"]
@@ -151,9 +152,7 @@ def test_authors_code_preset_regresses_val_unclipped_on_a_train_holdout(tmp_path
     cfg = compose_config("experiment=authors_code", *TINY, tmp_path=tmp_path)
     assert cfg.pipeline.scale == 1.0 and cfg.pipeline.clip is False and cfg.data.val_from_train
     run(cfg, run_dir=str(tmp_path / "run"))
-    from eqn.io import load_tensors
-
-    targets, _ = load_tensors(tmp_path / "run" / "stages" / "regress1" / "targets.safetensors")
+        targets, _ = load_tensors(tmp_path / "run" / "stages" / "regress1" / "targets.safetensors")
     assert set(targets) == {"train", "val"}
     assert targets["train"].max() == 1.0 and len(targets["train"]) == 150
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -161,6 +160,7 @@ def test_authors_code_preset_regresses_val_unclipped_on_a_train_holdout(tmp_path
 
 
 def test_splits_do_not_depend_on_the_run_seed(tmp_path, data_dir):
+    needs("tfn3")
     from eqn.data.datamodule import EQNDataModule
 
     ids = []
@@ -202,3 +202,41 @@ def test_validate_compares_two_checkpoints_on_human_ratings(trained_run, tmp_pat
     bad.write_text("text,emotion,rating\nhello,joy,high\n")
     with pytest.raises(DataError, match=r"line 2: rating 'high' is not a number"):
         read_ratings(bad)
+
+
+def test_batch_size_is_global_and_split_over_devices():
+    assert compose_config("model=bert").data.batch_size == 24
+    assert compose_config("model=bert", "trainer=ddp").data.batch_size == 12  # 2 devices x 12 = the paper's 24
+    assert compose_config("model=bert", "trainer=ddp", "data.batch_size=24").data.batch_size == 24  # per device
+    cfg = compose_config("model=bert", "trainer.devices=4", "trainer.num_nodes=3")
+    assert cfg.data.batch_size == 2
+    with pytest.raises(Exception, match="does not split evenly over 5 devices"):
+        compose_config("model=bert", "trainer.devices=5").data.batch_size
+
+
+def test_cosine_schedule_takes_effect():
+    spec = DataSpec(("a", "b"), False, 50, 0, "{}", "word", 16, (0.5, 0.5))
+    for name in ("linear", "cosine"):
+        cfg = compose_config(f"model.scheduler.name={name}", "model.scheduler.warmup_ratio=0.1")
+        module = build_module(spec, cfg, "ce", "s")
+        module.trainer = type("T", (), {"estimated_stepping_batches": 100})()
+        sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+        lrs = []
+        for _ in range(100):
+            lrs.append(sched.get_last_lr()[0])
+            sched.optimizer.step()
+            sched.step()
+        base = cfg.model.optimizer.lr
+        assert lrs[0] == 0 and lrs[10] == pytest.approx(base)  # 10% warm-up
+        assert lrs[55] == pytest.approx(base * (0.5 * (1 + math.cos(math.pi * 45 / 90))) if name == "cosine"
+                                        else base * 45 / 90, rel=1e-4)
+
+
+def test_callbacks_group_adds_early_stopping_and_lr_monitor(tmp_path, data_dir):
+    cfg = compose_config("pipeline=baseline", "callbacks=[early_stopping,lr_monitor]", *TINY, "trainer.max_epochs=2",
+                         "trainer.log_every_n_steps=1",
+                         tmp_path=tmp_path)
+    assert cfg.callbacks.early_stopping.mode == "min"
+    run(cfg, run_dir=str(tmp_path / "run"))
+    logged = pd.read_csv(tmp_path / "run" / "logs" / "baseline" / "metrics.csv")
+    assert any(c.startswith("lr-") for c in logged.columns)

@@ -43,8 +43,10 @@ def test_crash_anywhere_then_resume_matches_an_uninterrupted_run(point, referenc
         run(cfg, run_dir=str(tmp_path / "run"))
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert not (tmp_path / "run" / ".lock").exists()
+    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "stages").glob("*/done.json")}
     monkeypatch.delenv("EQN_FAULT_AT")
     run(cfg, run_dir=str(tmp_path / "run"))
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # finished stages are not redone
     metrics, relabeled = outcome(tmp_path / "run")
     assert metrics == pytest.approx(reference[0], abs=1e-5)
     pd.testing.assert_frame_equal(relabeled, reference[1])

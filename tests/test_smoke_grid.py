@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from eqn.run import run
-from tests.conftest import FIXTURES_DIR, compose_config
+from tests.conftest import FIXTURES_DIR, compose_config, needs
 
 DATASETS = ["goemotions", "emotion6", "tfn3", "tsa3", "health7"]
 BACKBONES = ["ann", "cnn", "lstm", "textcnn", "tiny_bert",
@@ -15,6 +15,7 @@ TINY = ["data.max_train_samples=40", "data.max_eval_samples=21", "data.max_lengt
 
 
 def test_minilm_runs_the_eqn_pipeline(tmp_path, data_dir):
+    needs("emotion6")
     """The real pretrained path on one dataset in the fast suite; every dataset under -m slow."""
     test_pair_runs_the_eqn_pipeline("emotion6", "minilm", tmp_path, data_dir)
 
@@ -22,6 +23,7 @@ def test_minilm_runs_the_eqn_pipeline(tmp_path, data_dir):
 @pytest.mark.parametrize("model", BACKBONES)
 @pytest.mark.parametrize("data", DATASETS)
 def test_pair_runs_the_eqn_pipeline(data, model, tmp_path, data_dir):
+    needs(data)
     extra = []
     if data == "health7":
         (tmp_path / "health7").mkdir()

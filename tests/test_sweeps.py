@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from eqn.report import report
 from eqn.run import run
-from tests.conftest import CONF, ROOT, compose_config
+from tests.conftest import CONF, ROOT, compose_config, needs
 
 TINY = ["data.max_train_samples=80", "data.max_eval_samples=40", "trainer.max_epochs=1", "pipeline.analyze=false"]
 
@@ -27,6 +27,7 @@ def sweep(tmp_path, *overrides, env=None):
 
 
 def test_seeded_2x2x2_sweep_with_offline_wandb_and_report(tmp_path, data_dir):
+    needs("emotion6", "tfn3")
     out = sweep(tmp_path, "experiment=smoke_grid", "data.max_train_samples=80", "data.max_eval_samples=40",
                 "logger=wandb", env={"WANDB_MODE": "offline"})
     jobs = sorted(p.parent for p in out.glob("*/metrics.json"))

@@ -2,8 +2,6 @@
 (N x C) training targets, and serve length-bucketed, dynamically padded batches."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from torch.utils.data import DataLoader, Sampler
 from eqn.data import sources
 from eqn.data.sources import LabelledData
 from eqn.data.tokenize import TextEncoder, build_encoder
-from eqn.io import ConfigError, atomic_path
+from eqn.io import ConfigError, atomic_path, digest
 from eqn.targets import gold_mask, init_targets
 
 log = logging.getLogger(__name__)
@@ -213,16 +211,11 @@ class EQNDataModule(LightningDataModule):
     def _cache_path(self, data: LabelledData) -> Path | None:
         if not self.cache_dir or not data.files:
             return None
-        h = hashlib.sha256()
-        for f in data.files:
-            h.update(hashlib.sha256(Path(f).read_bytes()).digest())
         key = {"v": CACHE_VERSION, "name": self.name, "opts": self.reader_options, "tok": self.tokenizer_spec,
                "encoder": self.encoder.to_str() if self.encoder else None, "max_length": self.max_length,
                "limits": [self.max_train_samples, self.max_eval_samples], "split_seed": self.split_seed,
-               "val_from_train": self.val_from_train,
-               "bad": self.on_bad_rows}
-        h.update(json.dumps(key, sort_keys=True, default=str).encode())
-        return Path(self.cache_dir) / f"{self.name.replace(':', '_')}-{h.hexdigest()[:16]}.safetensors"
+               "val_from_train": self.val_from_train, "bad": self.on_bad_rows}
+        return Path(self.cache_dir) / f"{self.name.replace(':', '_')}-{digest(key, data.files)[:16]}.safetensors"
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

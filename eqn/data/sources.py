@@ -6,7 +6,10 @@ Every reader reports bad input as a DataError naming the file, the line and the 
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import io
+import os
 import json
 import logging
 import math
@@ -125,7 +128,7 @@ def read_text(path: Path) -> str:
     if path.is_dir():
         raise DataError(path, "is a directory, not a file")
     try:
-        raw = path.read_bytes()
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except OSError as err:  # permissions, symlink loops, I/O errors
@@ -170,10 +173,14 @@ def require_columns(path: Path, record: dict, columns: list[str]) -> None:
         raise DataError(path, f"missing column(s) {missing}; the file has {list(record)}", 1)
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    import os
+def offline_flag() -> str | None:
+    """The environment variable that forbids the hub, if one is set."""
+    return next((k for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(k, "").lower() in ("1", "true")),
+                None)
 
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if offline_flag():
         return False
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
@@ -200,7 +207,10 @@ def carve(split: Split, fraction: float, seed: int, stratify: bool = True) -> tu
 
 
 def missing_files_error(folder: Path, files: list[str], hub_id: str | None, how: str = "") -> DataError:
-    hint = f"; the Hugging Face fallback '{hub_id}' was not reachable" if hub_id else ""
+    flag = offline_flag()
+    reason = f"{flag}=1 is set in the environment" if flag else "huggingface.co could not be reached"
+    hint = (f"; the Hugging Face fallback '{hub_id}' was not tried ({reason}); with internet, "
+            f"`python -m eqn.data download {folder.name}` fetches it" if hub_id else "")
     return DataError(folder, f"dataset files not found: expected {', '.join(files)} in this folder{hint}. {how}".strip())
 
 
@@ -213,9 +223,37 @@ def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str
     return to_rows(datasets.load_dataset(hub_id, config))
 
 
+# The embedded copy (eqn/datasets/goemotions, CC BY 4.0): rows and SHA-256 of each uncompressed file.
+GOEMOTIONS_FILES = {"train.tsv": (43410, "1c254a142be5c00e80d819b9ae1bbd36d94b2eeb8f4b1271846508d57e57d9c5"),
+                    "dev.tsv": (5426, "575489c079c9de1097062a01738f998590d6b7ead66dd1c9fd1d2ba01fd8bc62"),
+                    "test.tsv": (5427, "0587b2dd8b27b97352adbfc3fb083d46005c8946657fdc2b1ca8b1cc7f1f8be4")}
+
+
+def embedded_goemotions() -> Path:
+    """The folder of the GoEmotions copy shipped inside the package (found through importlib.resources)."""
+    from importlib.resources import files
+
+    return Path(str(files("eqn.datasets") / "goemotions"))
+
+
+def verify_embedded(folder: Path) -> None:
+    for name, (rows, digest) in GOEMOTIONS_FILES.items():
+        text = read_text(folder / f"{name}.gz")
+        got = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if got != digest or text.count("\n") != rows:
+            raise DataError(folder / f"{name}.gz", f"the embedded GoEmotions file is damaged ({text.count(chr(10))} "
+                                                   f"rows, sha256 {got[:12]}; expected {rows} rows, {digest[:12]})")
+
+
 def goemotions(data_dir: Path, on_bad_rows: str = "error", drop_empty_text: bool = False, **_) -> LabelledData:
+    """GoEmotions from the data dir if its files are there, else the embedded copy, else the hub."""
     folder = Path(data_dir) / "goemotions"
     files = ["train.tsv", "dev.tsv", "test.tsv", "labels.txt"]
+    if not all((folder / f).exists() for f in files) and (embedded_goemotions() / "labels.txt").exists():
+        folder = embedded_goemotions()
+        verify_embedded(folder)
+        files = ["train.tsv.gz", "dev.tsv.gz", "test.tsv.gz", "labels.txt"]
+        log.info("GoEmotions: using the copy embedded in the package (%s)", folder)
     if not all((folder / f).exists() for f in files):
         ds = load_from_hub("google-research-datasets/go_emotions", "simplified", folder, files, lambda d: d)
         names = ds["train"].features["labels"].feature.names
@@ -224,7 +262,7 @@ def goemotions(data_dir: Path, on_bad_rows: str = "error", drop_empty_text: bool
         return LabelledData("goemotions", names, True, splits)
     names = [n.strip() for n in read_text(folder / "labels.txt").splitlines() if n.strip()]
     splits, skipped = {}, 0
-    for split, fname in [("train", "train.tsv"), ("val", "dev.tsv"), ("test", "test.tsv")]:
+    for split, fname in [("train", files[0]), ("val", files[1]), ("test", files[2])]:
         path = folder / fname
         checker = RowChecker(path, names, on_bad_rows, drop_empty_text, ",")
 

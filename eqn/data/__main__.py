@@ -1,0 +1,3 @@
+from eqn.data.download import main
+
+main()

@@ -1,0 +1,112 @@
+"""Fetch a dataset from the Hugging Face hub and lay it out as the original files the readers expect.
+
+    python -m eqn.data download <name> [--data-dir DIR]      (make data NAME=<name>)
+
+names: goemotions, emotion6, tfn3, tsa3 (health7 is on Kaggle only: the command says how to get it).
+Files go to <data dir>/<name>/ (default: paths.data_dir, i.e. $EQN_DATA_DIR, ../shared/data or data/), written
+atomically; afterwards the dataset is read back with its reader and the row counts are checked.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Callable
+
+from eqn.data import sources
+from eqn.io import DataError, write_text
+
+# name -> (hub id, config, expected rows per split as the reader sees them)
+HUB = {
+    "goemotions": ("google-research-datasets/go_emotions", "simplified", {"train": 43410, "val": 5426, "test": 5427}),
+    "emotion6": ("dair-ai/emotion", "split", {"train": 16000, "val": 2000, "test": 2000}),
+    "tfn3": ("zeroshot/twitter-financial-news-sentiment", None, {"test": 2388}),
+    "tsa3": ("mteb/tweet_sentiment_extraction", None, {"test": 3534}),
+}
+KAGGLE = {"health7": "kaggle datasets download -d suchintikasarkar/sentiment-analysis-for-mental-health, unzip, "
+                     "and put 'Combined Data.csv' in <data dir>/health7/"}
+
+
+def csv_text(header: list[str], rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_goemotions(ds, folder: Path) -> None:
+    names = ds["train"].features["labels"].feature.names
+    write_text(folder / "labels.txt", "\n".join(names))
+    for split, fname in (("train", "train.tsv"), ("validation", "dev.tsv"), ("test", "test.tsv")):
+        d = ds[split]
+        lines = (f"{t}\t{','.join(map(str, ls))}\t{i}\n" for t, ls, i in zip(d["text"], d["labels"], d["id"]))
+        write_text(folder / fname, "".join(lines))
+
+
+def write_emotion6(ds, folder: Path) -> None:
+    for split, fname in (("train", "train.txt"), ("validation", "val.txt"), ("test", "test.txt")):
+        d = ds[split]
+        write_text(folder / fname, "".join(f"{t};{sources.EMOTION6_LABELS[y]}\n" for t, y in zip(d["text"], d["label"])))
+
+
+def write_tfn3(ds, folder: Path) -> None:
+    for split, fname in (("train", "sent_train.csv"), ("validation", "sent_valid.csv")):
+        d = ds[split]
+        write_text(folder / fname, csv_text(["text", "label"], zip(d["text"], d["label"])))
+
+
+def write_tsa3(ds, folder: Path) -> None:
+    for split, fname in (("train", "train.csv"), ("test", "test.csv")):
+        d = ds[split]
+        rows = zip(d["id"], d["text"], d["label_text"])
+        write_text(folder / fname, csv_text(["textID", "text", "sentiment"], rows))
+
+
+WRITERS: dict[str, Callable] = {"goemotions": write_goemotions, "emotion6": write_emotion6, "tfn3": write_tfn3,
+                                "tsa3": write_tsa3}
+
+
+def download(name: str, data_dir: str | Path) -> Path:
+    if name in KAGGLE:
+        raise DataError(Path(data_dir) / name, f"not on the Hugging Face hub; get it with: {KAGGLE[name]}")
+    if name not in HUB:
+        raise DataError(name, f"unknown dataset; choose one of {sorted([*HUB, *KAGGLE])}")
+    hub_id, config, expected = HUB[name]
+    folder = Path(data_dir) / name
+    if not sources.hub_reachable():
+        flag = sources.offline_flag()
+        raise DataError(folder, f"cannot download {hub_id}: " + (f"{flag}=1 is set in the environment" if flag else
+                                                                 "huggingface.co is not reachable from this machine"))
+    import datasets
+
+    ds = datasets.load_dataset(hub_id, config)
+    WRITERS[name](ds, folder)
+    data = sources.load(name, folder.parent)
+    for split, rows in expected.items():
+        if len(data.splits[split]) != rows:
+            raise DataError(folder, f"downloaded {split} split has {len(data.splits[split])} rows; expected {rows}")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    from eqn.config import default_data_dir
+
+    parser = argparse.ArgumentParser(prog="python -m eqn.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    get = sub.add_parser("download", help="fetch a dataset into the data dir")
+    get.add_argument("name", choices=sorted([*HUB, *KAGGLE]))
+    get.add_argument("--data-dir", default=None, help="default: paths.data_dir ($EQN_DATA_DIR, ../shared/data or data/)")
+    args = parser.parse_args(argv)
+    try:
+        folder = download(args.name, args.data_dir or default_data_dir())
+    except DataError as err:
+        sys.exit(f"eqn.data: {err}")
+    print(f"{args.name}: files written to {folder} and verified")
+
+
+if __name__ == "__main__":
+    main()
