@@ -7,7 +7,8 @@ __version__ = "0.1.0"
 
 
 def load(checkpoint: str, device: str = "cpu"):
-    """Load a checkpoint written by the pipeline for annotation: `load(ckpt).annotate([...])`."""
+    """A model for annotation: `load(x).annotate([...])`, x a run checkpoint, an exported folder or a hub id.
+    Loading never runs code from the file."""
     from eqn.annotate import Annotator
 
     return Annotator.from_checkpoint(checkpoint, device=device)

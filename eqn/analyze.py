@@ -100,6 +100,25 @@ def plot_per_class(frame: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+def stage_figures(run_dir: Path, stage: str) -> tuple[dict, np.ndarray, torch.Tensor, torch.Tensor, list, torch.Tensor]:
+    """One stage's figures under analysis/<stage>/ from its saved test scores: (paths, correlation, scores, gold,
+    label names, thresholds)."""
+    saved, meta = load_tensors(run_dir / "stages" / stage / "test_scores.safetensors")
+    scores, gold, names = saved["scores"], saved["gold"], meta["label_names"]
+    out = run_dir / "analysis" / stage
+    out.mkdir(parents=True, exist_ok=True)
+    corr = correlation(scores)
+    paths = {"label_correlation": out / "correlation.png", "intensity_distribution": out / "intensity_distribution.png",
+             "per_class_f1": out / "per_class_f1.png"}
+    plot_heatmap(corr, names, paths["label_correlation"], f"{stage} test scores: label correlation")
+    plot_distribution(scores, gold, meta["score_scale"], paths["intensity_distribution"], f"{stage} test scores")
+    from eqn.evaluation import classification_metrics, decide
+
+    f1 = classification_metrics(decide(scores, meta["multi_label"], saved["thresholds"]), gold, meta["multi_label"], names)
+    plot_per_class(pd.DataFrame({stage: [f1[f"f1/{n}"] for n in names]}, index=names), paths["per_class_f1"])
+    return paths, corr, scores, gold, names, saved["thresholds"]
+
+
 def analyze_run(run_dir: str | Path, others: list[str | Path] = (), metrics: dict | None = None) -> dict:
     """`metrics`: this run's metrics when its metrics.json is not written yet (the pipeline analyses first)."""
     run_dir = Path(run_dir)

@@ -39,7 +39,11 @@ class Annotator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Annotator":
-        return cls(load_module(path, map_location=device), device)
+        """A run checkpoint, an exported model folder, or a hub repo id of one."""
+        from eqn.export import load_folder, resolve_model
+
+        path = resolve_model(path)
+        return cls(load_folder(path, device) if path.is_dir() else load_module(path, map_location=device), device)
 
     @property
     def thresholds(self) -> torch.Tensor:
@@ -153,12 +157,36 @@ def read_chunks(source: str, text_column: str, chunk_size: int, header: bool = T
         raise DataError(path, f"cannot be read: {err}") from None
 
 
-def write_chunk(handle, frame: pd.DataFrame, fmt: str, first: bool) -> None:
-    if fmt == "jsonl":  # valid JSON: NaN becomes null
-        for record in frame.astype(object).where(frame.notna(), None).to_dict(orient="records"):
-            handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-    else:
-        frame.to_csv(handle, sep="\t" if fmt == "tsv" else ",", index=False, header=first, float_format="%.2f")
+class ChunkWriter:
+    """Writes annotated chunks as they come (memory does not grow with the input): CSV, TSV, JSONL or Parquet."""
+
+    def __init__(self, path: Path, fmt: str):
+        self.fmt, self.parquet = fmt, None
+        self.handle = None if fmt == "parquet" else open(path, "w", encoding="utf-8", newline="")
+        self.path, self.first = path, True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self.parquet is None:
+                self.parquet = pq.ParquetWriter(str(self.path), table.schema)
+            self.parquet.write_table(table.cast(self.parquet.schema))
+        elif self.fmt == "jsonl":  # valid JSON: NaN becomes null
+            for record in frame.astype(object).where(frame.notna(), None).to_dict(orient="records"):
+                self.handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+        else:
+            frame.to_csv(self.handle, sep="\t" if self.fmt == "tsv" else ",", index=False, header=self.first,
+                         float_format="%.2f")
+        self.first = False
+
+    def close(self) -> None:
+        if self.parquet is not None:
+            self.parquet.close()
+        if self.handle is not None:
+            self.handle.close()
 
 
 def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text", batch_size: int = 256,
@@ -172,18 +200,21 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
         raise DataError(out_path, "output would overwrite the input; choose another output path")
     if out_path.exists() and not overwrite:
         raise DataError(out_path, "output exists; pass overwrite=true to replace it")
-    fmt = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(out_path.suffix.lower(), "csv")
+    fmt = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(out_path.suffix.lower(), "csv")
     annotator = Annotator.from_checkpoint(ckpt, device)
     started, n = time.perf_counter(), 0
-    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+    with atomic_path(out_path) as tmp:
+        writer = ChunkWriter(tmp, fmt)
         bar = tqdm(desc="annotating", unit="text", disable=not progress, file=sys.stderr)
-        for chunk in read_chunks(input, text_column, chunk_size, header):
-            offset = 2 if header and Path(input).suffix.lower() in (".csv", ".tsv") else 1
-            frame = annotator.annotate_frame(chunk, text_column, batch_size, str(input), n + offset)
-            write_chunk(handle, frame, fmt, first=(n == 0))
-            n += len(chunk)
-            bar.update(len(chunk))
-        bar.close()
+        try:
+            for chunk in read_chunks(input, text_column, chunk_size, header):
+                offset = 2 if header and Path(input).suffix.lower() in (".csv", ".tsv") else 1
+                writer.write(annotator.annotate_frame(chunk, text_column, batch_size, str(input), n + offset))
+                n += len(chunk)
+                bar.update(len(chunk))
+        finally:
+            writer.close()
+            bar.close()
         if n == 0:
             raise DataError(input, "input is empty: no texts to annotate")
     seconds = time.perf_counter() - started

@@ -140,6 +140,7 @@ class PipelineConfig:
     restart: bool = False
     analyze: bool = True
     save_relabeled: bool = True
+    export: bool = True  # export/<stage>/ model folders and relabeled/ (datasets) at the end of a run
 
 
 @dataclass

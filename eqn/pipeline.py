@@ -34,7 +34,7 @@ from eqn.interrupt import TrainingState, fault_point
 from eqn.io import ConfigError, atomic_path, digest, load_tensors, read_json, save_tensors, write_json, write_text
 from eqn.models.module import EQNModule, build_module, load_module, plain
 from eqn.predict import predict_scores, predict_splits
-from eqn.relabeled import write_intensity_csv
+from eqn.relabeled import dataset_card, hf_dataset, write_dataset, write_intensity_csv
 from eqn.stage_logging import StageLogger
 from eqn.targets import regress_targets
 
@@ -228,11 +228,17 @@ class Pipeline:
             metrics = self.evaluate(module, dm, stage)
             metrics[f"time/{stage}_fit_s"] = fit_s
             logger.log_results(stage, metrics, dm.label_names)
-        fault_point(f"fit:{stage}:evaluated")
-        if self.is_main:
-            self.save_final_checkpoint(module, final)
-            fault_point(f"fit:{stage}:saved")
-            write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
+            fault_point(f"fit:{stage}:evaluated")
+            if self.is_main:
+                self.save_final_checkpoint(module, final)
+                fault_point(f"fit:{stage}:saved")
+                if self.cfg.pipeline.export:  # export/<stage>/: a Hugging Face-style model folder
+                    from eqn.export import export
+
+                    export(final, self.run_dir / "export" / stage, {**self.metrics, **metrics}, dm.name)
+                    fault_point(f"fit:{stage}:exported")
+                logger.log_stage_outputs(stage, self.run_dir, dm.split("test").texts)
+                write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
         self.barrier()
         self.metrics.update(metrics)
         return final
@@ -295,6 +301,12 @@ class Pipeline:
                 artifact = self.run_dir / "relabeled_train.csv"
                 write_intensity_csv(artifact, {"id": split.ids, "text": split.texts}, dm.targets, dm.label_names)
                 fault_point(f"regress{round_}:csv")
+                if p.export:  # relabeled/ (datasets) + relabeled_train.parquet, with a dataset card
+                    dataset = hf_dataset(split.ids, split.texts, dm.targets, dm.label_names, dm.gold["train"])
+                    write_dataset(self.run_dir, dataset, dataset_card(
+                        dm.name, dm.label_names, p.scale, f"{self.cfg.model.name} CoEQN "
+                        f"(export/{checkpoint.stem})", self.metrics))
+                    fault_point(f"regress{round_}:dataset")
             # written last: its presence marks the round as done
             save_tensors(path, {s: live[s] for s in splits}, {"round": round_})
             changed = (dm.targets != dm.gold["train"].float() * p.scale).float().mean().item()

@@ -20,3 +20,79 @@ def write_intensity_csv(path: Path, columns: dict, intensities: torch.Tensor, la
     frame = intensity_frame(columns, intensities, label_names)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.2f")
+
+
+def hf_dataset(ids: list[str], texts: list[str], intensities: torch.Tensor, label_names: list[str],
+               gold: torch.Tensor):
+    """The annotated training set as a typed `datasets.Dataset`: id, text, one float32 column per label
+    (prefixed `intensity_` only if a label is named id, text or gold), gold as a sequence of label names."""
+    import datasets
+
+    reserved = {"id", "text", "gold"}
+    columns = [f"intensity_{n}" if reserved & set(label_names) else n for n in label_names]
+    values = intensities.detach().cpu().float().numpy()
+    data = {"id": list(map(str, ids)), "text": list(texts),
+            **{c: values[:, j] for j, c in enumerate(columns)},
+            "gold": [[label_names[j] for j in row.nonzero().flatten().tolist()] for row in gold.bool()]}
+    features = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"),
+                                  **{c: datasets.Value("float32") for c in columns},
+                                  "gold": datasets.Sequence(datasets.Value("string"))})
+    return datasets.Dataset.from_dict(data, features=features)
+
+
+def dataset_card(name: str, label_names: list[str], scale: float, model: str, metrics: dict) -> str:
+    eqn = {k: v for k, v in metrics.items() if k.startswith("eqn/test/") and k.count("/") == 2}
+    coeqn = {k: v for k, v in metrics.items() if k.startswith("coeqn/test/") and k.count("/") == 2}
+    lines = ["---", "task_categories: [text-classification]", "tags: [emotion, micro-emotion, eqn]", "---", "",
+             f"# {name}: micro-emotion intensities (EQN label regression)", "",
+             f"The training split of `{name}` with an intensity from 0 to {scale:g} for every one of its "
+             f"{len(label_names)} labels. Gold labels are exactly {scale:g}; every other cell is the prediction of "
+             "a CoEQN model trained on the all-labels targets (gold = scale, others 0), clipped to "
+             f"[0, {scale:g}] (EQN label regression, Zhou, Luo & Chen, arXiv 2411.06160).", "",
+             "## Columns", "", "- `id`, `text`: as in the source dataset",
+             "- one float32 column per label: the intensity", "- `gold`: the source dataset's labels", "",
+             "## Source and licence", "",
+             "GoEmotions (Demszky et al. 2020): CC BY 4.0 — keep the attribution." if name == "goemotions" else
+             "See the source dataset's licence (eqn README, Datasets).", "",
+             f"## The annotating model: {model}", ""]
+    if coeqn:
+        lines += ["CoEQN test metrics: " + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in sorted(coeqn.items())), ""]
+    if eqn:
+        lines += ["EQN (trained on these targets) test metrics: "
+                  + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in sorted(eqn.items())), ""]
+    lines += ["Intensities are model outputs, not human judgements.", ""]
+    return "\n".join(lines)
+
+
+def write_dataset(run_dir: Path, dataset, card: str) -> None:
+    """relabeled/ (datasets.save_to_disk + README.md card) and relabeled_train.parquet, each written atomically."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=".relabeled.", dir=run_dir))
+    try:
+        dataset.save_to_disk(str(tmp))
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        shutil.rmtree(run_dir / "relabeled", ignore_errors=True)
+        tmp.rename(run_dir / "relabeled")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with atomic_path(run_dir / "relabeled_train.parquet") as out:
+        dataset.to_parquet(str(out))
+
+
+def dataset_folder(run_dir: Path) -> Path:
+    """A folder laid out for the hub (README.md card + data/train.parquet) from a finished run's relabeled/."""
+    import shutil
+
+    source = run_dir / "relabeled"
+    if not (source / "README.md").exists() or not (run_dir / "relabeled_train.parquet").exists():
+        from eqn.io import DataError
+
+        raise DataError(run_dir, "no relabeled/ dataset here (a finished pipeline=eqn run writes one)")
+    folder = run_dir / "hub_dataset"
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / "README.md", folder / "README.md")
+    shutil.copy(run_dir / "relabeled_train.parquet", folder / "data" / "train.parquet")
+    return folder

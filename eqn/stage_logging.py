@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,13 @@ class StageLogger:
                             "mode": node.get("mode"), "dir": str(getattr(run, "dir", ""))})
         elif target.endswith("CSVLogger") or target.endswith("TensorBoardLogger"):
             self.lightning = instantiate(node, save_dir=str(self.run_dir), name="logs", version=self.stage)
+        elif target.endswith("MLFlowLogger"):
+            uri = node.get("tracking_uri")
+            if not uri:  # a file store in the run dir (mlflow-skinny has no SQL store; mlflow asks for this opt-in)
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+                uri = (self.run_dir / "mlruns").resolve().as_uri()
+            self.lightning = instantiate(node, tracking_uri=uri, run_name=f"{self.cfg.run_name}-{self.stage}",
+                                         tags={"stage": self.stage, "run_name": self.cfg.run_name})
         else:
             self.lightning = instantiate(node)
         return self
@@ -66,6 +74,33 @@ class StageLogger:
         if self.is_wandb:
             rows = [[name, flat.get(f"val/f1/{name}"), flat.get(f"test/f1/{name}")] for name in label_names]
             self.lightning.log_table(key="per_class_f1", columns=["label", "val_f1", "test_f1"], data=rows)
+
+    def log_stage_outputs(self, stage: str, run_dir: Path, test_texts: list[str], samples: int = 50) -> None:
+        """W&B: this stage's figures (label correlation, per-class F1, intensity distribution) as images, the
+        correlation matrix and a sample of annotated test texts as tables, the exported model as an artifact."""
+        if not self.is_wandb:
+            return
+        import wandb
+
+        from eqn.analyze import stage_figures
+
+        figures, corr, scores, gold, names, thresholds = stage_figures(run_dir, stage)
+        run = self.lightning.experiment
+        run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()})
+        run.log({"tables/label_correlation": wandb.Table(columns=["label", *names],
+                                                         data=[[n, *map(float, row)] for n, row in zip(names, corr)])})
+        rows = []
+        for i in range(min(samples, len(test_texts))):
+            keep = (scores[i] >= thresholds) | (scores[i] == scores[i].max())
+            top = sorted((j for j in range(len(names)) if keep[j]), key=lambda j: -float(scores[i][j]))
+            rows.append([test_texts[i], ",".join(names[j] for j in gold[i].nonzero().flatten().tolist()),
+                         ",".join(names[j] for j in top), *[round(float(v), 2) for v in scores[i]]])
+        run.log({"tables/annotated_test_sample": wandb.Table(columns=["text", "gold", "emotions", *names], data=rows)})
+        model = run_dir / "export" / stage
+        if model.is_dir():
+            artifact = wandb.Artifact(f"{self.cfg.run_name}-{stage}-model", type="model")
+            artifact.add_dir(str(model))
+            run.log_artifact(artifact)
 
     def log_artifact(self, path: Path, name: str, kind: str) -> None:
         if self.is_wandb:

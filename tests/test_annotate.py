@@ -87,7 +87,7 @@ def test_refuses_to_overwrite_and_interrupted_write_leaves_nothing(ckpt, tmp_pat
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(annotate, "write_chunk", crash)
+    monkeypatch.setattr(annotate.ChunkWriter, "write", crash)
     fresh = tmp_path / "fresh.csv"
     with pytest.raises(KeyboardInterrupt):
         annotate_file(str(ckpt), str(path), str(fresh), progress=False)

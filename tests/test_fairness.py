@@ -10,11 +10,10 @@ import yaml
 
 from eqn import evaluation, stats
 from eqn.data.datamodule import DataSpec
-from eqn.io import save_tensors, write_json
+from eqn.io import DataError, load_tensors, save_tensors, write_json
 from eqn.models.module import build_module
 from eqn.report import report
 from eqn.run import run
-from eqn.io import DataError
 from tests.conftest import ROOT, compose_config, needs
 
 TINY = ["data.max_train_samples=150", "data.max_eval_samples=80", "trainer.max_epochs=1", "pipeline.analyze=false",
@@ -152,7 +151,7 @@ def test_authors_code_preset_regresses_val_unclipped_on_a_train_holdout(tmp_path
     cfg = compose_config("experiment=authors_code", *TINY, tmp_path=tmp_path)
     assert cfg.pipeline.scale == 1.0 and cfg.pipeline.clip is False and cfg.data.val_from_train
     run(cfg, run_dir=str(tmp_path / "run"))
-        targets, _ = load_tensors(tmp_path / "run" / "stages" / "regress1" / "targets.safetensors")
+    targets, _ = load_tensors(tmp_path / "run" / "stages" / "regress1" / "targets.safetensors")
     assert set(targets) == {"train", "val"}
     assert targets["train"].max() == 1.0 and len(targets["train"]) == 150
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -25,7 +25,10 @@ def test_goemotions_parses_multi_label_ids(tmp_path):
     assert data.splits["train"].labels == [[3, 15], [27]]
 
 
-def test_missing_goemotions_fails_fast_naming_folder_and_files(tmp_path):
+def test_missing_goemotions_fails_fast_naming_folder_and_files(tmp_path, monkeypatch):
+    # a package installed without its embedded copy, offline: one line naming the folder and the files
+    monkeypatch.setattr(sources, "embedded_goemotions", lambda: tmp_path / "not-installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     with pytest.raises(DataError) as err:
         sources.load("goemotions", tmp_path)

@@ -17,7 +17,8 @@ from tests.conftest import ROOT, compose_config
 TINY = ["data.max_train_samples=160", "data.max_eval_samples=70", "trainer.max_epochs=2", "logger=none",
         "model.batch_size=32", "data.eval_batch_size=32"]
 POINTS = ["open", "fit:coeqn:epoch0", "fit:coeqn:val0", "fit:coeqn:epoch1", "fit:coeqn:val1", "fit:coeqn:trained",
-          "fit:coeqn:evaluated", "fit:coeqn:saved", "regress1:predicted", "regress1:csv", "fit:eqn:epoch0",
+          "fit:coeqn:evaluated", "fit:coeqn:saved", "fit:coeqn:exported", "regress1:predicted", "regress1:csv",
+          "regress1:dataset", "fit:eqn:epoch0",
           "fit:eqn:epoch1", "fit:eqn:val1", "fit:eqn:trained", "fit:eqn:evaluated", "fit:eqn:saved", "analysis",
           "metrics"]
 

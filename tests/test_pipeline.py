@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from eqn.io import load_tensors
-
 from eqn.run import run
 from tests.conftest import compose_config
 

@@ -1,0 +1,232 @@
+"""Share a model: a self-describing folder (safetensors weights, config.json, tokenizer, model card).
+
+    python -m eqn.export ckpt=<run>/checkpoints/eqn.ckpt out=<folder> [push_to_hub=<repo id>] [private=false]
+
+- BERT-family encoders with pooled output -> dropout -> Linear (the authors' architecture) export as a standard
+  `transformers` model: `AutoModelForSequenceClassification.from_pretrained(folder)` loads it (problem_type
+  "regression", id2label/label2id filled in) and `pipeline("text-classification", model=folder, top_k=None,
+  function_to_apply="none")` returns the 0-10 intensities of every label.
+- Other encoders (cls or mean pooling) and the word backbones (ANN, CNN, LSTM, TextCNN) export in the same layout
+  with eqn's own small model description in config.json ("eqn" key); `eqn.load(folder)` reads every kind.
+Loading never runs code: weights are safetensors, the rest JSON, the backbone class comes from eqn's allow-list.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from eqn.io import ConfigError, DataError, write_json, write_text
+from eqn.models.module import EQNModule, load_module, plain
+
+FORMAT = "eqn-model/1"
+
+
+def transformers_compatible(module: EQNModule) -> bool:
+    """True when the model is exactly BertForSequenceClassification's computation (pooler -> dropout -> Linear)."""
+    backbone = module.hparams.backbone
+    return (backbone.get("_target_", "").endswith(".Bert") and backbone.get("pooling") == "pooler"
+            and backbone.get("hf_config", {}).get("model_type") == "bert")
+
+
+def eqn_config(module: EQNModule) -> dict:
+    h = plain(dict(module.hparams))
+    return {"format": FORMAT, "backbone": h["backbone"], "label_names": h["label_names"],
+            "multi_label": h["multi_label"], "objective": h["objective"], "scale": h["scale"],
+            "head_dropout": h["head_dropout"], "max_length": h.get("max_length", 128),
+            "thresholds": module.thresholds.tolist(), "threshold": h.get("threshold"), "stage": h.get("stage")}
+
+
+def hf_tokenizer(module: EQNModule):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    encoder = json.loads(module.hparams.encoder)
+    backend = Tokenizer.from_str(encoder["tokenizer"])
+    vocab = backend.get_vocab()
+    specials = {k: t for k, t in (("pad_token", "[PAD]"), ("unk_token", "[UNK]"), ("cls_token", "[CLS]"),
+                                  ("sep_token", "[SEP]"), ("mask_token", "[MASK]")) if t in vocab}
+    return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=int(module.hparams.get("max_length", 128)),
+                                   **specials)
+
+
+def export_transformers(module: EQNModule, folder: Path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    h = module.hparams
+    names = list(h.label_names)
+    config = BertConfig(**{k: v for k, v in h.backbone["hf_config"].items() if k not in ("architectures",)})
+    config.update({"num_labels": len(names), "problem_type": "regression", "classifier_dropout": h.head_dropout,
+                   "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)},
+                   "architectures": ["BertForSequenceClassification"], "eqn": eqn_config(module)})
+    model = BertForSequenceClassification(config)
+    model.bert.load_state_dict(module.backbone.encoder.state_dict())
+    model.classifier.load_state_dict(module.head[-1].state_dict())
+    model.save_pretrained(folder, safe_serialization=True)
+    hf_tokenizer(module).save_pretrained(folder)
+
+
+def export_eqn(module: EQNModule, folder: Path) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": FORMAT})
+    write_json(folder / "config.json", {"eqn": eqn_config(module), "model_type": "eqn"})
+    write_text(folder / "tokenizer.json", json.loads(module.hparams.encoder)["tokenizer"])
+    write_json(folder / "eqn_tokenizer.json", {k: v for k, v in json.loads(module.hparams.encoder).items()
+                                               if k != "tokenizer"})
+
+
+def model_card(module: EQNModule, metrics: dict | None, data_name: str | None, hf_native: bool) -> str:
+    h = module.hparams
+    stage = h.get("stage", "eqn")
+    lines = ["---", "library_name: " + ("transformers" if hf_native else "eqn"), "pipeline_tag: text-classification",
+             "tags: [emotion, micro-emotion, eqn, regression]", "---", "",
+             f"# EQN micro-emotion intensity model ({stage})", "",
+             "Trained with [eqn](https://arxiv.org/abs/2411.06160) (Expansion Quantization Network, Zhou, Luo & "
+             "Chen). For every text it gives an intensity from 0 to "
+             f"{h.scale:g} for **every** label: gold emotions were trained towards {h.scale:g}, and the other labels "
+             "towards the intensities a first model (CoEQN) assigned them (label regression), so the weaker "
+             "micro-emotions beside the main one are visible." if h.objective == "eqn" else
+             "A classifier baseline trained with eqn (scores are probabilities).", "",
+             "## Labels", "", ", ".join(h.label_names), "",
+             "## Decisions", "",
+             ("Multi-label: every label whose intensity reaches its threshold (tuned on the validation split), "
+              "always the top label." if h.multi_label else "Single-label: the label with the highest intensity."),
+             f"Thresholds: {', '.join(f'{n} {t:.2f}' for n, t in zip(h.label_names, module.thresholds.tolist()))}.", "",
+             "## Use", ""]
+    if hf_native:
+        lines += ["```python", "from transformers import pipeline",
+                  'annotate = pipeline("text-classification", model="<this folder or repo>", top_k=None, '
+                  'function_to_apply="none")', 'annotate(["I did not expect that, thank you so much!"])', "```", ""]
+    lines += ["```python", "import eqn", 'model = eqn.load("<this folder or repo>")',
+              'model.annotate(["I did not expect that, thank you so much!"])  # DataFrame: intensities + emotions', "```",
+              "", "## Training data", "",
+              f"Dataset: `{data_name or 'see the run config'}`. GoEmotions (Demszky et al. 2020) is licensed CC BY 4.0; "
+              "other datasets carry their own licences (see the eqn README).", ""]
+    if metrics:
+        keys = [k for k in sorted(metrics) if k.startswith(f"{stage}/test/") and "/f1/" not in k]
+        lines += ["## Test metrics (this run)", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k[len(stage) + 6:]} | {metrics[k]:.4f} |" for k in keys] + [""]
+    lines += ["## Intended use and limits", "",
+              "Research on emotion intensity and annotation of text corpora. Intensities are model outputs, not "
+              "human judgements: they have not been validated against human intensity ratings (see "
+              "`python -m eqn.validate`). The model inherits the biases of its training data (Reddit comments for "
+              "GoEmotions); do not use it to make decisions about individuals.", ""]
+    return "\n".join(lines)
+
+
+def export(ckpt: str | Path, out: str | Path, metrics: dict | None = None, data_name: str | None = None,
+           overwrite: bool = True) -> Path:
+    """Write the model folder (atomically: a temporary folder renamed into place)."""
+    module = load_module(ckpt)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DataError(out, "output folder exists; pass overwrite=true to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        native = transformers_compatible(module)
+        (export_transformers if native else export_eqn)(module, tmp)
+        write_text(tmp / "README.md", model_card(module, metrics, data_name, native))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_folder(folder: str | Path, map_location: str = "cpu") -> EQNModule:
+    """An EQNModule from an exported folder (either layout); tensors via safetensors, settings via JSON."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        spec = config["eqn"]
+        if spec.get("format") != FORMAT:
+            raise ValueError(f"unknown format {spec.get('format')!r}")
+        if config.get("model_type") == "eqn":
+            encoder = json.dumps({**json.loads((folder / "eqn_tokenizer.json").read_text()),
+                                  "tokenizer": (folder / "tokenizer.json").read_text(encoding="utf-8")})
+        else:
+            encoder = json.dumps({"kind": "pretrained", "pad_id": config.get("pad_token_id") or 0,
+                                  "tokenizer": (folder / "tokenizer.json").read_text(encoding="utf-8")})
+        module = EQNModule(backbone=spec["backbone"], label_names=spec["label_names"], multi_label=spec["multi_label"],
+                           objective=spec["objective"], scale=spec["scale"], head_dropout=spec["head_dropout"],
+                           encoder=encoder, thresholds=spec["thresholds"], stage=spec.get("stage") or "eqn",
+                           max_length=spec["max_length"], threshold=spec.get("threshold"))
+        weights = load_file(str(folder / "model.safetensors"), device=map_location)
+        if config.get("model_type") != "eqn":  # transformers layout -> eqn's names
+            weights = {**{f"backbone.encoder.{k[len('bert.'):]}": v for k, v in weights.items() if k.startswith("bert.")},
+                       **{f"head.1.{k[len('classifier.'):]}": v for k, v in weights.items() if k.startswith("classifier.")},
+                       "thresholds": torch.tensor(spec["thresholds"])}
+        module.load_state_dict(weights)
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise DataError(folder, f"not a readable eqn model folder: {' '.join(str(err).split())[:300]}") from None
+    return module.to(map_location).eval()
+
+
+def resolve_model(source: str | Path) -> Path:
+    """A local checkpoint/folder as is; otherwise a hub repo id, downloaded with huggingface_hub."""
+    path = Path(source)
+    if path.exists():
+        return path
+    if "/" in str(source) and not str(source).startswith((".", "/", "~")):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.md"]))
+        except Exception as err:
+            raise DataError(source, f"not a local file or folder, and the hub download failed: "
+                                    f"{' '.join(str(err).split())[:200]}") from None
+    raise DataError(path, "checkpoint or model folder not found")
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, repo_type: str = "model") -> str:
+    """Upload a folder with huggingface_hub; offline or refused, one line."""
+    from huggingface_hub import HfApi
+
+    from eqn.data.sources import offline_flag
+
+    flag = offline_flag()
+    if flag:
+        raise ConfigError(f"push_to_hub={repo_id}: {flag}=1 is set in the environment; unset it to upload")
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type)
+    except Exception as err:
+        raise ConfigError(f"push_to_hub={repo_id}: upload failed: {' '.join(str(err).split())[:200]}") from None
+    return str(getattr(info, "commit_url", repo_id))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = dict(a.partition("=")[::2] for a in (argv if argv is not None else sys.argv[1:]))
+    known = {"ckpt", "out", "push_to_hub", "private", "dataset", "run"}
+    if ("ckpt" not in args and "run" not in args) or set(args) - known:
+        sys.exit("usage: python -m eqn.export ckpt=<checkpoint> out=<folder> [push_to_hub=<repo id>] [private=false]\n"
+                 "       python -m eqn.export run=<run dir> dataset=true [push_to_hub=<repo id>]"
+                 + (f"  (unknown: {sorted(set(args) - known)})" if set(args) - known else ""))
+    private = args.get("private", "false").lower() in ("1", "true", "yes")
+    try:
+        if args.get("dataset", "false").lower() in ("1", "true", "yes"):
+            from eqn.relabeled import dataset_folder
+
+            folder = dataset_folder(Path(args.get("run") or Path(args["ckpt"]).parents[1]))
+            repo_type = "dataset"
+        else:
+            folder = export(args["ckpt"], args.get("out") or Path(args["ckpt"]).with_suffix(""))
+            repo_type = "model"
+        print(f"exported {folder}")
+        if args.get("push_to_hub"):
+            print(f"pushed: {push_to_hub(folder, args['push_to_hub'], private, repo_type)}")
+    except (DataError, ConfigError) as err:
+        sys.exit(f"eqn.export: {err}")
+
+
+if __name__ == "__main__":
+    main()
