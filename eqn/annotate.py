@@ -3,12 +3,16 @@
     python -m eqn.annotate ckpt=run/checkpoints/eqn.ckpt input=texts.csv output=annotated.csv [text_column=text]
                            [batch_size=256] [chunk_size=20000] [overwrite=false] [header=true]
     python -m eqn.annotate ckpt=... input=- output=out.csv      # plain text, one per line, from stdin
+    python -m eqn.annotate ckpt=... input=big.csv output=out.parquet precision=int8   # fp32 | bf16 | int8
+    python -m eqn.annotate ckpt=... input=big.csv output=out.csv shards=4 shard=$SLURM_ARRAY_TASK_ID
+                                            # one of 4 resumable shard jobs; the last one merges, in input order
 
     from eqn import load; load(ckpt).annotate(["what a day", ...])  # -> pandas DataFrame
 """
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,22 +32,58 @@ from eqn.relabeled import intensity_frame
 MAX_CHARS_PER_TOKEN = 32
 
 
+class RankBatches:
+    """Whole batches dealt round-robin to the ranks of the running process group (all of them when alone)."""
+
+    def __init__(self, batches: list[list[int]]):
+        self.batches = batches
+
+    def _mine(self) -> list[list[int]]:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return self.batches[dist.get_rank()::dist.get_world_size()]
+        return self.batches
+
+    def __iter__(self):
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
 class Annotator:
-    def __init__(self, module: EQNModule, device: str = "cpu"):
+    """precision: fp32; bf16 (autocast, CPU or GPU); int8 (dynamic quantisation of the Linear layers, CPU)."""
+
+    def __init__(self, module: EQNModule, device: str = "cpu", precision: str = "fp32", devices: int = 1):
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise DataError("device", f"device={device}: no CUDA GPU is visible on this machine (use device=cpu)")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision={precision!r}: choose one of {list(PRECISIONS)}")
+        if precision == "int8" and not str(device).startswith("cpu"):
+            raise ConfigError("precision=int8 is CPU-only (dynamic quantisation); use bf16 on a GPU")
         self.module = module.to(device).eval()
+        if precision == "int8":
+            self.module = torch.ao.quantization.quantize_dynamic(self.module, {torch.nn.Linear}, dtype=torch.qint8)
+        if devices > 1 and precision == "int8":
+            raise ConfigError("precision=int8 runs in one process; use devices=1 (or fp32/bf16 with devices>1)")
+        self.precision, self.devices = precision, devices
         self.device, self.max_length = device, int(module.hparams.get("max_length", 128))
         self.encoder = TextEncoder.from_str(module.hparams.encoder)
         self.label_names: list[str] = list(module.hparams.label_names)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Annotator":
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", precision: str = "fp32",
+                        devices: int = 1) -> "Annotator":
         """A run checkpoint, an exported model folder, or a hub repo id of one."""
         from eqn.export import load_folder, resolve_model
 
         path = resolve_model(path)
-        return cls(load_folder(path, device) if path.is_dir() else load_module(path, map_location=device), device)
+        module = load_folder(path, device) if path.is_dir() else load_module(path, map_location=device)
+        return cls(module, device, precision, devices)
 
     @property
     def thresholds(self) -> torch.Tensor:
@@ -58,14 +98,39 @@ class Annotator:
         limit = MAX_CHARS_PER_TOKEN * self.max_length
         ids, lengths = self.encoder.encode([t[:limit] for t in texts], self.max_length)
         ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
+        if self.devices > 1:
+            return self.scores_distributed(ids, lengths, batch_size)
         order = torch.argsort(lengths, descending=True)
         out = torch.empty(len(texts), len(self.label_names))
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             batch, mask = pad_batch(ids, lengths, idx)
-            logits = self.module(batch.to(self.device), mask.to(self.device))
+            with torch.autocast(str(self.device).split(":")[0], dtype=torch.bfloat16,
+                                enabled=self.precision == "bf16"):
+                logits = self.module(batch.to(self.device), mask.to(self.device))
             out[idx] = self.module.scores(logits.float()).cpu()
         return out
+
+    def scores_distributed(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Lightning `trainer.predict` over `devices` processes (ddp_spawn), rows gathered back by index: the same
+        batches as one process (longest first), so the same scores."""
+        from lightning.pytorch import Trainer
+        from torch.utils.data import DataLoader
+
+        from eqn.data.datamodule import Collator
+        from eqn.predict import predict_scores
+
+        order = torch.argsort(lengths, descending=True).tolist()
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        gold = torch.zeros(len(lengths), len(self.label_names), dtype=torch.bool)
+        loader = DataLoader(range(len(lengths)), batch_sampler=RankBatches(batches),
+                            collate_fn=Collator(ids, lengths, gold, None))
+        accelerator = "gpu" if str(self.device).startswith("cuda") else "cpu"
+        trainer = Trainer(accelerator=accelerator, devices=self.devices, strategy="ddp_spawn", logger=False,
+                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                          precision="bf16-mixed" if self.precision == "bf16" else "32-true",
+                          use_distributed_sampler=False)
+        return predict_scores(trainer, self.module, loader, len(lengths))
 
     def emotions(self, scores: torch.Tensor) -> list[str]:
         """Labels at or above their thresholds, highest first; the top label is always kept."""
@@ -191,36 +256,106 @@ class ChunkWriter:
 
 def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text", batch_size: int = 256,
                   chunk_size: int = 20000, overwrite: bool = False, device: str = "cpu", progress: bool = True,
-                  header: bool = True) -> dict:
-    for key, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+                  header: bool = True, precision: str = "fp32", shards: int = 1, shard: int = 0,
+                  devices: int = 1) -> dict:
+    """Annotate a file chunk by chunk. With shards=K, this call does shard `shard` (chunks c with c % K == shard),
+    each chunk written atomically under <output>.shards/ (a finished chunk is never redone); the shard that finds
+    every chunk done merges them, in input order, into <output> (byte-identical to a single process)."""
+    for key, value in (("batch_size", batch_size), ("chunk_size", chunk_size), ("shards", shards),
+                       ("devices", devices)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key}={value!r}: must be a whole number of at least 1")
+    if not isinstance(shard, int) or not 0 <= shard < shards:
+        raise ConfigError(f"shard={shard!r}: must lie in 0..{shards - 1} (shards={shards})")
     out_path = Path(output)
     if input != "-" and Path(input).resolve() == out_path.resolve():
         raise DataError(out_path, "output would overwrite the input; choose another output path")
     if out_path.exists() and not overwrite:
         raise DataError(out_path, "output exists; pass overwrite=true to replace it")
+    if shards > 1 and input == "-":
+        raise ConfigError("shards>1 needs an input file (every shard reads the input), not stdin")
     fmt = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(out_path.suffix.lower(), "csv")
-    annotator = Annotator.from_checkpoint(ckpt, device)
-    started, n = time.perf_counter(), 0
-    with atomic_path(out_path) as tmp:
-        writer = ChunkWriter(tmp, fmt)
-        bar = tqdm(desc="annotating", unit="text", disable=not progress, file=sys.stderr)
-        try:
-            for chunk in read_chunks(input, text_column, chunk_size, header):
-                offset = 2 if header and Path(input).suffix.lower() in (".csv", ".tsv") else 1
-                writer.write(annotator.annotate_frame(chunk, text_column, batch_size, str(input), n + offset))
-                n += len(chunk)
-                bar.update(len(chunk))
-        finally:
-            writer.close()
-            bar.close()
+    annotator = Annotator.from_checkpoint(ckpt, device, precision, devices)
+    offset = 2 if header and Path(input).suffix.lower() in (".csv", ".tsv") else 1
+    started, n, done = time.perf_counter(), 0, 0
+    bar = tqdm(desc="annotating", unit="text", disable=not progress, file=sys.stderr)
+    if shards == 1:
+        with atomic_path(out_path) as tmp:
+            writer = ChunkWriter(tmp, fmt)
+            try:
+                for chunk in read_chunks(input, text_column, chunk_size, header):
+                    writer.write(annotator.annotate_frame(chunk, text_column, batch_size, str(input), n + offset))
+                    n += len(chunk)
+                    done += len(chunk)
+                    bar.update(len(chunk))
+            finally:
+                writer.close()
+                bar.close()
+            if n == 0:
+                raise DataError(input, "input is empty: no texts to annotate")
+    else:
+        parts = out_path.with_name(out_path.name + ".shards")
+        parts.mkdir(exist_ok=True)
+        count = 0
+        for c, chunk in enumerate(read_chunks(input, text_column, chunk_size, header)):
+            count, first = c + 1, n
+            n += len(chunk)
+            part = parts / f"chunk-{c:08d}.{fmt}"
+            if c % shards != shard or part.exists():
+                continue
+            frame = annotator.annotate_frame(chunk, text_column, batch_size, str(input), first + offset)
+            with atomic_path(part) as tmp:
+                writer = ChunkWriter(tmp, fmt)
+                writer.write(frame)
+                writer.close()
+            done += len(chunk)
+            bar.update(len(chunk))
+        bar.close()
         if n == 0:
             raise DataError(input, "input is empty: no texts to annotate")
+        merge_parts(parts, count, out_path, fmt)
     seconds = time.perf_counter() - started
-    stats = {"texts": n, "seconds": seconds, "texts_per_s": n / max(seconds, 1e-9), "output": str(out_path)}
-    print(f"annotated {n} texts in {seconds:.1f} s ({stats['texts_per_s']:.0f} texts/s) -> {out_path}", file=sys.stderr)
+    stats = {"texts": n, "annotated_here": done, "seconds": seconds, "texts_per_s": done / max(seconds, 1e-9),
+             "output": str(out_path), "complete": out_path.exists()}
+    where = out_path if out_path.exists() else f"{out_path} (waiting for the other shards)"
+    print(f"annotated {done} texts in {seconds:.1f} s ({stats['texts_per_s']:.0f} texts/s) -> {where}", file=sys.stderr)
     return stats
+
+
+def merge_parts(parts: Path, count: int, out_path: Path, fmt: str) -> bool:
+    """If every chunk file 0..count-1 exists, concatenate them in order into `out_path` (atomically) and remove the
+    parts; one merger at a time (a lock in the parts folder). Returns whether the output was written."""
+    from eqn.io import RunLock
+
+    files = [parts / f"chunk-{c:08d}.{fmt}" for c in range(count)]
+    if not all(f.exists() for f in files):
+        return False
+    try:
+        lock = RunLock(parts).__enter__()
+    except ConfigError:
+        return False  # another shard is merging
+    try:
+        with atomic_path(out_path) as tmp:
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                writer = None
+                for f in files:
+                    table = pq.read_table(f)
+                    writer = writer or pq.ParquetWriter(str(tmp), table.schema)
+                    writer.write_table(table)
+                writer.close()
+            else:
+                with open(tmp, "wb") as out:
+                    for i, f in enumerate(files):
+                        data = f.read_bytes()
+                        if i > 0 and fmt in ("csv", "tsv"):  # every part has the header; keep the first
+                            data = data.split(b"\n", 1)[1] if b"\n" in data else b""
+                        out.write(data)
+    finally:
+        lock.__exit__(None, None, None)
+    shutil.rmtree(parts, ignore_errors=True)
+    return True
 
 
 def parse_key_values(argv: list[str]) -> dict:
@@ -230,8 +365,9 @@ def parse_key_values(argv: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             sys.exit(f"eqn.annotate: expected key=value, got {item!r}")
-        if key in ("batch_size", "chunk_size"):
-            if not value.isdigit() or int(value) < 1:
+        key = "devices" if key == "trainer.devices" else key
+        if key in ("batch_size", "chunk_size", "shards", "shard", "devices"):
+            if not value.isdigit() or (int(value) < 1 and key != "shard"):
                 sys.exit(f"eqn.annotate: {key}={value!r}: must be a whole number of at least 1")
             value = int(value)
         elif key in ("overwrite", "progress", "header"):
@@ -245,9 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     missing = [k for k in ("ckpt", "input", "output") if k not in args]
     if missing:
         sys.exit(f"usage: python -m eqn.annotate ckpt=<checkpoint> input=<file|-> output=<file> [text_column=text] "
-                 f"[batch_size=256] [chunk_size=20000] [overwrite=true]  (missing: {', '.join(missing)})")
+                 f"[batch_size=256] [chunk_size=20000] [overwrite=true] [precision=fp32|bf16|int8] [shards=K shard=i]"
+                 f"  (missing: {', '.join(missing)})")
     known = {"ckpt", "input", "output", "text_column", "batch_size", "chunk_size", "overwrite", "device", "progress",
-             "header"}
+             "header", "precision", "shards", "shard", "devices"}
     unknown = sorted(set(args) - known)
     if unknown:
         sys.exit(f"eqn.annotate: unknown option(s) {unknown}; valid: {sorted(known)}")

@@ -41,13 +41,20 @@ def per_device(global_batch: int, devices: Any, num_nodes: Any = 1) -> int:
     return global_batch // world
 
 
+def threads_per_job(n_jobs: Any) -> int:
+    """Torch threads for each of `n_jobs` parallel local jobs (joblib's -1 = one job per core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = cores if int(n_jobs) < 0 else max(1, int(n_jobs))
+    return max(1, cores // n)
+
+
 def monitor_mode(monitor: str) -> str:
     """Checkpoint/early-stopping direction of a monitored metric: losses go down, F1 goes up."""
     return "max" if monitor == "val/f1_macro" else "min"
 
 
 for _name, _fn in (("eqn_data_dir", default_data_dir), ("minilm_path", minilm_path), ("per_device", per_device),
-                   ("monitor_mode", monitor_mode)):
+                   ("monitor_mode", monitor_mode), ("threads_per_job", threads_per_job)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -175,6 +182,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     logger: Any = None
     callbacks: Any = None  # extra Lightning callbacks (conf/callbacks/), name -> _target_ node
+    threads: Optional[int] = None  # torch intra-op threads for this job (set by cluster=joblib/local); null: torch's default
     seed: int = 42
     run_name: str = "${data.name}-${model.name}-${pipeline.name}-s${seed}"
     print_config: bool = False

@@ -49,6 +49,10 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict[str, float]:
         print(OmegaConf.to_yaml(cfg, resolve=True))
     if run_dir is None:
         run_dir = HydraConfig.get().runtime.output_dir
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
     pipeline = Pipeline(cfg, run_dir)
     with interruptible(), (RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext()):
         try:

@@ -3,6 +3,7 @@ import io
 import sys
 
 import pandas as pd
+import torch
 import pytest
 
 from eqn import load
@@ -159,3 +160,50 @@ def test_huge_line_is_cut_by_characters_before_tokenising(ckpt):
     limit = MAX_CHARS_PER_TOKEN * model.max_length
     assert limit < len(head)
     assert (model.scores([huge]) == model.scores([huge[:limit]])).all()
+
+
+def big_input(tmp_path, rows=230):
+    from eqn.data import sources
+
+    texts = sources.load("goemotions", "/nonexistent").splits["test"].texts[:rows]
+    path = tmp_path / "big.csv"
+    pd.DataFrame({"text": texts, "row": range(rows)}).to_csv(path, index=False)
+    return path
+
+
+def test_two_shards_give_the_bytes_of_one_process_and_resume_per_chunk(ckpt, tmp_path):
+    inp = big_input(tmp_path)
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    annotate_file(str(ckpt), str(inp), str(one), chunk_size=50, progress=False)
+    first = annotate_file(str(ckpt), str(inp), str(two), chunk_size=50, progress=False, shards=2, shard=0)
+    assert not first["complete"] and first["annotated_here"] == 130  # chunks 0, 2, 4 (the last has 30 rows)
+    parts = tmp_path / "two.csv.shards"
+    assert sorted(p.name for p in parts.glob("chunk-*")) == [f"chunk-{c:08d}.csv" for c in (0, 2, 4)]
+    (parts / "chunk-00000002.csv").unlink()  # shard 0 "killed" before this chunk finished
+    stamps = {p: p.stat().st_mtime_ns for p in parts.glob("chunk-*")}
+    again = annotate_file(str(ckpt), str(inp), str(two), chunk_size=50, progress=False, shards=2, shard=0)
+    assert again["annotated_here"] == 50  # only the missing chunk is redone
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    last = annotate_file(str(ckpt), str(inp), str(two), chunk_size=50, progress=False, shards=2, shard=1)
+    assert last["complete"] and not parts.exists()
+    assert two.read_bytes() == one.read_bytes()
+
+
+def test_faster_precisions_stay_close_to_fp32(ckpt):
+    from eqn.annotate import Annotator
+
+    texts = list(pd.read_csv(big_input(__import__("pathlib").Path(ckpt).parent, 100)).text)
+    base = Annotator.from_checkpoint(ckpt).scores(texts)
+    for precision in ("bf16", "int8"):
+        other = Annotator.from_checkpoint(ckpt, precision=precision).scores(texts)
+        assert (other - base).abs().max() < 0.25 and not torch.equal(other, base)
+    with pytest.raises(Exception, match="choose one of"):
+        Annotator.from_checkpoint(ckpt, precision="fp8")
+
+
+def test_two_processes_give_the_bytes_of_one(ckpt, tmp_path):
+    inp = big_input(tmp_path, 120)
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    main([f"ckpt={ckpt}", f"input={inp}", f"output={one}", "batch_size=16", "progress=false"])
+    main([f"ckpt={ckpt}", f"input={inp}", f"output={two}", "batch_size=16", "progress=false", "trainer.devices=2"])
+    assert two.read_bytes() == one.read_bytes()

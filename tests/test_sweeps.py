@@ -103,3 +103,16 @@ def test_every_experiment_preset_composes(preset):
         for choice in str(params.get(group, "")).split(","):
             if choice:
                 assert (CONF / group / f"{choice}.yaml").exists(), f"{preset}: {group}={choice} does not exist"
+
+
+def test_parallel_local_presets_split_the_cores_between_jobs():
+    from eqn.config import threads_per_job
+
+    cores = len(os.sched_getaffinity(0))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["cluster=joblib", "hydra.launcher.n_jobs=2"], return_hydra_config=True)
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.threads == max(1, cores // 2) == threads_per_job(2)
+    assert threads_per_job(-1) == 1 and threads_per_job(1) == cores
