@@ -1,6 +1,6 @@
 # make run   : create .venv, install (torch first), run the default pipeline (TextCNN EQN on GoEmotions)
 # make test  : same install, then the test suite (offline)
-# make bench : speed benchmark (experiments/bench_speed.py)
+# make bench : speed benchmarks (experiments/bench_speed.py: training; bench_annotate.py: annotation at scale)
 # make data NAME=<dataset> : download a dataset from the Hugging Face hub into the data dir
 PYTHON ?= python3
 VENV   ?= .venv
@@ -32,6 +32,7 @@ test-all: install
 
 bench: install
 	$(PY) experiments/bench_speed.py
+	$(PY) experiments/bench_annotate.py
 
 data: install
 	$(PY) -m eqn.data download $(NAME)

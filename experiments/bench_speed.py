@@ -36,6 +36,7 @@ from eqn.config import default_data_dir, minilm_path  # noqa: E402
 from eqn.data.datamodule import EQNDataModule  # noqa: E402
 from eqn.io import write_json  # noqa: E402
 from eqn.models.module import EQNModule  # noqa: E402
+from eqn.models.module import build_module as make_module  # noqa: E402
 from eqn.predict import predict_scores  # noqa: E402
 from eqn.run import quiet_lightning  # noqa: E402
 
@@ -43,10 +44,12 @@ LR = 5e-5
 
 
 def build_module(dm: EQNDataModule, state: dict | None) -> EQNModule:
-    module = EQNModule(backbone={"_target_": "eqn.models.backbones.Bert", "pretrained": minilm_path(), "pooling": "mean"},
-                       label_names=dm.label_names, multi_label=True, objective="eqn",
-                       optimizer={"_target_": "torch.optim.AdamW", "lr": LR, "eps": 1e-8},
-                       scheduler={"name": "linear"}, encoder=dm.encoder.to_str())
+    """MiniLM (mean pooling) through the one module factory, with the composed model=minilm config."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=minilm", f"model.optimizer.lr={LR}", "model.head_init=default"])
+    module = make_module(dm.spec, cfg, "eqn", "bench")
     if state is not None:
         module.load_state_dict(state)
     module.train()
@@ -158,7 +161,7 @@ def main() -> None:
     tokens_per_s = {k: (authors_tokens if k.startswith("authors") else real_tokens) / median[k] for k in runs}
 
     module = build_module(dm, state).eval()
-    annotator = Annotator(module, "cpu", 128)
+    annotator = Annotator(module, "cpu")
     test_texts = EQNDataModule("goemotions", default_data_dir(), tokenizer={}, encoder=dm.encoder.to_str(),
                                max_train_samples=10).prepare().split("test").texts
     started = time.perf_counter()

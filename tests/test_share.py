@@ -119,3 +119,13 @@ def test_other_lightning_loggers_work_offline(logger, tmp_path, data_dir):
         (metrics,) = (tmp_path / "run" / "mlruns").glob("*/*/metrics")
         logged = {str(p.relative_to(metrics)) for p in metrics.rglob("*") if p.is_file()}
         assert {"test/f1_macro", "val/loss", "train/loss"} <= logged
+
+
+def test_max_length_of_training_is_carried_into_annotation(tmp_path, data_dir):
+    cfg = compose_config("pipeline=coeqn", "data.max_length=12", "data.max_train_samples=60", "data.max_eval_samples=30",
+                         "trainer.max_epochs=1", "logger=none", "pipeline.analyze=false", tmp_path=tmp_path)
+    run(cfg, run_dir=str(tmp_path / "run"))
+    model = load(str(tmp_path / "run" / "checkpoints" / "coeqn.ckpt"))
+    assert model.max_length == 12 and load(str(tmp_path / "run" / "export" / "coeqn")).max_length == 12
+    long = "word " * 50
+    assert torch.equal(model.scores([long]), model.scores([long + "extra words beyond the limit"]))

@@ -1,0 +1,155 @@
+"""Annotation at corpus scale, measured side by side in one run (targets printed beside the figures).
+
+    python experiments/bench_annotate.py [--quick] [--out experiments/results/annotate.json]
+
+1. MiniLM annotation of the GoEmotions test set in fp32, bf16 and int8: texts/s, the ratio to fp32, the mean
+   absolute intensity difference to fp32 and the share of rows whose `emotions` column is identical
+   (target: a mode >= 3x fp32 with >= 99% identical decisions).
+2. TextCNN annotation texts/s (target >= 20,000 texts/s on 2 cores).
+3. Peak RSS of `python -m eqn.annotate` (TextCNN) on 20k and 200k generated rows, each in a fresh process
+   (target: flat, <= +5%).
+4. Peak RSS of MiniLM training (one epoch, eqn module + datamodule) in a fresh process (target <= 2 GiB).
+The models are freshly initialised (speed does not depend on training); fixed seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+import eqn.config  # noqa: E402,F401  (schemas and resolvers)
+from eqn.annotate import Annotator  # noqa: E402
+from eqn.data import sources  # noqa: E402
+from eqn.data.datamodule import EQNDataModule  # noqa: E402
+from eqn.io import write_json  # noqa: E402
+from eqn.models.module import build_module, plain  # noqa: E402
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def model(name: str, rows: int) -> tuple[torch.nn.Module, EQNDataModule]:
+    cfg = compose(f"model={name}", f"data.max_train_samples={rows}", "paths.cache_dir=null")
+    dm = EQNDataModule("goemotions", cfg.data.data_dir, tokenizer=dict(cfg.model.tokenizer), max_length=128,
+                       max_train_samples=rows, cache_dir=None).prepare()
+    torch.manual_seed(0)
+    return build_module(dm.spec, cfg, "eqn", "bench"), dm
+
+
+def annotate_modes(texts: list[str], quick: bool) -> dict:
+    module, _ = model("minilm", 200)
+    out, base = {}, None
+    for precision in ("fp32", "bf16", "int8"):
+        annotator = Annotator(module, "cpu", precision)
+        annotator.scores(texts[:64])  # warm-up
+        started = time.perf_counter()
+        scores = annotator.scores(texts)
+        seconds = time.perf_counter() - started
+        emotions = annotator.emotions(scores)
+        if base is None:
+            base = (scores, emotions)
+        out[precision] = {"texts_per_s": len(texts) / seconds,
+                          "mean_abs_diff_vs_fp32": float((scores - base[0]).abs().mean()),
+                          "identical_emotions_share": sum(a == b for a, b in zip(emotions, base[1])) / len(texts)}
+    for precision in out:
+        out[precision]["ratio_vs_fp32"] = out[precision]["texts_per_s"] / out["fp32"]["texts_per_s"]
+    return out
+
+
+def textcnn_speed(texts: list[str]) -> float:
+    module, _ = model("textcnn", 5000)
+    annotator = Annotator(module, "cpu")
+    annotator.scores(texts[:256])
+    started = time.perf_counter()
+    annotator.scores(texts, batch_size=1024)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def child_peak_rss(code: str) -> float:
+    """Peak RSS (MiB) of a fresh Python process running `code`."""
+    wrapped = code + "\nimport resource; print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    done = subprocess.run([sys.executable, "-c", wrapped], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.rsplit("PEAK", 1)[1])
+
+
+def annotation_rss(texts: list[str], sizes: list[int], work: Path) -> dict:
+    module, _ = model("textcnn", 5000)
+    ckpt = work / "textcnn.ckpt"
+    from lightning.pytorch import __version__ as lightning_version
+
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": plain(dict(module.hparams)),
+                "pytorch-lightning_version": lightning_version}, ckpt)
+    out = {}
+    for n in sizes:
+        path = work / f"rows{n}.csv"
+        pd.DataFrame({"text": [texts[i % len(texts)] for i in range(n)]}).to_csv(path, index=False)
+        out[n] = child_peak_rss(f"from eqn.annotate import annotate_file; annotate_file({str(ckpt)!r}, {str(path)!r}, "
+                                f"{str(work / f'out{n}.csv')!r}, progress=False, overwrite=True)")
+    return out
+
+
+def training_rss(rows: int) -> float:
+    return child_peak_rss(
+        "import sys; sys.path.insert(0, '.')\n"
+        "from experiments.bench_annotate import model\n"
+        "from lightning.pytorch import Trainer\n"
+        f"module, dm = model('minilm', {rows})\n"
+        "Trainer(accelerator='cpu', max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,"
+        " limit_val_batches=0, num_sanity_val_steps=0).fit(module, train_dataloaders=dm.train_dataloader())")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks that the benchmark runs")
+    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "annotate.json"))
+    args = parser.parse_args()
+    test = sources.load("goemotions", "/nonexistent").splits["test"].texts
+    texts = test[:300] if args.quick else test
+    sizes = [2000, 20000] if args.quick else [20000, 200000]
+    with tempfile.TemporaryDirectory() as work:
+        result = {"machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__},
+                  "minilm_annotation": annotate_modes(texts, args.quick), "texts": len(texts),
+                  "textcnn_annotation_texts_per_s": textcnn_speed(test if not args.quick else test[:2000]),
+                  "annotation_peak_rss_mib": annotation_rss(test, sizes, Path(work)),
+                  "minilm_training_peak_rss_mib": training_rss(200 if args.quick else 1600)}
+    rss = result["annotation_peak_rss_mib"]
+    growth = rss[sizes[1]] / rss[sizes[0]] - 1
+    result["annotation_rss_growth"] = growth
+    write_json(args.out, json.loads(json.dumps(result)))
+    modes = result["minilm_annotation"]
+    print("| MiniLM annotation | texts/s | x fp32 | mean |diff| | identical emotions |\n|---|---|---|---|---|")
+    for k, v in modes.items():
+        print(f"| {k} | {v['texts_per_s']:.0f} | {v['ratio_vs_fp32']:.2f} | {v['mean_abs_diff_vs_fp32']:.4f} | "
+              f"{100 * v['identical_emotions_share']:.1f}% |")
+    best = max((k for k in modes if k != "fp32"), key=lambda k: modes[k]["ratio_vs_fp32"])
+    print(f"fastest mode {best}: {modes[best]['ratio_vs_fp32']:.2f}x fp32 (target >= 3x), "
+          f"{100 * modes[best]['identical_emotions_share']:.1f}% identical decisions (target >= 99%)")
+    print(f"TextCNN annotation: {result['textcnn_annotation_texts_per_s']:.0f} texts/s (target >= 20,000)")
+    print(f"annotation peak RSS: {rss[sizes[0]]:.0f} MiB at {sizes[0]} rows, {rss[sizes[1]]:.0f} MiB at {sizes[1]} "
+          f"rows ({100 * growth:+.1f}%, target <= +5%)")
+    print(f"MiniLM training peak RSS: {result['minilm_training_peak_rss_mib']:.0f} MiB (target <= 2048)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
