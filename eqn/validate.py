@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     if "ckpt" not in args or "ratings" not in args or set(args) - known:
         sys.exit("usage: python -m eqn.validate ckpt=<checkpoint> ratings=<file> [ckpt2=<checkpoint>] "
                  "[output=report.csv] [text_column=text] [emotion_column=emotion] [rating_column=rating] "
-                 f"[resamples=1000]" + (f"  (unknown: {sorted(set(args) - known)})" if set(args) - known else ""))
+                 "[resamples=1000]" + (f"  (unknown: {sorted(set(args) - known)})" if set(args) - known else ""))
     try:
         ratings = read_ratings(args["ratings"], args.get("text_column", "text"), args.get("emotion_column", "emotion"),
                                args.get("rating_column", "rating"))

@@ -3,7 +3,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from eqn.io import load_tensors
 from eqn.run import run

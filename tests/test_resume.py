@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from eqn.io import ConfigError, load_tensors, write_json
+from eqn.io import ConfigError, write_json
 from eqn.models.module import EQNModule
 from eqn.run import run
 from tests.conftest import ROOT, compose_config

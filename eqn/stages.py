@@ -1,0 +1,196 @@
+"""The stages over a run directory: fit (train, evaluate, save, export), evaluate, regress.
+
+Each is a function of a RunContext (config, run dir, metrics, rank, trainers) and is resumable on its own:
+a finished fit has stages/<stage>/done.json; a finished regression has stages/regress<r>/targets.safetensors.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from hydra.utils import instantiate
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import __version__ as lightning_version
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+from eqn import evaluation
+from eqn.config import monitor_mode
+from eqn.data.datamodule import EQNDataModule
+from eqn.interrupt import TrainingState, fault_point
+from eqn.io import ConfigError, atomic_path, load_tensors, read_json, save_tensors, write_json
+from eqn.models.module import EQNModule, build_module, load_module, plain
+from eqn.predict import predict_splits
+from eqn.relabeled import dataset_card, hf_dataset, write_dataset, write_intensity_csv
+from eqn.stage_logging import StageLogger
+from eqn.targets import regress_targets
+
+log = logging.getLogger(__name__)
+
+
+class RunContext:
+    """What every stage needs: the config, the run dir, the metrics so far, which rank writes, the trainers."""
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / f".write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            raise ConfigError(f"run dir {self.run_dir} is not writable ({err.strerror}); choose another "
+                              "hydra.run.dir") from None
+        self.metrics: dict[str, float] = {}
+        self._predict_trainer: Trainer | None = None
+
+    def build_trainer(self, stage: str | None, callbacks: list, logger: Any = False, **overrides) -> Trainer:
+        return instantiate(self.cfg.trainer, callbacks=callbacks, logger=logger,
+                           default_root_dir=str(self.run_dir / "stages" / (stage or "predict")), **overrides)
+
+    def predict_trainer(self) -> Trainer:
+        """Same devices and strategy as training: label regression and evaluation run on every rank."""
+        if self._predict_trainer is None:
+            self._predict_trainer = instantiate(self.cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+                                                enable_progress_bar=False, enable_model_summary=False,
+                                                default_root_dir=str(self.run_dir / "stages" / "predict"))
+        return self._predict_trainer
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the run's files (with srun-launched DDP every rank runs this pipeline)."""
+        return rank_zero_only.rank == 0
+
+    @staticmethod
+    def barrier() -> None:
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+
+def artifact_name(cfg: DictConfig, round_: int) -> str:
+    return f"{cfg.run_name}-relabeled-r{round_}"
+
+def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_from: Path | None = None,
+              uses_artifact: str | None = None) -> Path:
+    stage_dir = run.run_dir / "stages" / stage
+    final = run.run_dir / "checkpoints" / f"{stage}.ckpt"
+    done = stage_dir / "done.json"
+    if done.exists() and final.exists():
+        log.info("stage %s already finished; skipping", stage)
+        run.metrics.update(read_json(done)["metrics"])
+        return final
+    seed_everything(run.cfg.seed, workers=True)
+    module = build_module(dm.spec, run.cfg, objective, stage)
+    if init_from is not None:
+        state = torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    monitor = run.cfg.pipeline.monitor
+    checkpoint = ModelCheckpoint(dirpath=stage_dir, filename="best", monitor=monitor, mode=monitor_mode(monitor),
+                                 save_last=True, save_top_k=1)
+    extra = [instantiate(node) for node in (run.cfg.callbacks or {}).values() if node and "_target_" in node]
+    epochs = run.cfg.trainer.max_epochs * (run.cfg.pipeline.rounds + 1 if stage == "baseline_matched" else 1)
+    resume = stage_dir / "last.ckpt"
+    started = time.perf_counter()
+    with StageLogger(run.cfg, run.run_dir, stage) as logger:
+        if uses_artifact:
+            logger.use_artifact(uses_artifact)
+        trainer = run.build_trainer(stage, [checkpoint, TrainingState(stage), *extra], logger.lightning, max_epochs=epochs)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.exists() else None, weights_only=True)
+        fit_s = time.perf_counter() - started
+        fault_point(f"fit:{stage}:trained")
+        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else resume
+        module = load_module(best)
+        metrics = evaluate(run, module, dm, stage)
+        metrics[f"time/{stage}_fit_s"] = fit_s
+        logger.log_results(stage, metrics, dm.label_names)
+        fault_point(f"fit:{stage}:evaluated")
+        if run.is_main:
+            save_final_checkpoint(module, final)
+            fault_point(f"fit:{stage}:saved")
+            if run.cfg.pipeline.export:  # export/<stage>/: a Hugging Face-style model folder
+                from eqn.export import export
+
+                export(final, run.run_dir / "export" / stage, {**run.metrics, **metrics}, dm.name)
+                fault_point(f"fit:{stage}:exported")
+            logger.log_stage_outputs(stage, run.run_dir, dm.split("test").texts)
+            write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
+    run.barrier()
+    run.metrics.update(metrics)
+    return final
+
+def evaluate(run: "RunContext", module: EQNModule, dm: EQNDataModule, stage: str) -> dict[str, float]:
+    """Thresholds from val (tuned or fixed), then every decision rule on val and test."""
+    splits = ("val", "test")
+    predicted = predict_splits(run.predict_trainer(), module, [dm.predict_loader(s) for s in splits],
+                               [len(dm.split(s)) for s in splits], run.run_dir)
+    scores = dict(zip(splits, predicted))
+    module.fit_thresholds(scores["val"], dm.gold["val"])
+    if run.is_main:
+        save_tensors(run.run_dir / "stages" / stage / "test_scores.safetensors",
+                     {"scores": scores["test"], "gold": dm.gold["test"], "thresholds": module.thresholds},
+                     {"label_names": dm.label_names, "multi_label": dm.multi_label,
+                      "objective": module.hparams.objective, "score_scale": module.score_scale,
+                      "scale": run.cfg.pipeline.scale, "ids": dm.split("test").ids})
+    out: dict[str, float] = {}
+    for split, s in scores.items():
+        m = evaluation.all_rule_metrics(s, dm.gold[split], dm.multi_label, module.thresholds, module.score_scale,
+                                        dm.label_names)
+        if module.hparams.objective == "eqn":
+            m.update(evaluation.intensity_metrics(s, dm.gold[split], run.cfg.pipeline.scale))
+        out.update({f"{stage}/{split}/{k}": v for k, v in m.items()})
+    return out
+
+def save_final_checkpoint(module: EQNModule, final: Path) -> None:
+    """Weights (with the thresholds fitted on val) and hyper-parameters: what annotation needs, no training state."""
+    ckpt = {"state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            "hyper_parameters": plain(dict(module.hparams)), "pytorch-lightning_version": lightning_version}
+    with atomic_path(final) as tmp:
+        torch.save(ckpt, tmp)
+
+def regress(run: "RunContext", dm: EQNDataModule, checkpoint: Path, round_: int, last: bool) -> None:
+    """Label regression: predict the training set (and val, if asked), keep gold at scale, replace the rest."""
+    path = run.run_dir / "stages" / f"regress{round_}" / "targets.safetensors"
+    p = run.cfg.pipeline
+    splits = ("train", "val") if p.regress_val else ("train",)
+    live = {"train": dm.targets, "val": dm.val_targets}
+    if path.exists():
+        saved, _ = load_tensors(path)
+        for split in splits:
+            live[split].copy_(saved[split])
+        return
+    with StageLogger(run.cfg, run.run_dir, f"regress{round_}") as logger:
+        started = time.perf_counter()
+        module = load_module(checkpoint)
+        predictions = predict_splits(run.predict_trainer(), module, [dm.predict_loader(s) for s in splits],
+                                     [len(dm.split(s)) for s in splits], run.run_dir)
+        for split, predicted in zip(splits, predictions):
+            live[split].copy_(regress_targets(dm.gold[split], predicted, p.scale, p.floor, p.clip))
+        seconds = time.perf_counter() - started
+        run.metrics[f"time/regress{round_}_s"] = seconds
+        fault_point(f"regress{round_}:predicted")
+        if not run.is_main:
+            return
+        artifact = path
+        if last and p.save_relabeled:
+            split = dm.split("train")
+            artifact = run.run_dir / "relabeled_train.csv"
+            write_intensity_csv(artifact, {"id": split.ids, "text": split.texts}, dm.targets, dm.label_names)
+            fault_point(f"regress{round_}:csv")
+            if p.export:  # relabeled/ (datasets) + relabeled_train.parquet, with a dataset card
+                dataset = hf_dataset(split.ids, split.texts, dm.targets, dm.label_names, dm.gold["train"])
+                write_dataset(run.run_dir, dataset, dataset_card(
+                    dm.name, dm.label_names, p.scale, f"{run.cfg.model.name} CoEQN "
+                    f"(export/{checkpoint.stem})", run.metrics))
+                fault_point(f"regress{round_}:dataset")
+        # written last: its presence marks the round as done
+        save_tensors(path, {s: live[s] for s in splits}, {"round": round_})
+        changed = (dm.targets != dm.gold["train"].float() * p.scale).float().mean().item()
+        logger.log_results(f"regress{round_}", {f"regress{round_}/seconds": seconds,
+                                                 f"regress{round_}/changed_cells": changed}, [])
+        logger.log_artifact(artifact, artifact_name(run.cfg, round_), "dataset")
