@@ -66,6 +66,8 @@ class Annotator:
         if precision == "int8" and not str(device).startswith("cpu"):
             raise ConfigError("precision=int8 is CPU-only (dynamic quantisation); use bf16 on a GPU")
         self.module = module.to(device).eval()
+        if hasattr(self.module.backbone, "fold"):  # TextCNN/CNN: convolutions become table lookups
+            self.module.backbone.fold()
         if precision == "int8":
             self.module = torch.ao.quantization.quantize_dynamic(self.module, {torch.nn.Linear}, dtype=torch.qint8)
         if devices > 1 and precision == "int8":

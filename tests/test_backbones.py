@@ -34,3 +34,22 @@ def test_word_embeddings_from_a_pretrained_encoder():
     assert model.embedding.weight[0].abs().sum() == 0
     with pytest.raises(ValueError, match="embed_dim=384"):
         backbones.init_word_embeddings(backbones.ANN(vocab_size=encoder.vocab_size).embedding, vocab, minilm_path())
+
+
+def test_folded_textcnn_gives_the_convolution_results_and_is_dropped_when_training():
+    from eqn.models.backbones import CNN, TextCNN
+
+    torch.manual_seed(0)
+    for net in (TextCNN(vocab_size=50, pad_id=0, embed_dim=16, num_filters=8), CNN(vocab_size=50, embed_dim=16)):
+        net.eval()
+        ids = torch.randint(1, 50, (6, 9))
+        mask = torch.ones_like(ids)
+        mask[3:, 5:] = 0
+        ids[3:, 5:] = 0
+        short = ids[:, :2]
+        plain = [net(ids, mask), net(short, mask[:, :2])]
+        net.fold()
+        folded = [net(ids, mask), net(short, mask[:, :2])]
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain, folded))
+        net.train()
+        assert net._folded is None
