@@ -55,12 +55,16 @@ class RankBatches:
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
+def check_device(device: str) -> None:
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: no CUDA GPU is visible on this machine (use device=cpu)")
+
+
 class Annotator:
     """precision: fp32; bf16 (autocast, CPU or GPU); int8 (dynamic quantisation of the Linear layers, CPU)."""
 
     def __init__(self, module: EQNModule, device: str = "cpu", precision: str = "fp32", devices: int = 1):
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            raise DataError("device", f"device={device}: no CUDA GPU is visible on this machine (use device=cpu)")
+        check_device(device)
         if precision not in PRECISIONS:
             raise ConfigError(f"precision={precision!r}: choose one of {list(PRECISIONS)}")
         if precision == "int8" and not str(device).startswith("cpu"):
@@ -83,6 +87,7 @@ class Annotator:
         """A run checkpoint, an exported model folder, or a hub repo id of one."""
         from eqn.export import load_folder, resolve_model
 
+        check_device(device)  # before loading: a CUDA-saved tensor on a CPU machine would be a confusing error
         path = resolve_model(path)
         module = load_folder(path, device) if path.is_dir() else load_module(path, map_location=device)
         return cls(module, device, precision, devices)

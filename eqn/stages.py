@@ -76,6 +76,7 @@ class RunContext:
 def artifact_name(cfg: DictConfig, round_: int) -> str:
     return f"{cfg.run_name}-relabeled-r{round_}"
 
+
 def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_from: Path | None = None,
               uses_artifact: str | None = None) -> Path:
     stage_dir = run.run_dir / "stages" / stage
@@ -100,7 +101,8 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
     with StageLogger(run.cfg, run.run_dir, stage) as logger:
         if uses_artifact:
             logger.use_artifact(uses_artifact)
-        trainer = run.build_trainer(stage, [checkpoint, TrainingState(stage), *extra], logger.lightning, max_epochs=epochs)
+        callbacks = [checkpoint, TrainingState(stage), *extra]
+        trainer = run.build_trainer(stage, callbacks, logger.lightning, max_epochs=epochs)
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.exists() else None, weights_only=True)
         fit_s = time.perf_counter() - started
         fault_point(f"fit:{stage}:trained")
@@ -124,6 +126,7 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
     run.metrics.update(metrics)
     return final
 
+
 def evaluate(run: "RunContext", module: EQNModule, dm: EQNDataModule, stage: str) -> dict[str, float]:
     """Thresholds from val (tuned or fixed), then every decision rule on val and test."""
     splits = ("val", "test")
@@ -146,12 +149,14 @@ def evaluate(run: "RunContext", module: EQNModule, dm: EQNDataModule, stage: str
         out.update({f"{stage}/{split}/{k}": v for k, v in m.items()})
     return out
 
+
 def save_final_checkpoint(module: EQNModule, final: Path) -> None:
     """Weights (with the thresholds fitted on val) and hyper-parameters: what annotation needs, no training state."""
     ckpt = {"state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
             "hyper_parameters": plain(dict(module.hparams)), "pytorch-lightning_version": lightning_version}
     with atomic_path(final) as tmp:
         torch.save(ckpt, tmp)
+
 
 def regress(run: "RunContext", dm: EQNDataModule, checkpoint: Path, round_: int, last: bool) -> None:
     """Label regression: predict the training set (and val, if asked), keep gold at scale, replace the rest."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -147,7 +148,10 @@ fixed threshold (0.5 of the score range) and argmax (the authors' accuracy-only 
 
 
 def write_results(out: Path, names: list[str]) -> Path:
-    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, 2 CPU cores, no GPU"
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown CPU") \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    machine = f"{platform.machine()} {model}, {os.cpu_count()} CPU threads, no GPU"
     lines = [HEADER.format(machine=machine)]
     for name in names:
         study, spec = out / name, STUDIES[name]

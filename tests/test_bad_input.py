@@ -242,3 +242,30 @@ def test_read_only_run_dir_is_refused_even_as_root(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "touch", refuse)
     with pytest.raises(ValueError, match="run dir .* is not writable \\(Permission denied\\)"):
         run(compose_config(tmp_path=tmp_path), run_dir=str(tmp_path / "run"))
+
+
+def test_unwritable_cache_dir_costs_time_not_the_run(tmp_path, caplog, monkeypatch):
+    from eqn.data import datamodule
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(datamodule, "write_cache", refuse)
+    dm = datamodule.EQNDataModule("goemotions", str(tmp_path), {"kind": "word"}, max_train_samples=40,
+                                  max_eval_samples=20, cache_dir=str(tmp_path / "cache")).prepare()
+    assert len(dm.split("train")) == 40
+    assert "cannot write the token cache" in caplog.text and "continuing without it" in caplog.text
+
+
+def test_annotation_on_cuda_without_a_gpu_is_refused(trained_run, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: device=cuda is valid here")
+    inp = tmp_path / "in.csv"
+    inp.write_text("text\nhello\n")
+    from eqn.annotate import main
+
+    with pytest.raises(SystemExit, match="device=cuda: no CUDA GPU is visible"):
+        main([f"ckpt={trained_run / 'checkpoints' / 'eqn.ckpt'}", f"input={inp}", f"output={tmp_path / 'o.csv'}",
+              "device=cuda"])
