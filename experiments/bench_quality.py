@@ -62,7 +62,7 @@ STUDIES: dict[str, dict] = {
         "constant_lr": ["model.scheduler.name=constant"],
         "min_frequency_2": ["model.tokenizer.min_frequency=2"],
         "random_batches": ["data.bucket_batches=1"],
-        "padded_max_pool": ["model.backbone.valid_windows_only=false"],
+        "padded_max_pool": ["+model.backbone.valid_windows_only=false"],
         "select_val_f1": ["pipeline.monitor=val/f1_macro"],
         "3_epochs": ["trainer.max_epochs=3"],
     }),
