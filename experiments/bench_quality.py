@@ -144,6 +144,8 @@ fixed threshold (0.5 of the score range) and argmax (the authors' accuracy-only 
 - Every objective gets the same epochs, optimiser, checkpoint rule (best validation loss), threshold tuning,
   head initialisation (each objective's best constant, i.e. the label priors) and seeds. The EQN pipeline
   trains two models; "baseline (EQN budget)" trains the baseline for as many epochs in total.
+- Only the studies below have runs; `python experiments/bench_quality.py --list` shows every planned study (the
+  other datasets and backbones, MiniLM, EQN's knobs). Wall times include other work that shared the 2 cores.
 """
 
 
