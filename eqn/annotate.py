@@ -20,6 +20,7 @@ from typing import Iterator
 
 import pandas as pd
 import torch
+from lightning.pytorch import Callback
 from tqdm import tqdm
 
 from eqn.data.datamodule import pad_batch
@@ -30,6 +31,18 @@ from eqn.relabeled import intensity_frame
 
 
 MAX_CHARS_PER_TOKEN = 32
+
+
+class LeaveTogether(Callback):
+    """ddp_spawn workers exit right after predicting: wait for each other, then close the process group, so no
+    worker tears gloo down while its peer still uses it."""
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 class RankBatches:
@@ -137,6 +150,7 @@ class Annotator:
                           enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                           precision="bf16-mixed" if self.precision == "bf16" else "32-true",
                           use_distributed_sampler=False)
+        trainer.callbacks.append(LeaveTogether())
         return predict_scores(trainer, self.module, loader, len(lengths))
 
     def emotions(self, scores: torch.Tensor) -> list[str]:
