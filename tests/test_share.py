@@ -103,8 +103,31 @@ def test_offline_wandb_run_holds_figures_tables_and_the_model_artifact(tmp_path,
     assert images == {"label_correlation", "intensity_distribution", "per_class_f1"}
     tables = [p.name for p in (run_dir / "files" / "media" / "table").rglob("*.json")]
     assert any("annotated_test_sample" in n for n in tables) and any("label_correlation" in n for n in tables)
-    log = next(run_dir.glob("*.wandb")).read_bytes()
-    assert b"goemotions-textcnn-coeqn-s42-coeqn-model" in log  # the model artifact is recorded in the run
+    artifacts = {(r.artifact.name, r.artifact.type) for r in wandb_records(next(run_dir.glob("*.wandb")))
+                 if r.WhichOneof("record_type") == "artifact"}
+    assert ("goemotions-textcnn-coeqn-s42-coeqn-model", "model") in artifacts  # recorded in the offline run
+
+
+def wandb_records(path):
+    """The protobuf records of a .wandb file (a LevelDB-style log: 32 KiB blocks of chunks with 7-byte headers)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, buf, block = path.read_bytes(), 7, b"", 32768  # 7-byte file header
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer too short for a header
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0 and length == 0:
+            break
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(buf)
+            yield record
 
 
 @pytest.mark.parametrize("logger", ["tensorboard", "mlflow"])
