@@ -1,7 +1,7 @@
 """Quality studies on the real data, one training process at a time, written to experiments/results/quality.md.
 
     python experiments/bench_quality.py --list
-    python experiments/bench_quality.py --only 'grid_goemotions_textcnn,ablation_*' [--out outputs/quality]
+    python experiments/bench_quality.py --only 'grid_goemotions_textcnn,ablation_*' [--runs '*-s0'] [--out outputs/quality]
     python experiments/bench_quality.py --report-only          # rewrite quality.md from the runs under --out
 
 Every run is `python -m eqn.run <overrides> hydra.run.dir=<out>/<study>/<run>`: a finished run is skipped and
@@ -180,6 +180,7 @@ def write_results(out: Path, names: list[str]) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="*", help="comma-separated study names or globs")
+    parser.add_argument("--runs", default="*", help="comma-separated run names or globs inside those studies")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "quality"))
     parser.add_argument("--list", action="store_true", help="list the studies and their runs")
     parser.add_argument("--report-only", action="store_true", help="rewrite quality.md from existing runs")
@@ -192,7 +193,8 @@ def main() -> None:
     if not args.report_only:
         for name in names:
             for run, overrides in STUDIES[name]["runs"].items():
-                run_one(out / name / run, overrides)
+                if any(fnmatch.fnmatch(run, p) for p in args.runs.split(",")):
+                    run_one(out / name / run, overrides)
     print(f"wrote {write_results(out, list(STUDIES))}")
 
 
