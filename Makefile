@@ -33,6 +33,7 @@ test-all: install
 bench: install
 	$(PY) experiments/bench_speed.py
 	$(PY) experiments/bench_annotate.py
+	$(PY) experiments/bench_sweep.py
 
 data: install
 	$(PY) -m eqn.data download $(NAME)

@@ -5,6 +5,7 @@ a finished fit has stages/<stage>/done.json; a finished regression has stages/re
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -105,6 +106,10 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
         trainer = run.build_trainer(stage, callbacks, logger.lightning, max_epochs=epochs)
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.exists() else None, weights_only=True)
         fit_s = time.perf_counter() - started
+        # Lightning's trainer <-> module reference cycle would keep the trained weights, gradients and optimizer
+        # state alive through evaluation and the next stage (measured: +350 MiB per MiniLM stage)
+        del trainer, module
+        gc.collect()
         fault_point(f"fit:{stage}:trained")
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else resume
         module = load_module(best)

@@ -1,5 +1,6 @@
 import hashlib
 import io
+import os
 import sys
 
 import pandas as pd
@@ -207,3 +208,19 @@ def test_two_processes_give_the_bytes_of_one(ckpt, tmp_path):
     main([f"ckpt={ckpt}", f"input={inp}", f"output={one}", "batch_size=16", "progress=false"])
     main([f"ckpt={ckpt}", f"input={inp}", f"output={two}", "batch_size=16", "progress=false", "trainer.devices=2"])
     assert two.read_bytes() == one.read_bytes()
+
+
+def test_encode_pads_empty_texts_and_parallel_tokenising_changes_nothing(monkeypatch):
+    from eqn.data.tokenize import build_word_encoder
+
+    encoder = build_word_encoder(["a b c", "b c d e"], min_frequency=1)
+    texts = ["a b", "", "c d e a b", "zzz"]
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    ids, lengths = encoder.encode(texts, max_length=4)
+    unk, a = encoder.tokenizer.token_to_id("[UNK]"), encoder.tokenizer.token_to_id("a")
+    assert lengths.tolist() == [2, 1, 4, 1]  # cut to max_length; the empty text is one padding token
+    assert ids.shape == (4, 4) and ids[1].tolist() == [encoder.pad_id] * 4 and ids[3, 0] == unk
+    assert ids[2, 3] == a and (ids[0, 2:] == encoder.pad_id).all()
+    again, again_lengths = encoder.encode(texts, max_length=4, parallel=True)
+    assert (again == ids).all() and (again_lengths == lengths).all()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"  # restored after the parallel call

@@ -3,12 +3,32 @@ for the classic backbones, or a Hugging Face encoder's own fast tokenizer. Both 
 string, so a checkpoint carries its tokeniser and annotating needs nothing else."""
 from __future__ import annotations
 
+import itertools
 import json
+import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 PAD, UNK = "[PAD]", "[UNK]"
+
+
+@contextmanager
+def tokenizer_threads(enabled: bool) -> Iterator[None]:
+    """Let `tokenizers` use every core inside the block (it reads TOKENIZERS_PARALLELISM on each call)."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    if enabled:
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        yield
+    finally:
+        if enabled:
+            if old is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
 class TextEncoder:
@@ -23,16 +43,19 @@ class TextEncoder:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-        """(N x max_len) int32 ids padded with pad_id, and the N lengths (each >= 1)."""
+    def encode(self, texts: list[str], max_length: int, parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(N x max_len) int32 ids padded with pad_id, and the N lengths (each >= 1). `parallel` tokenises on every
+        core even where TOKENIZERS_PARALLELISM=false (set for training, whose data loader workers fork)."""
         self.tokenizer.enable_truncation(max_length)
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        with tokenizer_threads(parallel):
+            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
         self.tokenizer.no_truncation()
-        lengths = np.array([max(1, len(e.ids)) for e in encodings], dtype=np.int64)
-        ids = np.full((len(texts), int(lengths.max(initial=1))), self.pad_id, dtype=np.int32)
-        unk = self.tokenizer.token_to_id(UNK)
-        for row, enc in zip(ids, encodings):
-            row[: len(enc.ids)] = enc.ids if enc.ids else [unk if unk is not None else self.pad_id]
+        rows = [e.ids for e in encodings]
+        counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        ids = np.full((len(texts), int(counts.max(initial=1))), self.pad_id, dtype=np.int32)
+        ids[np.arange(ids.shape[1]) < counts[:, None]] = np.fromiter(
+            itertools.chain.from_iterable(rows), dtype=np.int32, count=int(counts.sum()))
+        lengths = np.maximum(counts, 1)  # an empty text is one padding token
         return ids, lengths
 
     def to_str(self) -> str:
