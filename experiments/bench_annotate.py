@@ -106,8 +106,10 @@ def textcnn_speed(texts: list[str]) -> float:
 
 
 def child_peak_rss(code: str) -> float:
-    """Peak RSS (MiB) of a fresh Python process running `code`."""
-    wrapped = code + "\nimport resource; print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    """Peak RSS (MiB) of a fresh Python process running `code`: VmHWM, the high-water mark of the process's own
+    memory. (ru_maxrss would not do: Linux carries the parent's RSS at fork over the exec into the child's figure.)"""
+    wrapped = code + ("\nimport re; print('PEAK', int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())"
+                      ".group(1)) / 1024)")
     done = subprocess.run([sys.executable, "-c", wrapped], cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"benchmark child failed:\n{done.stderr[-2000:]}")
