@@ -144,8 +144,10 @@ fixed threshold (0.5 of the score range) and argmax (the authors' accuracy-only 
 - Every objective gets the same epochs, optimiser, checkpoint rule (best validation loss), threshold tuning,
   head initialisation (each objective's best constant, i.e. the label priors) and seeds. The EQN pipeline
   trains two models; "baseline (EQN budget)" trains the baseline for as many epochs in total.
-- Only the studies below have runs; `python experiments/bench_quality.py --list` shows every planned study (the
-  other datasets and backbones, MiniLM, EQN's knobs). Wall times include other work that shared the 2 cores.
+- Only the studies below have runs, and a study lists how many of its planned runs finished (the others were cut
+  for time, for all objectives alike); studies with no run are listed under "Not run" at the end.
+  `python experiments/bench_quality.py --list` shows every planned run. Wall times include other work that shared
+  the 2 cores (benchmarks, tests), so they are upper bounds.
 """
 
 
@@ -154,11 +156,12 @@ def write_results(out: Path, names: list[str]) -> Path:
                   if line.startswith("model name")), platform.processor() or "unknown CPU") \
         if Path("/proc/cpuinfo").exists() else platform.processor()
     machine = f"{platform.machine()} {model}, {os.cpu_count()} CPU threads, no GPU"
-    lines = [HEADER.format(machine=machine)]
+    lines, missing = [HEADER.format(machine=machine)], []
     for name in names:
         study, spec = out / name, STUDIES[name]
         done = sorted(p.parent.name for p in study.glob("*/metrics.json")) if study.exists() else []
         if not done:
+            missing.append(name)
             continue
         walls = [float((study / r / "wall_time_s.txt").read_text()) for r in done if (study / r / "wall_time_s.txt").exists()]
         first = next(iter(spec["runs"].values()))
@@ -172,6 +175,9 @@ def write_results(out: Path, names: list[str]) -> Path:
         else:
             lines += ["Overrides per variant: " + "; ".join(f"`{k}`: `{' '.join(v[:-1])}`" for k, v in spec["runs"].items()
                                                           if k.endswith("-s0")), "", *variants_table(study, spec)]
+    if missing:
+        lines += ["## Not run", "", "Planned in `bench_quality.py` but without any finished run (cut for time on this "
+                  "machine, for all three objectives alike): " + ", ".join(f"`{n}`" for n in missing) + ".", ""]
     path = ROOT / "experiments" / "results" / "quality.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
