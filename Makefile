@@ -1,6 +1,6 @@
 # make run   : create .venv, install (torch first), run the default pipeline (TextCNN EQN on GoEmotions)
 # make test  : same install, then the test suite (offline)
-# make bench : speed benchmarks (experiments/bench_speed.py: training; bench_annotate.py: annotation at scale)
+# make bench : speed benchmarks (bench_speed.py: training; bench_annotate.py: annotation at scale; bench_sweep.py: parallel sweeps)
 # make data NAME=<dataset> : download a dataset from the Hugging Face hub into the data dir
 PYTHON ?= python3
 VENV   ?= .venv
