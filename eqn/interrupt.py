@@ -13,8 +13,10 @@ import torch
 from lightning.pytorch import Callback
 
 
-class Interrupted(Exception):
-    """The run got SIGINT or SIGTERM; everything finished so far is on disk."""
+class Interrupted(BaseException):
+    """The run got SIGINT or SIGTERM; everything finished so far is on disk. A BaseException (like
+    KeyboardInterrupt), so that no `except Exception` in eqn or a library it calls can swallow it and let an
+    interrupted run finish with exit code 0."""
 
     def __init__(self, signum: int):
         self.signum = signum
