@@ -83,7 +83,10 @@ def test_real_signal_during_training_exits_nonzero_and_resumes(sig, tmp_path, da
             "trainer.max_epochs=2", "pipeline=coeqn", "pipeline.analyze=false", "logger=none",
             "trainer.enable_progress_bar=false", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a run started from a background job inherits SIGINT ignored (and then rightly keeps ignoring it): start the
+    # child as a foreground run would be, with SIGINT at its default
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (run_dir / "stages" / "coeqn" / "last.ckpt").exists():  # inside training, after epoch 1
         assert proc.poll() is None, proc.stderr.read()[-2000:]
