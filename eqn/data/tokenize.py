@@ -18,17 +18,18 @@ PAD, UNK = "[PAD]", "[UNK]"
 @contextmanager
 def tokenizer_threads(enabled: bool) -> Iterator[None]:
     """Let `tokenizers` use every core inside the block (it reads TOKENIZERS_PARALLELISM on each call)."""
+    if not enabled:
+        yield
+        return
     old = os.environ.get("TOKENIZERS_PARALLELISM")
-    if enabled:
-        os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
     try:
         yield
     finally:
-        if enabled:
-            if old is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-            else:
-                os.environ["TOKENIZERS_PARALLELISM"] = old
+        if old is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
 class TextEncoder:
