@@ -2,6 +2,7 @@
 # make test  : same install, then the test suite (offline)
 # make bench : speed benchmarks (bench_speed.py: training; bench_annotate.py: annotation at scale; bench_sweep.py: parallel sweeps)
 # make data NAME=<dataset> : download a dataset from the Hugging Face hub into the data dir
+# make quality : quality studies (bench_quality.py, hours on 2 cores), then intensities vs human ratings (bench_intensity.py)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -40,6 +41,7 @@ data: install
 
 quality: install
 	$(PY) experiments/bench_quality.py
+	$(PY) experiments/bench_intensity.py
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache

@@ -1,0 +1,217 @@
+"""Do the intensities track people's judgements? A check against human-rated sentiment intensity.
+
+    python experiments/bench_intensity.py [--runs outputs/quality] [--vader DIR] [--resamples 1000]
+
+No emotion-intensity ratings can be obtained offline here. The closest human judgements that can: the 4,200
+tweets of VADER (Hutto & Gilbert, ICWSM 2014), each rated from -4 (extremely negative) to +4 (extremely
+positive) by about 20 people; the mean rating ships in the vaderSentiment sdist on PyPI (MIT licence), which this
+script downloads with pip into outputs/cache when --vader is not given (the tweets are not copied into the repo).
+
+A positive label (joy, love, positive, ...) is scored against the mean rating, a negative one (sadness, anger,
+fear, negative, ...) against minus the mean rating. Two views:
+- intensity: only the tweets of the label's polarity (rating > 0 for joy) - does a stronger tweet get a
+  stronger intensity? This is the question an intensity has to answer.
+- polarity: every tweet - does the intensity also separate the two polarities?
+Every finished grid run under --runs with checkpoints is scored, each stage side by side (baseline: 10 x its
+probability; CoEQN; EQN), with `eqn.validate.correlations` (Spearman / Pearson r, 95 % bootstrap interval over
+tweets). EQN and CoEQN are compared with the baseline of the same seed by a paired bootstrap over tweets (the
+same resamples for both models, averaged over seeds) and by a t-interval over seeds. Written to
+experiments/results/intensity.md and intensity.json.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import platform
+import re
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from eqn import load, stats  # noqa: E402
+from eqn.io import write_text  # noqa: E402
+from eqn.validate import correlations  # noqa: E402
+
+VADER = "vaderSentiment==3.3.2"
+POSITIVE = ("joy", "love", "admiration", "optimism", "positive")
+NEGATIVE = ("sadness", "anger", "fear", "disappointment", "negative")
+STAGES = ("baseline", "coeqn", "eqn")
+# word backbones and MiniLM on the datasets whose labels carry a polarity (tfn3's Bullish/Bearish are about
+# markets, not the tweets' feelings)
+STUDIES = "grid_goemotions_*,grid_emotion6_*,grid_tsa3_*"
+
+
+def vader_tweets(folder: Path | None) -> pd.DataFrame:
+    """(text, rating) of VADER's tweets_GroundTruth.txt, fetched from PyPI into outputs/cache when not given."""
+    if folder is None:
+        folder = ROOT / "outputs" / "cache" / "vader"
+        if not list(folder.rglob("tweets_GroundTruth.txt")):
+            folder.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", VADER,
+                            "-d", str(folder)], check=True)
+            for sdist in folder.glob("vaderSentiment-*.tar.gz"):
+                with tarfile.open(sdist) as outer:
+                    outer.extractall(folder, filter="data")
+            for inner in folder.rglob("hutto_ICWSM_2014.tar.gz"):
+                with tarfile.open(inner) as tar:
+                    tar.extractall(inner.parent, filter="data")
+    found = sorted(Path(folder).rglob("tweets_GroundTruth.txt"))
+    if not found:
+        sys.exit(f"bench_intensity: no tweets_GroundTruth.txt under {folder}")
+    rows = []
+    for line_no, line in enumerate(found[0].read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            sys.exit(f"bench_intensity: {found[0]}:{line_no}: expected id<TAB>rating<TAB>text")
+        rows.append((html.unescape(parts[2]).strip(), float(parts[1])))
+    return pd.DataFrame(rows, columns=["text", "rating"])
+
+
+def model_sets(runs: Path, pattern: str) -> dict[str, dict[int, dict[str, Path]]]:
+    """{study: {seed: {stage: checkpoint}}} for every seed whose baseline and EQN runs both kept checkpoints."""
+    out: dict = {}
+    for study in sorted(p for pat in pattern.split(",") for p in runs.glob(pat) if p.is_dir()):
+        for eqn_run in sorted(study.glob("eqn-s*")):
+            seed = int(re.sub(r"\D", "", eqn_run.name.rsplit("-s", 1)[1]))
+            ckpts = {"baseline": study / f"baseline-s{seed}" / "checkpoints" / "baseline.ckpt",
+                     "coeqn": eqn_run / "checkpoints" / "coeqn.ckpt", "eqn": eqn_run / "checkpoints" / "eqn.ckpt"}
+            if all(p.exists() for p in ckpts.values()):
+                out.setdefault(study.name, {})[seed] = ckpts
+    return out
+
+
+def ranks(a: np.ndarray) -> np.ndarray:
+    return scipy_stats.rankdata(a, axis=-1)
+
+
+def boot_spearman(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Spearman r of x vs y on each bootstrap resample (rows of idx)."""
+    xa, yb = ranks(x[idx]), ranks(y[idx])
+    xa, yb = xa - xa.mean(1, keepdims=True), yb - yb.mean(1, keepdims=True)
+    denom = np.sqrt((xa * xa).sum(1) * (yb * yb).sum(1))
+    return np.where(denom > 0, (xa * yb).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
+    rating = tweets.rating.to_numpy()
+    rng = np.random.default_rng(0)
+    rows = []
+    for study, seeds in study_sets.items():
+        intensity: dict = {}  # (seed, stage) -> (n_tweets x labels), label names
+        for seed, ckpts in seeds.items():
+            for stage, ckpt in ckpts.items():
+                annotator = load(str(ckpt))
+                intensity[seed, stage] = annotator.intensities(annotator.scores(tweets.text.tolist())).numpy()
+                labels = annotator.label_names
+        signed = [(lab, 1.0) for lab in labels if lab.lower() in POSITIVE] + \
+                 [(lab, -1.0) for lab in labels if lab.lower() in NEGATIVE]
+        for label, sign in signed:
+            j = labels.index(label)
+            for view in ("intensity", "polarity"):
+                mask = (sign * rating > 0) if view == "intensity" else np.ones(len(rating), dtype=bool)
+                y = sign * rating[mask]
+                idx = rng.integers(0, len(y), size=(resamples, len(y)))
+                boot = {}
+                for seed in seeds:
+                    for stage in STAGES:
+                        x = intensity[seed, stage][mask, j]
+                        r = correlations(x, y, resamples)
+                        boot[seed, stage] = boot_spearman(x, y, idx)
+                        rows.append({"study": study, "label": label, "view": view, "seed": seed, "stage": stage,
+                                     "n": int(mask.sum()), **{k: v for k, v in r.items() if k != "n"}})
+                for stage in ("coeqn", "eqn"):
+                    diffs = [rows_of(rows, study, label, view, s, stage) - rows_of(rows, study, label, view, s, "baseline")
+                             for s in seeds]
+                    mean, lo, hi = stats.t_interval(diffs)
+                    delta = np.nanmean([boot[s, stage] - boot[s, "baseline"] for s in seeds], axis=0)
+                    p = 2 * min(float(np.mean(delta <= 0)), float(np.mean(delta >= 0)))
+                    rows.append({"study": study, "label": label, "view": view, "seed": "all",
+                                 "stage": f"{stage}-baseline", "n": int(mask.sum()), "spearman": mean,
+                                 "spearman_low": lo, "spearman_high": hi,
+                                 "boot_low": float(np.nanpercentile(delta, 2.5)),
+                                 "boot_high": float(np.nanpercentile(delta, 97.5)),
+                                 "p": max(min(p, 1.0), 1.0 / resamples)})
+    return rows
+
+
+def rows_of(rows: list[dict], study: str, label: str, view: str, seed, stage: str) -> float:
+    return next(r["spearman"] for r in rows if (r["study"], r["label"], r["view"], r["seed"], r["stage"])
+                == (study, label, view, seed, stage))
+
+
+def fmt(v: float) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.3f}"
+
+
+def render(rows: list[dict], study_sets: dict, tweets: pd.DataFrame, seconds: float, command: str) -> str:
+    frame = pd.DataFrame(rows)
+    lines = ["# Intensities against human ratings (VADER tweets)", "",
+             f"Command: `{command}` ({seconds / 60:.1f} min on {platform.machine()}, 2 CPU cores). "
+             f"{len(tweets)} tweets, each the mean of about 20 people's ratings from -4 to +4 (Hutto & Gilbert 2014; "
+             "vaderSentiment 3.3.2 sdist, MIT). A positive label is scored against the rating, a negative one "
+             "against minus the rating. **intensity** view: only the tweets of the label's polarity (does a "
+             "stronger tweet get a stronger intensity?); **polarity** view: every tweet. Sentiment of tweets is "
+             "a proxy for emotion intensity, not the same judgement: read the differences between stages, not "
+             "the absolute r.", "",
+             "Spearman r (mean ± std over seeds) of each stage's 0–10 intensity (baseline: 10 × probability). "
+             "Δ = stage − baseline, paired: t-interval over seeds; bootstrap over tweets (same resamples for "
+             "both models, averaged over seeds) with p. A Δ whose seed interval or bootstrap interval includes 0 "
+             "is no significant difference.", ""]
+    for study, seeds in study_sets.items():
+        lines += [f"## {study} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
+                  f"{', '.join(str(s) for s in sorted(seeds))})", "",
+                  "| label | view | tweets | baseline | CoEQN | EQN | Δ CoEQN (seeds; bootstrap, p) | "
+                  "Δ EQN (seeds; bootstrap, p) |", "|---|---|---|---|---|---|---|---|"]
+        part = frame[frame.study == study]
+        for (label, view), g in part.groupby(["label", "view"], sort=False):
+            per = {st: g[(g.stage == st) & (g.seed != "all")].spearman.astype(float) for st in STAGES}
+            cells = [f"{per[st].mean():.3f}" + (f" ± {per[st].std(ddof=1):.3f}" if len(per[st]) > 1 else "")
+                     for st in STAGES]
+            deltas = []
+            for st in ("coeqn", "eqn"):
+                d = g[g.stage == f"{st}-baseline"].iloc[0]
+                seeds_ci = f"[{fmt(d.spearman_low)}, {fmt(d.spearman_high)}]" if not math.isnan(d.spearman_low) else "one seed"
+                sig = (d.boot_low > 0 or d.boot_high < 0) and d.p < 0.05 and \
+                    (math.isnan(d.spearman_low) or d.spearman_low > 0 or d.spearman_high < 0)
+                deltas.append(f"{fmt(d.spearman)} {seeds_ci}; [{fmt(d.boot_low)}, {fmt(d.boot_high)}], "
+                              f"p = {d.p:.3f}{'' if sig else ' (n.s.)'}")
+            lines.append(f"| {label} | {view} | {int(g.n.iloc[0])} | {' | '.join(cells)} | {' | '.join(deltas)} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=str(ROOT / "outputs" / "quality"))
+    parser.add_argument("--only", default=STUDIES, help="comma-separated study globs under --runs")
+    parser.add_argument("--vader", type=Path, default=None, help="folder holding tweets_GroundTruth.txt")
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    tweets = vader_tweets(args.vader)
+    study_sets = model_sets(Path(args.runs), args.only)
+    if not study_sets:
+        sys.exit(f"bench_intensity: no grid run with baseline, CoEQN and EQN checkpoints under {args.runs}")
+    rows = score(study_sets, tweets, args.resamples)
+    seconds = time.perf_counter() - started
+    command = "python experiments/bench_intensity.py" + (f" --only '{args.only}'" if args.only != STUDIES else "")
+    results = ROOT / "experiments" / "results"
+    write_text(results / "intensity.json", json.dumps({"command": command, "tweets": len(tweets), "rows": rows},
+                                                      indent=1, default=float) + "\n")
+    path = results / "intensity.md"
+    write_text(path, render(rows, study_sets, tweets, seconds, command))
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
