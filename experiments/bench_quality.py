@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from eqn import stats  # noqa: E402
@@ -124,7 +126,41 @@ def variants_table(study: Path, spec: dict) -> list[str]:
             boot = stats.paired_bootstrap([(da, db)], gold)
             delta = f"{boot['diff']:+.4f} | [{boot['low']:+.4f}, {boot['high']:+.4f}] | {boot['p']:.3f}"
         lines.append(f"| {variant} | {seed} | {stage} | " + " | ".join(cells) + f" | {delta} |")
-    return lines + [""]
+    return variants_summary(study, spec) + lines + [""]
+
+
+def variants_summary(study: Path, spec: dict) -> list[str]:
+    """Each variant over the seeds where it and the reference both ran: mean macro-F1, the paired difference with a
+    t-interval over seeds and a paired bootstrap over test rows (averaged over the seed pairs), and a verdict."""
+    ref_name = spec["reference"]
+    lines = [f"| variant | seeds | macro-F1 (tuned), mean ± std | {ref_name}, same seeds | Δ (seeds 95% CI) | "
+             "bootstrap 95% CI | p | verdict |", "|---|---|---|---|---|---|---|---|"]
+    variants = dict.fromkeys(name.rsplit("-s", 1)[0] for name in spec["runs"])
+    for variant in variants:
+        if variant == ref_name:
+            continue
+        pairs, scores, ref_scores = [], [], []
+        for seed in SEEDS:
+            run, ref = study / f"{variant}-s{seed}", study / f"{ref_name}-s{seed}"
+            if not ((run / "metrics.json").exists() and (ref / "metrics.json").exists()):
+                continue
+            m, r = read_json(run / "metrics.json"), read_json(ref / "metrics.json")
+            sa, sb = final_stage(m), final_stage(r)
+            scores.append(m[f"{sa}/test/f1_macro"])
+            ref_scores.append(r[f"{sb}/test/f1_macro"])
+            (da, gold, _), (db, _, _) = (headline_decisions(str(d / "stages" / st / "test_scores.safetensors"))
+                                         for d, st in ((run, sa), (ref, sb)))
+            pairs.append((da, db))
+        if not pairs:
+            continue
+        mean, low, high = stats.t_interval([a - b for a, b in zip(scores, ref_scores)])
+        boot = stats.paired_bootstrap(pairs, gold)
+        spread = lambda v: f"{np.mean(v):.4f}" + (f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else "")  # noqa: E731
+        ci = f"[{low:+.4f}, {high:+.4f}]" if len(pairs) > 1 else "–"
+        lines.append(f"| {variant} | {len(pairs)} | {spread(scores)} | {spread(ref_scores)} | {mean:+.4f} {ci} | "
+                     f"[{boot['low']:+.4f}, {boot['high']:+.4f}] | {boot['p']:.3f} | "
+                     f"{stats.verdict(low, high, boot['p'], variant, ref_name)} |")
+    return lines + ["", "Per run:", ""]
 
 
 HEADER = """# Quality: baseline vs CoEQN vs EQN
@@ -147,7 +183,12 @@ fixed threshold (0.5 of the score range) and argmax (the authors' accuracy-only 
 - Only the studies below have runs, and a study lists how many of its planned runs finished (the others were cut
   for time, for all objectives alike); studies with no run are listed under "Not run" at the end.
   `python experiments/bench_quality.py --list` shows every planned run. Wall times include other work that shared
-  the 2 cores (benchmarks, tests), so they are upper bounds.
+  the 2 cores (benchmarks, tests), so they are upper bounds. Seeds 1-2 of GoEmotions ANN/CNN, the matched
+  baseline at seeds 1-2, MiniLM and the knob seeds 1-2 ran as two queues side by side with one torch thread each
+  (`OMP_NUM_THREADS=1`; 1.2x the throughput of one 2-thread process, `bench_sweep.py`), the rest one process at a
+  time with both cores; wall times of the two kinds are not comparable.
+- Do the intensities match people's judgements? `experiments/results/intensity.md` (`bench_intensity.py`) scores
+  every stage against human-rated tweet sentiment.
 """
 
 
