@@ -13,8 +13,8 @@ fear, negative, ...) against minus the mean rating. Two views:
   stronger intensity? This is the question an intensity has to answer.
 - polarity: every tweet - does the intensity also separate the two polarities?
 Every finished grid run under --runs with checkpoints is scored, each stage side by side (baseline: 10 x its
-probability; CoEQN; EQN), with `eqn.validate.correlations` (Spearman / Pearson r, 95 % bootstrap interval over
-tweets). EQN and CoEQN are compared with the baseline of the same seed by a paired bootstrap over tweets (the
+probability; CoEQN; EQN): Spearman r with a 95 % bootstrap interval over tweets (the statistic of
+`python -m eqn.validate`, which does the same for any ratings file). EQN and CoEQN are compared with the baseline of the same seed by a paired bootstrap over tweets (the
 same resamples for both models, averaged over seeds) and by a t-interval over seeds. Written to
 experiments/results/intensity.md and intensity.json.
 """
@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from eqn import load, stats  # noqa: E402
 from eqn.io import write_text  # noqa: E402
-from eqn.validate import correlations  # noqa: E402
 
 VADER = "vaderSentiment==3.3.2"
 POSITIVE = ("joy", "love", "admiration", "optimism", "positive")
@@ -90,16 +89,17 @@ def model_sets(runs: Path, pattern: str) -> dict[str, dict[int, dict[str, Path]]
     return out
 
 
-def ranks(a: np.ndarray) -> np.ndarray:
-    return scipy_stats.rankdata(a, axis=-1)
+def centred_ranks(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Ranks of a on each bootstrap resample (rows of idx), centred per row."""
+    r = scipy_stats.rankdata(a[idx], axis=1)
+    return r - r.mean(1, keepdims=True)
 
 
-def boot_spearman(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Spearman r of x vs y on each bootstrap resample (rows of idx)."""
-    xa, yb = ranks(x[idx]), ranks(y[idx])
-    xa, yb = xa - xa.mean(1, keepdims=True), yb - yb.mean(1, keepdims=True)
-    denom = np.sqrt((xa * xa).sum(1) * (yb * yb).sum(1))
-    return np.where(denom > 0, (xa * yb).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
+def boot_spearman(x: np.ndarray, y_ranks: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Spearman r of x vs y on each resample, given y's centred ranks on the same resamples."""
+    xa = centred_ranks(x, idx)
+    denom = np.sqrt((xa * xa).sum(1) * (y_ranks * y_ranks).sum(1))
+    return np.where(denom > 0, (xa * y_ranks).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
 
 
 def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
@@ -121,14 +121,16 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                 mask = (sign * rating > 0) if view == "intensity" else np.ones(len(rating), dtype=bool)
                 y = sign * rating[mask]
                 idx = rng.integers(0, len(y), size=(resamples, len(y)))
+                y_ranks = centred_ranks(y, idx)
                 boot = {}
                 for seed in seeds:
                     for stage in STAGES:
                         x = intensity[seed, stage][mask, j]
-                        r = correlations(x, y, resamples)
-                        boot[seed, stage] = boot_spearman(x, y, idx)
+                        boot[seed, stage] = boot_spearman(x, y_ranks, idx)
+                        low, high = np.nanpercentile(boot[seed, stage], [2.5, 97.5])
                         rows.append({"study": study, "label": label, "view": view, "seed": seed, "stage": stage,
-                                     "n": int(mask.sum()), **{k: v for k, v in r.items() if k != "n"}})
+                                     "n": int(mask.sum()), "spearman": float(scipy_stats.spearmanr(x, y).statistic),
+                                     "spearman_low": float(low), "spearman_high": float(high)})
                 for stage in ("coeqn", "eqn"):
                     diffs = [rows_of(rows, study, label, view, s, stage) - rows_of(rows, study, label, view, s, "baseline")
                              for s in seeds]
