@@ -14,7 +14,8 @@ fear, negative, ...) against minus the mean rating. Two views:
 - polarity: every tweet - does the intensity also separate the two polarities?
 Every finished grid run under --runs with checkpoints is scored, each stage side by side (baseline: 10 x its
 probability; CoEQN; EQN): Spearman r with a 95 % bootstrap interval over tweets (the statistic of
-`python -m eqn.validate`, which does the same for any ratings file). EQN and CoEQN are compared with the baseline of the same seed by a paired bootstrap over tweets (the
+`python -m eqn.validate`, which does the same for any ratings file). EQN and CoEQN are compared with the
+baseline of the same seed by a paired bootstrap over tweets (the
 same resamples for both models, averaged over seeds) and by a t-interval over seeds. Written to
 experiments/results/intensity.md and intensity.json.
 """
@@ -25,7 +26,6 @@ import html
 import json
 import math
 import platform
-import re
 import subprocess
 import sys
 import tarfile
@@ -81,7 +81,7 @@ def model_sets(runs: Path, pattern: str) -> dict[str, dict[int, dict[str, Path]]
     out: dict = {}
     for study in sorted(p for pat in pattern.split(",") for p in runs.glob(pat) if p.is_dir()):
         for eqn_run in sorted(study.glob("eqn-s*")):
-            seed = int(re.sub(r"\D", "", eqn_run.name.rsplit("-s", 1)[1]))
+            seed = int(eqn_run.name.rsplit("-s", 1)[1])
             ckpts = {"baseline": study / f"baseline-s{seed}" / "checkpoints" / "baseline.ckpt",
                      "coeqn": eqn_run / "checkpoints" / "coeqn.ckpt", "eqn": eqn_run / "checkpoints" / "eqn.ckpt"}
             if all(p.exists() for p in ckpts.values()):
@@ -107,7 +107,7 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
     for study, seeds in study_sets.items():
-        intensity: dict = {}  # (seed, stage) -> (n_tweets x labels), label names
+        intensity: dict = {}  # (seed, stage) -> tweets x labels
         for seed, ckpts in seeds.items():
             for stage, ckpt in ckpts.items():
                 annotator = load(str(ckpt))
@@ -122,18 +122,18 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                 y = sign * rating[mask]
                 idx = rng.integers(0, len(y), size=(resamples, len(y)))
                 y_ranks = centred_ranks(y, idx)
-                boot = {}
+                boot, point = {}, {}
                 for seed in seeds:
                     for stage in STAGES:
                         x = intensity[seed, stage][mask, j]
                         boot[seed, stage] = boot_spearman(x, y_ranks, idx)
+                        point[seed, stage] = float(scipy_stats.spearmanr(x, y).statistic)
                         low, high = np.nanpercentile(boot[seed, stage], [2.5, 97.5])
                         rows.append({"study": study, "label": label, "view": view, "seed": seed, "stage": stage,
-                                     "n": int(mask.sum()), "spearman": float(scipy_stats.spearmanr(x, y).statistic),
+                                     "n": int(mask.sum()), "spearman": point[seed, stage],
                                      "spearman_low": float(low), "spearman_high": float(high)})
                 for stage in ("coeqn", "eqn"):
-                    diffs = [rows_of(rows, study, label, view, s, stage) - rows_of(rows, study, label, view, s, "baseline")
-                             for s in seeds]
+                    diffs = [point[s, stage] - point[s, "baseline"] for s in seeds]
                     mean, lo, hi = stats.t_interval(diffs)
                     delta = np.nanmean([boot[s, stage] - boot[s, "baseline"] for s in seeds], axis=0)
                     p = 2 * min(float(np.mean(delta <= 0)), float(np.mean(delta >= 0)))
@@ -144,11 +144,6 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                                  "boot_high": float(np.nanpercentile(delta, 97.5)),
                                  "p": max(min(p, 1.0), 1.0 / resamples)})
     return rows
-
-
-def rows_of(rows: list[dict], study: str, label: str, view: str, seed, stage: str) -> float:
-    return next(r["spearman"] for r in rows if (r["study"], r["label"], r["view"], r["seed"], r["stage"])
-                == (study, label, view, seed, stage))
 
 
 def fmt(v: float) -> str:

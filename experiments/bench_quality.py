@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import json
 import os
 import platform
@@ -103,27 +104,32 @@ def final_stage(metrics: dict) -> str:
     raise KeyError("no test metrics")
 
 
+@functools.lru_cache(maxsize=None)
+def finished(run_dir: Path) -> tuple[dict, str, object, object]:
+    """(metrics, final stage, its headline test decisions, gold) of a finished run, read once per report."""
+    metrics = read_json(run_dir / "metrics.json")
+    stage = final_stage(metrics)
+    pred, gold, _ = headline_decisions(str(run_dir / "stages" / stage / "test_scores.safetensors"))
+    return metrics, stage, pred, gold
+
+
 def variants_table(study: Path, spec: dict) -> list[str]:
     """Every variant run vs the reference run of its seed: headline metrics and a paired bootstrap."""
     lines = ["| variant | seed | stage | macro-F1 (tuned) | fixed | argmax | micro-F1 | accuracy | Δ macro-F1 vs "
              f"{spec['reference']} | 95% CI (bootstrap) | p |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in spec["runs"]:
         run_dir = study / name
-        if not (run_dir / "metrics.json").exists():
-            lines.append(f"| {name.rsplit('-s', 1)[0]} | {name.rsplit('-s', 1)[1]} | not run | | | | | | | | |")
-            continue
         variant, seed = name.rsplit("-s", 1)
-        m = read_json(run_dir / "metrics.json")
-        stage = final_stage(m)
+        if not (run_dir / "metrics.json").exists():
+            lines.append(f"| {variant} | {seed} | not run | | | | | | | | |")
+            continue
+        m, stage, da, gold = finished(run_dir)
         get = lambda k: m.get(f"{stage}/test/{k}", float("nan"))  # noqa: E731
         cells = [f"{get(k):.4f}" for k in ("f1_macro", "fixed/f1_macro", "argmax/f1_macro", "f1_micro", "accuracy")]
         ref = study / f"{spec['reference']}-s{seed}"
         delta = "– | – | –"
         if ref != run_dir and (ref / "metrics.json").exists():
-            a = run_dir / "stages" / stage / "test_scores.safetensors"
-            b = ref / "stages" / final_stage(read_json(ref / "metrics.json")) / "test_scores.safetensors"
-            (da, gold, _), (db, _, _) = headline_decisions(str(a)), headline_decisions(str(b))
-            boot = stats.paired_bootstrap([(da, db)], gold)
+            boot = stats.paired_bootstrap([(da, finished(ref)[2])], gold)
             delta = f"{boot['diff']:+.4f} | [{boot['low']:+.4f}, {boot['high']:+.4f}] | {boot['p']:.3f}"
         lines.append(f"| {variant} | {seed} | {stage} | " + " | ".join(cells) + f" | {delta} |")
     return variants_summary(study, spec) + lines + [""]
@@ -135,29 +141,21 @@ def variants_summary(study: Path, spec: dict) -> list[str]:
     ref_name = spec["reference"]
     lines = [f"| variant | seeds | macro-F1 (tuned), mean ± std | {ref_name}, same seeds | Δ (seeds 95% CI) | "
              "bootstrap 95% CI | p | verdict |", "|---|---|---|---|---|---|---|---|"]
-    variants = dict.fromkeys(name.rsplit("-s", 1)[0] for name in spec["runs"])
-    for variant in variants:
+    for variant in dict.fromkeys(name.rsplit("-s", 1)[0] for name in spec["runs"]):
         if variant == ref_name:
             continue
-        pairs, scores, ref_scores = [], [], []
-        for seed in SEEDS:
-            run, ref = study / f"{variant}-s{seed}", study / f"{ref_name}-s{seed}"
-            if not ((run / "metrics.json").exists() and (ref / "metrics.json").exists()):
-                continue
-            m, r = read_json(run / "metrics.json"), read_json(ref / "metrics.json")
-            sa, sb = final_stage(m), final_stage(r)
-            scores.append(m[f"{sa}/test/f1_macro"])
-            ref_scores.append(r[f"{sb}/test/f1_macro"])
-            (da, gold, _), (db, _, _) = (headline_decisions(str(d / "stages" / st / "test_scores.safetensors"))
-                                         for d, st in ((run, sa), (ref, sb)))
-            pairs.append((da, db))
-        if not pairs:
+        done = [(finished(study / f"{variant}-s{seed}"), finished(study / f"{ref_name}-s{seed}")) for seed in SEEDS
+                if (study / f"{variant}-s{seed}" / "metrics.json").exists()
+                and (study / f"{ref_name}-s{seed}" / "metrics.json").exists()]
+        if not done:
             continue
+        scores = [m[f"{st}/test/f1_macro"] for (m, st, _, _), _ in done]
+        ref_scores = [m[f"{st}/test/f1_macro"] for _, (m, st, _, _) in done]
         mean, low, high = stats.t_interval([a - b for a, b in zip(scores, ref_scores)])
-        boot = stats.paired_bootstrap(pairs, gold)
+        boot = stats.paired_bootstrap([(a[2], b[2]) for a, b in done], done[0][0][3])
         spread = lambda v: f"{np.mean(v):.4f}" + (f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else "")  # noqa: E731
-        ci = f"[{low:+.4f}, {high:+.4f}]" if len(pairs) > 1 else "–"
-        lines.append(f"| {variant} | {len(pairs)} | {spread(scores)} | {spread(ref_scores)} | {mean:+.4f} {ci} | "
+        ci = f"[{low:+.4f}, {high:+.4f}]" if len(done) > 1 else "–"
+        lines.append(f"| {variant} | {len(done)} | {spread(scores)} | {spread(ref_scores)} | {mean:+.4f} {ci} | "
                      f"[{boot['low']:+.4f}, {boot['high']:+.4f}] | {boot['p']:.3f} | "
                      f"{stats.verdict(low, high, boot['p'], variant, ref_name)} |")
     return lines + ["", "Per run:", ""]
