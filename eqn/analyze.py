@@ -154,13 +154,27 @@ def analyze_run(run_dir: str | Path, others: list[str | Path] = (), metrics: dic
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    import sys
+
+    from eqn.cli import OneLineParser
+    from eqn.io import ConfigError, DataError
+
+    parser = OneLineParser(prog="python -m eqn.analyze", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("others", nargs="*", help="more run dirs (e.g. the baseline run) for the per-class F1 bars")
     args = parser.parse_args(argv)
-    if not (Path(args.run_dir) / "metrics.json").exists():
-        parser.error(f"{args.run_dir}: no metrics.json here; pass a finished run directory")
-    print(json.dumps(analyze_run(args.run_dir, args.others), indent=2))
+    for d in [args.run_dir, *args.others]:
+        if not (Path(d) / "metrics.json").is_file():
+            sys.exit(f"eqn.analyze: {d}: no metrics.json here; pass finished run directories")
+    try:
+        print(json.dumps(analyze_run(args.run_dir, args.others), indent=2))
+    except (DataError, ConfigError) as err:
+        sys.exit(f"eqn.analyze: {err}")
+    except ValueError as err:  # a metrics.json that is not JSON
+        sys.exit(f"eqn.analyze: {args.run_dir}: unreadable run files ({' '.join(str(err).split())[:160]})")
+    except OSError as err:
+        sys.exit(f"eqn.analyze: {err.filename or ''}: {err.strerror or err}")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,9 @@
 """
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import torch
@@ -25,10 +22,11 @@ from tqdm import tqdm
 
 from eqn.data.datamodule import pad_batch
 from eqn.data.tokenize import TextEncoder
-from eqn.io import ConfigError, DataError, atomic_path
+from eqn.io import ConfigError, DataError, atomic_path, digest, umask
 from eqn.models.module import EQNModule, load_module
+from eqn.ownership import check_output
 from eqn.relabeled import intensity_frame
-
+from eqn.tables import ChunkWriter, check_input, output_format, read_chunks
 
 MAX_CHARS_PER_TOKEN = 32
 BATCH_SIZE = 64  # measured fastest on 2 CPU cores for MiniLM and TextCNN (length-sorted batches; 256 was slower)
@@ -98,6 +96,16 @@ class Annotator:
         self.device, self.max_length = device, int(module.hparams.get("max_length", 128))
         self.encoder = TextEncoder.from_str(module.hparams.encoder)
         self.label_names: list[str] = list(module.hparams.label_names)
+        self.label_columns_prefix, self.label_columns, self.emotions_column = "", list(self.label_names), "emotions"
+
+    def set_columns(self, prefix: str = "", emotions_column: str | None = None) -> None:
+        """Output column names: `prefix` + each label, and the decisions column (default `prefix` + 'emotions')."""
+        self.label_columns_prefix = prefix
+        self.label_columns = [f"{prefix}{n}" for n in self.label_names]
+        self.emotions_column = emotions_column or f"{prefix}emotions"
+        if self.emotions_column in self.label_columns:
+            raise ConfigError(f"this model has a label named {self.emotions_column!r}, which would share a column with "
+                              "the decisions; pass emotions_column=<another name> (or prefix=...)")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", precision: str = "fp32",
@@ -123,7 +131,7 @@ class Annotator:
         limit = MAX_CHARS_PER_TOKEN * self.max_length
         ids, lengths = self.encoder.encode([t[:limit] for t in texts], self.max_length, parallel=True)
         ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
-        if self.devices > 1:
+        if self.devices > 1 and len(texts) > batch_size:  # whole batches per rank: at least two batches
             return self.scores_distributed(ids, lengths, batch_size)
         order = torch.argsort(lengths, descending=True)
         out = torch.empty(len(texts), len(self.label_names))
@@ -151,7 +159,7 @@ class Annotator:
         loader = DataLoader(range(len(lengths)), batch_sampler=RankBatches(batches),
                             collate_fn=Collator(ids, lengths, gold, None))
         accelerator = "gpu" if str(self.device).startswith("cuda") else "cpu"
-        trainer = Trainer(accelerator=accelerator, devices=self.devices, strategy="ddp_spawn", logger=False,
+        trainer = Trainer(accelerator=accelerator, devices=min(self.devices, len(batches)), strategy="ddp_spawn", logger=False,
                           enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                           precision="bf16-mixed" if self.precision == "bf16" else "32-true",
                           use_distributed_sampler=False)
@@ -174,184 +182,193 @@ class Annotator:
         return (scores * (scale / self.module.score_scale)).clamp(0.0, scale)
 
     def added_columns(self) -> list[str]:
-        return [*self.label_names, "emotions"]
+        return [*self.label_columns, self.emotions_column]
 
     def annotate_frame(self, frame: pd.DataFrame, text_column: str = "text", batch_size: int = BATCH_SIZE,
-                       source: str = "input", first_line: int = 1) -> pd.DataFrame:
-        """The input columns, untouched, then one intensity column per label and `emotions`. An input column
+                       source: str = "input", lines: list[int] | None = None) -> pd.DataFrame:
+        """The input columns, untouched, then one intensity column per label and the decisions. An input column
         with one of those names is refused (DataError), never overwritten."""
+        self.set_columns(self.label_columns_prefix, self.emotions_column)
         clash = sorted(set(frame.columns) & set(self.added_columns()))
         if clash:
             raise DataError(source, f"input column(s) {clash} would be overwritten by the annotation's columns; "
-                                     "rename them in the input")
+                                    "pass prefix=<text> (e.g. prefix=eqn_ gives eqn_joy, eqn_emotions) or rename them")
         texts = frame[text_column].tolist()
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise DataError(source, f"text {texts[bad]!r} in column {text_column!r} is missing or not a string",
-                            first_line + bad)
+                            lines[bad] if lines else bad + 1)
         scores = self.scores(texts, batch_size)
-        out = intensity_frame({c: frame[c].tolist() for c in frame.columns}, self.intensities(scores), self.label_names)
-        out["emotions"] = self.emotions(scores)
+        out = intensity_frame({c: frame[c].tolist() for c in frame.columns}, self.intensities(scores),
+                              self.label_columns)
+        out[self.emotions_column] = self.emotions(scores)
         return out
 
     def annotate(self, texts: list[str], batch_size: int = BATCH_SIZE) -> pd.DataFrame:
-        return self.annotate_frame(pd.DataFrame({"text": list(texts)}), "text", batch_size)
+        return self.annotate_frame(pd.DataFrame({"text": list(texts)}, dtype=object), "text", batch_size)
 
 
 # ------------------------------------------------------------------------------ files
 
 
-def read_chunks(source: str, text_column: str, chunk_size: int, header: bool = True) -> Iterator[pd.DataFrame]:
-    """Input in chunks of rows: .csv, .tsv, .jsonl, or '-' for plain text lines on stdin.
-    header=False: a CSV/TSV without a header row; its first column is the text (named `text_column`)."""
-    if source == "-":
-        lines: list[str] = []
-        for line in sys.stdin:
-            lines.append(line.rstrip("\r\n"))
-            if len(lines) == chunk_size:
-                yield pd.DataFrame({text_column: lines})
-                lines = []
-        if lines:
-            yield pd.DataFrame({text_column: lines})
-        return
-    path = Path(source)
-    if not path.exists():
-        raise DataError(path, "input file not found")
-    if path.is_dir():
-        raise DataError(path, "input is a directory, not a file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            reader = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                                 chunksize=chunk_size, encoding="utf-8", header=0 if header else None,
-                                 quoting=0 if header else 3)
-        elif suffix in (".jsonl", ".json"):
-            reader = pd.read_json(path, lines=True, chunksize=chunk_size, dtype=False, precise_float=True,
-                                  encoding="utf-8")
-        elif suffix == ".txt":
-            reader = pd.read_csv(path, sep="\x01", header=None, names=[text_column], dtype=str, keep_default_na=False,
-                                 chunksize=chunk_size, quoting=3, encoding="utf-8")
-        else:
-            raise DataError(path, f"unsupported input type {suffix!r}: use .csv, .tsv, .jsonl, .txt or '-'")
-        for chunk in reader:
-            if not header:
-                chunk = chunk.rename(columns=lambda i: text_column if i == 0 else f"column_{i}")
-            if text_column not in chunk.columns:
-                raise DataError(path, f"no column {text_column!r}; the input has {list(chunk.columns)} "
-                                      "(set text_column=...)", 1)
-            yield chunk
-    except pd.errors.EmptyDataError:
-        raise DataError(path, "input is empty") from None
-    except (UnicodeDecodeError, ValueError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(path, f"cannot be read: {err}") from None
-
-
-class ChunkWriter:
-    """Writes annotated chunks as they come (memory does not grow with the input): CSV, TSV, JSONL or Parquet."""
-
-    def __init__(self, path: Path, fmt: str):
-        self.fmt, self.parquet = fmt, None
-        self.handle = None if fmt == "parquet" else open(path, "w", encoding="utf-8", newline="")
-        self.path, self.first = path, True
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if self.fmt == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self.parquet is None:
-                self.parquet = pq.ParquetWriter(str(self.path), table.schema)
-            self.parquet.write_table(table.cast(self.parquet.schema))
-        elif self.fmt == "jsonl":  # valid JSON: NaN becomes null
-            for record in frame.astype(object).where(frame.notna(), None).to_dict(orient="records"):
-                self.handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-        else:
-            frame.to_csv(self.handle, sep="\t" if self.fmt == "tsv" else ",", index=False, header=self.first,
-                         float_format="%.2f")
-        self.first = False
-
-    def close(self) -> None:
-        if self.parquet is not None:
-            self.parquet.close()
-        if self.handle is not None:
-            self.handle.close()
-
-
 def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text", batch_size: int = BATCH_SIZE,
                   chunk_size: int = 20000, overwrite: bool = False, device: str = "cpu", progress: bool = True,
                   header: bool = True, precision: str = "fp32", shards: int = 1, shard: int = 0,
-                  devices: int = 1) -> dict:
-    """Annotate a file chunk by chunk. With shards=K, this call does shard `shard` (chunks c with c % K == shard),
-    each chunk written atomically under <output>.shards/ (a finished chunk is never redone); the shard that finds
-    every chunk done merges them, in input order, into <output> (byte-identical to a single process)."""
+                  devices: int = 1, prefix: str = "", emotions_column: str | None = None) -> dict:
+    """Annotate a file chunk by chunk: the output holds exactly the input's rows, in order, with its columns and
+    values unchanged, then one intensity column per label and the decisions. With shards=K, this call does shard
+    `shard` (chunks c with c % K == shard), each chunk written atomically under <output>.shards/ (a finished chunk
+    is never redone; the folder records which job made its chunks, and another job's chunks are refused); the
+    shard that finds every chunk done merges them, in input order, into <output> (byte-identical to one process).
+    Every argument, the input and the output path are checked before the model is loaded."""
     for key, value in (("batch_size", batch_size), ("chunk_size", chunk_size), ("shards", shards),
                        ("devices", devices)):
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{key}={value!r}: must be a whole number of at least 1")
     if not isinstance(shard, int) or not 0 <= shard < shards:
         raise ConfigError(f"shard={shard!r}: must lie in 0..{shards - 1} (shards={shards})")
-    out_path = Path(output)
-    if input != "-" and Path(input).resolve() == out_path.resolve():
-        raise DataError(out_path, "output would overwrite the input; choose another output path")
-    if out_path.exists() and not overwrite:
-        raise DataError(out_path, "output exists; pass overwrite=true to replace it")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: choose one of {list(PRECISIONS)}")
+    fmt = output_format(output)
+    check_input(input)
+    if output == "-" and shards > 1:
+        raise ConfigError("output=- (stdout) cannot be merged from shards; give an output file")
     if shards > 1 and input == "-":
         raise ConfigError("shards>1 needs an input file (every shard reads the input), not stdin")
-    fmt = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(out_path.suffix.lower(), "csv")
+    out_path = Path(output)
+    parts = out_path.with_name(out_path.name + ".shards")
+    job = shard_job(ckpt, input, chunk_size, text_column, header, precision, fmt, prefix, emotions_column
+                    ) if shards > 1 else None
+    if job is not None and not parts.exists() and merged_by(out_path) == digest(job):
+        print(f"{out_path}: already merged from this job's shards; nothing to do", file=sys.stderr)
+        return {"texts": None, "annotated_here": 0, "seconds": 0.0, "texts_per_s": 0.0, "output": str(out_path),
+                "complete": True}
+    if output != "-":
+        check_output(out_path, overwrite, inputs=[input, ckpt])
     annotator = Annotator.from_checkpoint(ckpt, device, precision, devices)
-    offset = 2 if header and Path(input).suffix.lower() in (".csv", ".tsv") else 1
+    annotator.set_columns(prefix, emotions_column)
+    if job is not None:
+        claim_parts(parts, job)
     started, n, done = time.perf_counter(), 0, 0
     bar = tqdm(desc="annotating", unit="text", disable=not progress, file=sys.stderr)
-    if shards == 1:
-        with atomic_path(out_path) as tmp:
-            writer = ChunkWriter(tmp, fmt)
-            try:
-                for chunk in read_chunks(input, text_column, chunk_size, header):
-                    writer.write(annotator.annotate_frame(chunk, text_column, batch_size, str(input), n + offset))
-                    n += len(chunk)
-                    done += len(chunk)
-                    bar.update(len(chunk))
-            finally:
-                writer.close()
-                bar.close()
+    try:
+        if shards == 1:
+            n = done = write_annotated(annotator, read_chunks(input, text_column, chunk_size, header), out_path, fmt,
+                                       text_column, batch_size, str(input), bar)
+        else:
+            count = 0
+            for c, chunk in enumerate(read_chunks(input, text_column, chunk_size, header)):
+                count = c + 1
+                n += len(chunk.frame)
+                part = parts / f"chunk-{c:08d}.{fmt}"
+                if c % shards != shard or part.exists():
+                    continue
+                done += write_annotated(annotator, [chunk], part, fmt, text_column, batch_size, str(input), bar)
             if n == 0:
                 raise DataError(input, "input is empty: no texts to annotate")
-    else:
-        parts = out_path.with_name(out_path.name + ".shards")
-        parts.mkdir(exist_ok=True)
-        count = 0
-        for c, chunk in enumerate(read_chunks(input, text_column, chunk_size, header)):
-            count, first = c + 1, n
-            n += len(chunk)
-            part = parts / f"chunk-{c:08d}.{fmt}"
-            if c % shards != shard or part.exists():
-                continue
-            frame = annotator.annotate_frame(chunk, text_column, batch_size, str(input), first + offset)
-            with atomic_path(part) as tmp:
-                writer = ChunkWriter(tmp, fmt)
-                writer.write(frame)
-                writer.close()
-            done += len(chunk)
-            bar.update(len(chunk))
+            merge_parts(parts, count, out_path, fmt, digest(job))
+    finally:
         bar.close()
-        if n == 0:
-            raise DataError(input, "input is empty: no texts to annotate")
-        merge_parts(parts, count, out_path, fmt)
     seconds = time.perf_counter() - started
     stats = {"texts": n, "annotated_here": done, "seconds": seconds, "texts_per_s": done / max(seconds, 1e-9),
-             "output": str(out_path), "complete": out_path.exists()}
-    where = out_path if out_path.exists() else f"{out_path} (waiting for the other shards)"
+             "output": str(out_path), "complete": output == "-" or out_path.exists()}
+    where = out_path if stats["complete"] else f"{out_path} (waiting for the other shards)"
     print(f"annotated {done} texts in {seconds:.1f} s ({stats['texts_per_s']:.0f} texts/s) -> {where}", file=sys.stderr)
     return stats
 
 
-def merge_parts(parts: Path, count: int, out_path: Path, fmt: str) -> bool:
-    """If every chunk file 0..count-1 exists, concatenate them in order into `out_path` (atomically) and remove the
-    parts; one merger at a time (a lock in the parts folder). Returns whether the output was written."""
+def write_annotated(annotator: Annotator, chunks, out_path: Path, fmt: str, text_column: str, batch_size: int,
+                    source: str, bar) -> int:
+    """Annotate `chunks` into one output (a temporary file renamed at the end, or stdout); returns the rows."""
+    n = 0
+
+    def write_all(target) -> None:
+        nonlocal n
+        writer = None
+        try:
+            for chunk in chunks:
+                frame = annotator.annotate_frame(chunk.frame, text_column, batch_size, source, chunk.lines)
+                writer = writer or ChunkWriter(target, fmt, chunk.frame.shape[1])
+                writer.write(frame, chunk)
+                n += len(chunk.frame)
+                bar.update(len(chunk.frame))
+        finally:
+            if writer is not None:
+                writer.close()
+        if n == 0:
+            raise DataError(source, "input is empty: no texts to annotate")
+
+    if str(out_path) == "-":
+        write_all(sys.stdout)
+    else:
+        with atomic_path(out_path) as tmp:
+            write_all(tmp)
+    return n
+
+
+def shard_job(ckpt: str, input: str, chunk_size: int, text_column: str, header: bool, precision: str, fmt: str,
+              prefix: str, emotions_column: str | None) -> dict:
+    """What makes a shard job's chunks: the model's and the input's content, and every option that changes rows."""
+    from eqn.export import resolve_model
+
+    model = resolve_model(ckpt)
+    files = sorted(p for p in model.rglob("*") if p.is_file() and ".eqn" not in p.parts) if model.is_dir() else [model]
+    return {"model": digest({}, files), "input": digest({}, [input]), "chunk_size": chunk_size,
+            "text_column": text_column, "header": header, "precision": precision, "format": fmt, "prefix": prefix,
+            "emotions_column": emotions_column}
+
+
+def merged_by(out_path: Path) -> str | None:
+    """The shard job (its digest) whose chunks eqn merged into `out_path`, if the file is still exactly that."""
+    from eqn.ownership import owned_entry
+
+    entry = owned_entry(out_path) if out_path.exists() else None
+    return entry.get("merged_job") if entry else None
+
+
+def claim_parts(parts: Path, job: dict) -> None:
+    """<output>.shards/job.json names the job whose chunks the folder holds; another job's folder is refused."""
+    import json
+    import os
+    import tempfile
+
+    from eqn.ownership import owns_file, record
+
+    record_path = parts / "job.json"
+    if parts.exists() and not record_path.exists():
+        raise ConfigError(f"{parts}: exists but holds no eqn shard job; move it away (eqn uses this folder for the "
+                          "chunks of shards>1)")
+    if not record_path.exists():
+        parts.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=parts, prefix=".job.")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(job, handle, sort_keys=True)
+        try:
+            os.link(tmp, record_path)  # exactly one shard creates the record; the others read it
+            os.chmod(record_path, 0o666 & ~umask())
+            record(record_path, parts)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    try:
+        theirs = json.loads(record_path.read_text())
+    except ValueError:
+        theirs = None
+    if not owns_file(record_path) and theirs != job:
+        raise ConfigError(f"{record_path}: not written by eqn; move {parts} away")
+    if theirs != job:
+        changed = sorted(k for k in job if not isinstance(theirs, dict) or theirs.get(k) != job[k])
+        raise ConfigError(f"{parts} holds the chunks of another job (different {', '.join(changed)}); finish that "
+                          f"job, or delete {parts} to start this one")
+
+
+def merge_parts(parts: Path, count: int, out_path: Path, fmt: str, job: str | None = None) -> bool:
+    """If every chunk file 0..count-1 exists, concatenate them in order into `out_path` (atomically), then remove
+    the chunk files and job record eqn wrote (anything else in the folder stays); one merger at a time (a lock in
+    the parts folder). Returns whether the output was written."""
     from eqn.io import RunLock
+    from eqn.ownership import owns_file, record, remove_owned
 
     files = [parts / f"chunk-{c:08d}.{fmt}" for c in range(count)]
     if not all(f.exists() for f in files):
@@ -361,6 +378,11 @@ def merge_parts(parts: Path, count: int, out_path: Path, fmt: str) -> bool:
     except ConfigError:
         return False  # another shard is merging
     try:
+        if out_path.exists():
+            return True  # merged by another shard meanwhile
+        stray = next((f for f in files if not owns_file(f)), None)
+        if stray is not None:
+            raise ConfigError(f"{stray}: a chunk file not written by eqn (or changed since); delete it to redo it")
         with atomic_path(out_path) as tmp:
             if fmt == "parquet":
                 import pyarrow.parquet as pq
@@ -378,46 +400,33 @@ def merge_parts(parts: Path, count: int, out_path: Path, fmt: str) -> bool:
                         if i > 0 and fmt in ("csv", "tsv"):  # every part has the header; keep the first
                             data = data.split(b"\n", 1)[1] if b"\n" in data else b""
                         out.write(data)
+        record(out_path, merged_job=job)  # a shard arriving after the merge finds its job done
     finally:
         lock.__exit__(None, None, None)
-    shutil.rmtree(parts, ignore_errors=True)
+    remove_owned(parts)
     return True
 
 
-def parse_key_values(argv: list[str]) -> dict:
-    """key=value arguments; numbers and true/false are converted, paths stay strings."""
-    args = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep:
-            sys.exit(f"eqn.annotate: expected key=value, got {item!r}")
-        key = "devices" if key == "trainer.devices" else key
-        if key in ("batch_size", "chunk_size", "shards", "shard", "devices"):
-            if not value.isdigit() or (int(value) < 1 and key != "shard"):
-                sys.exit(f"eqn.annotate: {key}={value!r}: must be a whole number of at least 1")
-            value = int(value)
-        elif key in ("overwrite", "progress", "header"):
-            value = value.lower() in ("1", "true", "yes")
-        args[key] = value
-    return args
+USAGE = ("usage: python -m eqn.annotate ckpt=<checkpoint|folder|hub id> input=<file|-> output=<file|-> "
+         "[text_column=text] [batch_size=64] [chunk_size=20000] [overwrite=true] [precision=fp32|bf16|int8] "
+         "[shards=K shard=i] [devices=N] [header=false] [prefix=eqn_] [emotions_column=emotions]")
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_key_values(argv if argv is not None else sys.argv[1:])
-    missing = [k for k in ("ckpt", "input", "output") if k not in args]
-    if missing:
-        sys.exit(f"usage: python -m eqn.annotate ckpt=<checkpoint> input=<file|-> output=<file> [text_column=text] "
-                 f"[batch_size=64] [chunk_size=20000] [overwrite=true] [precision=fp32|bf16|int8] [shards=K shard=i]"
-                 f"  (missing: {', '.join(missing)})")
-    known = {"ckpt", "input", "output", "text_column", "batch_size", "chunk_size", "overwrite", "device", "progress",
-             "header", "precision", "shards", "shard", "devices"}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        sys.exit(f"eqn.annotate: unknown option(s) {unknown}; valid: {sorted(known)}")
+    from eqn.cli import parse
+
+    args = parse(argv if argv is not None else sys.argv[1:], "eqn.annotate", USAGE,
+                 known=("ckpt", "input", "output", "text_column", "batch_size", "chunk_size", "overwrite", "device",
+                        "progress", "header", "precision", "shards", "shard", "devices", "prefix", "emotions_column"),
+                 required=("ckpt", "input", "output"), aliases={"trainer.devices": "devices"},
+                 ints={"batch_size": 1, "chunk_size": 1, "shards": 1, "shard": 0, "devices": 1},
+                 bools=("overwrite", "progress", "header"))
     try:
         annotate_file(**args)
     except (DataError, ConfigError) as err:
         sys.exit(f"eqn.annotate: {err}")
+    except OSError as err:
+        sys.exit(f"eqn.annotate: {err.filename or args['output']}: {err.strerror or err}")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ class PipelineConfig:
     monitor: str = "val/loss"  # val/loss | val/f1_macro;  # every objective: its own val loss, or tuned macro-F1
     budget: str = "single"  # single | matched;  # baseline: 'matched' trains as many epochs as the EQN pipeline
     threshold: Optional[float] = None  # fixed multi-label threshold in [0, scale]; None = tuned per label on val
-    restart: bool = False
+    restart: bool = False  # discard this run dir's finished stages (only the files eqn recorded as its own)
+    reuse_dir: bool = False  # use a non-empty folder that holds no eqn run as the run dir (eqn's files go beside)
     analyze: bool = True
     save_relabeled: bool = True
     export: bool = True  # export/<stage>/ model folders and relabeled/ (datasets) at the end of a run
@@ -174,6 +175,18 @@ class TrainerConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Set by the eqn_optuna sweeper for each trial (not result keys: a trial's run dir resumes under any number)."""
+    journal: Optional[str] = None
+    study: Optional[str] = None
+    trial_id: Optional[int] = None
+    metric: Optional[str] = None
+    pruner: str = "none"  # median | none: Optuna keeps no pruner in its storage, so each trial is told
+    pruner_startup_trials: int = 3
+    pruner_warmup_steps: int = 1
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -182,6 +195,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     logger: Any = None
     callbacks: Any = None  # extra Lightning callbacks (conf/callbacks/), name -> _target_ node
+    search: SearchConfig = field(default_factory=SearchConfig)  # filled in by hparams_search trials
     threads: Optional[int] = None  # torch intra-op threads for this job (set by cluster=joblib/local); null: torch's default
     seed: int = 42
     run_name: str = "${data.name}-${model.name}-${pipeline.name}-s${seed}"
@@ -268,4 +282,27 @@ def environment_problems(cfg: DictConfig) -> list[str]:
     if pretrained and str(pretrained).startswith(("/", "./", "../", "~")):
         if not Path(pretrained).expanduser().is_dir():
             problems.append(f"model.pretrained={pretrained}: no such folder")
+    elif pretrained and not Path(str(pretrained)).expanduser().is_dir():
+        problem = hub_model_problem(str(pretrained))
+        if problem:
+            problems.append(f"model.pretrained={problem}")
     return problems
+
+
+def hub_model_problem(model_id: str) -> str | None:
+    """Why a hub model id cannot be loaded on this machine (not a folder, not cached, hub unreachable), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from eqn.data.sources import hub_reachable, offline_flag
+
+    try:
+        cached = try_to_load_from_cache(model_id, "config.json")
+    except Exception:  # an id the hub library rejects: let transformers say why
+        return None
+    if isinstance(cached, str) or hub_reachable():
+        return None
+    flag = offline_flag()
+    why = f"{flag}=1 is set" if flag else "huggingface.co is not reachable from this machine"
+    return (f"{model_id}: neither a local folder nor in the Hugging Face cache, and {why}; get it with "
+            f"`huggingface-cli download {model_id}` on a machine with internet (and copy the cache), or pass a "
+            "local folder")

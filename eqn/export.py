@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from eqn.io import ConfigError, DataError, write_json, write_text
 from eqn.models.module import EQNModule, load_module, plain
+from eqn.ownership import check_output, replace_folder
 
 FORMAT = "eqn-model/1"
 
@@ -74,10 +75,10 @@ def export_transformers(module: EQNModule, folder: Path) -> None:
 def export_eqn(module: EQNModule, folder: Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": FORMAT})
-    write_json(folder / "config.json", {"eqn": eqn_config(module), "model_type": "eqn"})
-    write_text(folder / "tokenizer.json", json.loads(module.hparams.encoder)["tokenizer"])
+    write_json(folder / "config.json", {"eqn": eqn_config(module), "model_type": "eqn"}, own=False)
+    write_text(folder / "tokenizer.json", json.loads(module.hparams.encoder)["tokenizer"], own=False)
     write_json(folder / "eqn_tokenizer.json", {k: v for k, v in json.loads(module.hparams.encoder).items()
-                                               if k != "tokenizer"})
+                                               if k != "tokenizer"}, own=False)
 
 
 def model_card(module: EQNModule, metrics: dict | None, data_name: str | None, hf_native: bool) -> str:
@@ -120,21 +121,18 @@ def model_card(module: EQNModule, metrics: dict | None, data_name: str | None, h
 
 
 def export(ckpt: str | Path, out: str | Path, metrics: dict | None = None, data_name: str | None = None,
-           overwrite: bool = True) -> Path:
-    """Write the model folder (atomically: a temporary folder renamed into place)."""
+           overwrite: bool = False) -> Path:
+    """Write the model folder atomically (a temporary folder renamed into place). An existing `out` is replaced
+    only with overwrite=True and only if it is an eqn export folder whose files are unchanged."""
+    out = check_output(out, overwrite, inputs=[ckpt], folder=True)
     module = load_module(ckpt)
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise DataError(out, "output folder exists; pass overwrite=true to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         native = transformers_compatible(module)
         (export_transformers if native else export_eqn)(module, tmp)
-        write_text(tmp / "README.md", model_card(module, metrics, data_name, native))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        write_text(tmp / "README.md", model_card(module, metrics, data_name, native), own=False)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -178,6 +176,12 @@ def resolve_model(source: str | Path) -> Path:
     if "/" in str(source) and not str(source).startswith((".", "/", "~")):
         from huggingface_hub import snapshot_download
 
+        from eqn.config import hub_model_problem
+
+        problem = hub_model_problem(str(source))
+        if problem:
+            raise DataError(path, f"not a local checkpoint or folder: {problem.split(': ', 1)[1]}")
+
         try:
             return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.md"]))
         except Exception as err:
@@ -198,34 +202,52 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, repo_ty
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
+                                 ignore_patterns=[".eqn/*"])  # eqn's ledger stays local
     except Exception as err:
         raise ConfigError(f"push_to_hub={repo_id}: upload failed: {' '.join(str(err).split())[:200]}") from None
     return str(getattr(info, "commit_url", repo_id))
 
 
+USAGE = ("usage: python -m eqn.export ckpt=<checkpoint> [out=<folder>] [overwrite=true] [push_to_hub=<repo id>] "
+         "[private=true] | run=<run dir> dataset=true [overwrite=true] [push_to_hub=<repo id>]")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = dict(a.partition("=")[::2] for a in (argv if argv is not None else sys.argv[1:]))
-    known = {"ckpt", "out", "push_to_hub", "private", "dataset", "run"}
-    if ("ckpt" not in args and "run" not in args) or set(args) - known:
-        sys.exit("usage: python -m eqn.export ckpt=<checkpoint> out=<folder> [push_to_hub=<repo id>] [private=false]\n"
-                 "       python -m eqn.export run=<run dir> dataset=true [push_to_hub=<repo id>]"
-                 + (f"  (unknown: {sorted(set(args) - known)})" if set(args) - known else ""))
-    private = args.get("private", "false").lower() in ("1", "true", "yes")
+    from eqn.cli import parse
+
+    args = parse(argv if argv is not None else sys.argv[1:], "eqn.export", USAGE,
+                 known=("ckpt", "out", "push_to_hub", "private", "dataset", "run", "overwrite"),
+                 bools=("private", "dataset", "overwrite"))
+    dataset, overwrite = args.get("dataset", False), args.get("overwrite", False)
+    if "run" in args and not dataset:
+        sys.exit("eqn.export: run=<run dir> exports the run's relabeled dataset: add dataset=true (to export a "
+                 "model, give ckpt=<run>/checkpoints/<stage>.ckpt)")
+    if dataset and "out" in args:
+        sys.exit("eqn.export: dataset=true writes <run>/hub_dataset; out= applies to models only")
+    if not dataset and "ckpt" not in args:
+        sys.exit(f"eqn.export: missing ckpt ({USAGE})")
+    if dataset and "run" not in args and "ckpt" not in args:
+        sys.exit(f"eqn.export: missing run ({USAGE})")
     try:
-        if args.get("dataset", "false").lower() in ("1", "true", "yes"):
+        if dataset:
             from eqn.relabeled import dataset_folder
 
-            folder = dataset_folder(Path(args.get("run") or Path(args["ckpt"]).parents[1]))
+            run_dir = Path(args["run"]) if "run" in args else Path(args["ckpt"]).resolve().parent.parent
+            if not run_dir.is_dir():
+                raise DataError(run_dir, "run dir not found")
+            folder = dataset_folder(run_dir, overwrite)
             repo_type = "dataset"
         else:
-            folder = export(args["ckpt"], args.get("out") or Path(args["ckpt"]).with_suffix(""))
+            folder = export(args["ckpt"], args.get("out") or Path(args["ckpt"]).with_suffix(""), overwrite=overwrite)
             repo_type = "model"
         print(f"exported {folder}")
         if args.get("push_to_hub"):
-            print(f"pushed: {push_to_hub(folder, args['push_to_hub'], private, repo_type)}")
+            print(f"pushed: {push_to_hub(folder, args['push_to_hub'], args.get('private', False), repo_type)}")
     except (DataError, ConfigError) as err:
         sys.exit(f"eqn.export: {err}")
+    except OSError as err:
+        sys.exit(f"eqn.export: {err.filename or ''}: {err.strerror or err}")
 
 
 if __name__ == "__main__":

@@ -22,28 +22,49 @@ class ConfigError(ValueError):
     """A config value that cannot work, or a run directory that holds a different run."""
 
 
+def umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, own: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. The file ends with
+    the permissions an ordinary open() gives (0666 minus the umask). own=True (outputs): an existing `path` is
+    replaced only if eqn wrote it (eqn.ownership), and the new file is recorded as eqn's; own=False: private files
+    (caches, scratch)."""
     path = Path(path)
+    if own and (path.exists() or path.is_symlink()):
+        from eqn.ownership import owns_file
+
+        if not owns_file(path):
+            raise ConfigError(f"{path}: exists and was not written by eqn (or was changed since); eqn never "
+                              "replaces it: move it away or choose another output")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        if Path(tmp).exists():
+            os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if own:
+        from eqn.ownership import record
+
+        record(path)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, own: bool = True) -> None:
+    with atomic_path(path, own) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, own: bool = True) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n", own)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -11,7 +11,6 @@ run_dir/
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from eqn.data.datamodule import EQNDataModule
 from eqn.interrupt import fault_point
 from eqn.io import ConfigError, digest, read_json, write_json, write_text
-from eqn.stages import RunContext, artifact_name, fit, regress
+from eqn.ownership import LEDGER, owns_file, owns_folder, remove_owned
+from eqn.stages import RunContext, artifact_name, fit, regress, stage_plan  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 # The keys that change a run's results: the resume fingerprint hashes these (and the data files), nothing else,
@@ -51,16 +51,6 @@ def result_config(cfg: DictConfig) -> dict:
     return out
 
 
-def stage_plan(cfg: DictConfig) -> list[str]:
-    name = cfg.pipeline.name
-    if name == "baseline":
-        return ["baseline" if cfg.pipeline.budget == "single" else "baseline_matched"]
-    if name == "coeqn":
-        return ["coeqn"]
-    rounds = cfg.pipeline.rounds
-    return ["coeqn"] + [f"eqn_r{r}" for r in range(1, rounds)] + ["eqn"]
-
-
 class Pipeline(RunContext):
     """baseline | coeqn -> regress -> eqn over one run dir: opens the run (data + resume guard), runs the stages."""
 
@@ -68,6 +58,7 @@ class Pipeline(RunContext):
     def open(self) -> EQNDataModule:
         """Read the data and check that this run dir may hold this run; only then write the config."""
         cfg = self.cfg
+        self.check_run_dir()
         seed_everything(cfg.seed, workers=True)
         dm = self.build_datamodule()
         self.check_fingerprint(dm)
@@ -136,11 +127,71 @@ class Pipeline(RunContext):
             raise ConfigError(
                 f"{self.run_dir} holds a run with a different config or data (fingerprint {old[:12]} != "
                 f"{current[:12]}); use another hydra.run.dir, or pipeline.restart=true to discard it")
+        if not self.is_main:
+            return
+        (self.run_dir / LEDGER).parent.mkdir(exist_ok=True)
+        (self.run_dir / LEDGER).touch()  # from now on this folder is an eqn run dir
         if self.cfg.pipeline.restart:
-            log.warning("pipeline.restart: discarding finished stages in %s", self.run_dir)
-            for sub in ("stages", "checkpoints", "analysis", "logs"):
-                shutil.rmtree(self.run_dir / sub, ignore_errors=True)
-            for name in ("metrics.json", "relabeled_train.csv"):
-                (self.run_dir / name).unlink(missing_ok=True)
-        if self.is_main:
-            write_json(path, {"fingerprint": current})
+            log.warning("pipeline.restart: discarding the finished stages in %s (only files eqn wrote)", self.run_dir)
+            for name in RUN_OUTPUTS:
+                target = self.run_dir / name
+                if target.is_dir():
+                    remove_owned(target)
+                elif name not in KEPT_ON_RESTART and owns_file(target):
+                    remove_owned(target)
+        write_json(path, {"fingerprint": current})
+
+    def check_run_dir(self) -> None:
+        """Before any work: a folder that holds no eqn run is used only if empty (apart from Hydra's record) or
+        with pipeline.reuse_dir=true; eqn's own names in it must be eqn's files."""
+        if not self.is_main:
+            return
+        eqn_run = (self.run_dir / LEDGER).is_file()
+        if not eqn_run:
+            present = sorted(p.name for p in self.run_dir.iterdir() if not hydra_own(p))
+            if present and not self.cfg.pipeline.reuse_dir:
+                raise ConfigError(f"{self.run_dir} is not empty and holds no eqn run ({', '.join(present[:5])}"
+                                  f"{', ...' if len(present) > 5 else ''}); choose a new hydra.run.dir, or pass "
+                                  "pipeline.reuse_dir=true to put eqn's files beside yours")
+            clash = [n for n in present if n in RUN_OUTPUTS or n == ".hydra"]
+            if clash:
+                raise ConfigError(f"{self.run_dir}: {', '.join(clash)} would be written by eqn but already exist "
+                                  "and are not eqn's; choose another hydra.run.dir")
+            return
+        for name in RUN_OUTPUTS:
+            target = self.run_dir / name
+            if not target.exists():
+                continue
+            if name in OWN_FOLDERS:
+                ok = owns_folder(target)
+            elif name in CHECKED_DIRS:
+                ok = all(owns_file(f) for f in target.rglob("*") if f.is_file() and ".eqn" not in f.parts)
+            else:
+                ok = target.is_dir() if name in DIRS else owns_file(target)
+            if not ok:
+                raise ConfigError(f"{target}: eqn writes here but found a file it did not write (or one changed "
+                                  "since); move it away or choose another hydra.run.dir")
+
+
+# What a run writes at the top of its run dir. Folders marked DIRS hold files of eqn's own (recorded in the run's
+# ledger) and Lightning's; OWN_FOLDERS are replaced as a whole and carry their own ledger.
+DIRS = ("stages", "checkpoints", "analysis", "logs", "export", "relabeled", "hub_dataset", "mlruns", "wandb")
+OWN_FOLDERS = ("relabeled", "hub_dataset")
+CHECKED_DIRS = ("checkpoints", "analysis", "export")  # every file in them is eqn's (Lightning writes elsewhere)
+KEPT_ON_RESTART = ("config.yaml", "fingerprint.json")
+RUN_OUTPUTS = ("config.yaml", "tokenizer.json", "fingerprint.json", "metrics.json", "relabeled_train.csv",
+               "relabeled_train.parquet", *DIRS)
+
+
+def hydra_own(path: Path) -> bool:
+    """What Hydra writes into a run dir before eqn starts (its record and job log) and eqn's own lock/ledger."""
+    if path.name in (".eqn", ".lock"):
+        return True
+    if path.name == ".hydra":
+        return all(p.name == "pending" for p in path.iterdir())
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return path.name == f"{HydraConfig.get().job.name}.log"
+    except ValueError:
+        return False

@@ -50,7 +50,7 @@ class GatherPredictions(Callback):
             result.append(full)
         self.result = result
         if trainer.is_global_zero:
-            with atomic_path(self.out_path) as tmp:
+            with atomic_path(self.out_path, own=False) as tmp:  # scratch
                 torch.save(result, tmp)
 
 

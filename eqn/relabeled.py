@@ -16,8 +16,14 @@ def intensity_frame(columns: dict, intensities: torch.Tensor, label_names: list[
     return pd.concat([frame, pd.DataFrame(values, columns=list(label_names), index=frame.index)], axis=1)
 
 
+def label_columns(label_names: list[str]) -> list[str]:
+    """The intensity columns of the relabeled training set: the label names, all prefixed `intensity_` if one of
+    them is named like another column (id, text, gold)."""
+    return [f"intensity_{n}" for n in label_names] if {"id", "text", "gold"} & set(label_names) else list(label_names)
+
+
 def write_intensity_csv(path: Path, columns: dict, intensities: torch.Tensor, label_names: list[str]) -> None:
-    frame = intensity_frame(columns, intensities, label_names)
+    frame = intensity_frame(columns, intensities, label_columns(label_names))
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.2f")
 
@@ -28,8 +34,7 @@ def hf_dataset(ids: list[str], texts: list[str], intensities: torch.Tensor, labe
     (prefixed `intensity_` only if a label is named id, text or gold), gold as a sequence of label names."""
     import datasets
 
-    reserved = {"id", "text", "gold"}
-    columns = [f"intensity_{n}" if reserved & set(label_names) else n for n in label_names]
+    columns = label_columns(label_names)
     values = intensities.detach().cpu().float().numpy()
     data = {"id": list(map(str, ids)), "text": list(texts),
             **{c: values[:, j] for j, c in enumerate(columns)},
@@ -65,16 +70,18 @@ def dataset_card(name: str, label_names: list[str], scale: float, model: str, me
 
 
 def write_dataset(run_dir: Path, dataset, card: str) -> None:
-    """relabeled/ (datasets.save_to_disk + README.md card) and relabeled_train.parquet, each written atomically."""
+    """relabeled/ (datasets.save_to_disk + README.md card) and relabeled_train.parquet, each written atomically;
+    an existing relabeled/ is replaced only if every file in it is eqn's."""
     import shutil
     import tempfile
+
+    from eqn.ownership import replace_folder
 
     tmp = Path(tempfile.mkdtemp(prefix=".relabeled.", dir=run_dir))
     try:
         dataset.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        shutil.rmtree(run_dir / "relabeled", ignore_errors=True)
-        tmp.rename(run_dir / "relabeled")
+        replace_folder(tmp, run_dir / "relabeled")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -82,17 +89,26 @@ def write_dataset(run_dir: Path, dataset, card: str) -> None:
         dataset.to_parquet(str(out))
 
 
-def dataset_folder(run_dir: Path) -> Path:
-    """A folder laid out for the hub (README.md card + data/train.parquet) from a finished run's relabeled/."""
+def dataset_folder(run_dir: Path, overwrite: bool = False) -> Path:
+    """A folder laid out for the hub (README.md card + data/train.parquet) from a finished run's relabeled/:
+    <run>/hub_dataset; an existing one is replaced only with overwrite=True and only if it is eqn's own."""
     import shutil
+    import tempfile
+
+    from eqn.io import DataError
+    from eqn.ownership import check_output, replace_folder
 
     source = run_dir / "relabeled"
     if not (source / "README.md").exists() or not (run_dir / "relabeled_train.parquet").exists():
-        from eqn.io import DataError
-
         raise DataError(run_dir, "no relabeled/ dataset here (a finished pipeline=eqn run writes one)")
-    folder = run_dir / "hub_dataset"
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / "README.md", folder / "README.md")
-    shutil.copy(run_dir / "relabeled_train.parquet", folder / "data" / "train.parquet")
+    folder = check_output(run_dir / "hub_dataset", overwrite, folder=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".hub_dataset.", dir=run_dir))
+    try:
+        (tmp / "data").mkdir()
+        shutil.copy(source / "README.md", tmp / "README.md")
+        shutil.copy(run_dir / "relabeled_train.parquet", tmp / "data" / "train.parquet")
+        replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return folder

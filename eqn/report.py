@@ -24,7 +24,8 @@ import pandas as pd
 import yaml
 
 from eqn import evaluation, stats
-from eqn.io import DataError, atomic_path, load_tensors, read_json, write_text
+from eqn.io import ConfigError, DataError, atomic_path, load_tensors, read_json, write_text
+from eqn.ownership import check_writable
 
 STAGES = ("baseline", "baseline_matched", "coeqn", "eqn")
 TITLES = {"baseline": "baseline", "baseline_matched": "baseline (EQN budget)", "coeqn": "CoEQN", "eqn": "EQN"}
@@ -38,7 +39,7 @@ RULES = (("tuned", "per-label tuned thresholds"), ("fixed", "one fixed threshold
 def collect(root: Path) -> tuple[pd.DataFrame, list[str]]:
     """One row per (run, stage): dataset, backbone, pipeline, seed, stage, the test metrics and the scores file."""
     rows, problems = [], []
-    run_dirs = {p.parent for p in root.rglob("config.yaml") if p.parent.name != ".hydra"}
+    run_dirs = {p.parent for p in root.rglob("config.yaml") if ".hydra" not in p.relative_to(root).parts}
     run_dirs |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}  # jobs that died before writing
     run_dirs |= {p.parent.parent.parent for p in root.rglob(".hydra/pending/config.yaml")}  # ... or were refused
     for run_dir in sorted(run_dirs):
@@ -56,7 +57,14 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[str]]:
             problems.append(f"{ident['run']}: no metrics.json ({ident['dataset']} / {ident['backbone']} / "
                             f"{ident['pipeline']} / seed {ident['seed']}) - missing or failed")
             continue
-        metrics = read_json(metrics_path)
+        try:
+            metrics = read_json(metrics_path)
+            if not isinstance(metrics, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            problems.append(f"{ident['run']}: unreadable metrics.json ({' '.join(str(err).split())[:120]}) - "
+                            "not counted")
+            continue
         for stage in STAGES:
             prefix = f"{stage}/test/"
             if prefix + "f1_macro" not in metrics:
@@ -64,8 +72,35 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[str]]:
             values = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix) and "/f1/" not in k
                       and not k[len(prefix):].startswith("f1/")}
             scores = run_dir / "stages" / stage / "test_scores.safetensors"
-            rows.append({**ident, "stage": stage, **values, "scores": str(scores) if scores.exists() else None})
-    return pd.DataFrame(rows), problems
+            rows.append({**ident, "stage": stage, **values, "scores": str(scores) if scores.exists() else None,
+                         "fingerprint": fingerprint_of(run_dir)})
+    frame, duplicates = count_seeds_once(pd.DataFrame(rows))
+    return frame, problems + duplicates
+
+
+def fingerprint_of(run_dir: Path) -> str | None:
+    try:
+        return read_json(run_dir / "fingerprint.json")["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def count_seeds_once(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (dataset, backbone, stage, seed): a second run of a seed is named, not counted (the first run
+    in path order is kept)."""
+    if frame.empty:
+        return frame, []
+    key = ["dataset", "backbone", "stage", "seed"]
+    frame = frame.sort_values("run", kind="stable")
+    repeated = frame.duplicated(key, keep="first")
+    notes = []
+    for _, row in frame[repeated].iterrows():
+        kept = frame[(frame[key] == row[key]).all(axis=1)].iloc[0]
+        same = row["fingerprint"] is not None and row["fingerprint"] == kept["fingerprint"]
+        notes.append(f"{row['run']}: {row['stage']} of {row['dataset']} / {row['backbone']} seed {row['seed']} again "
+                     f"({'same' if same else 'another'} configuration as {kept['run']}); each seed is counted once, "
+                     f"so this run is not")
+    return frame[~repeated].drop(columns="fingerprint").reset_index(drop=True), notes
 
 
 def fmt(values: pd.Series) -> str:
@@ -207,12 +242,30 @@ def per_class_frame(comparisons: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def report(root: str | Path, out: str | Path | None = None, resamples: int = 1000) -> tuple[Path, Path]:
+OUTPUTS = ("results.md", "results.csv", "results_per_class.csv")
+
+
+def report(root: str | Path, out: str | Path | None = None, resamples: int = 1000,
+           overwrite: bool = False) -> tuple[Path, Path]:
+    """Write results.md / results.csv (and results_per_class.csv) into `out` (default: root). An existing report
+    is replaced only with overwrite=True and only if eqn wrote it; a folder with no runs at all is an error."""
+    from eqn.ownership import check_output
+
     root = Path(root)
     if not root.is_dir():
-        raise SystemExit(f"eqn.report: {root} is not a directory")
+        raise DataError(root, "not a directory" if root.exists() else "directory not found")
+    if resamples < 1:
+        raise ConfigError(f"--resamples {resamples}: must be at least 1")
     out = Path(out) if out else root
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder")
+    for name in OUTPUTS:
+        if (out / name).exists() or (out / name).is_symlink():
+            check_output(out / name, overwrite, option="--overwrite")
+    check_writable(out / OUTPUTS[0])
     frame, problems = collect(root)
+    if frame.empty and not problems:
+        raise DataError(root, "no eqn runs here (no config.yaml with metrics.json below it)")
     comparisons = comparisons_of(frame, resamples)
     md, csv = out / "results.md", out / "results.csv"
     write_text(md, markdown(frame, problems, comparisons))
@@ -225,13 +278,32 @@ def report(root: str | Path, out: str | Path | None = None, resamples: int = 100
     return md, csv
 
 
+def positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a whole number of at least 1")
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from eqn.cli import OneLineParser
+
+    parser = OneLineParser(prog="python -m eqn.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="a run or multirun directory")
     parser.add_argument("--out", help="where to write results.md / results.csv (default: root)")
-    parser.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
+    parser.add_argument("--resamples", type=positive, default=1000, help="paired bootstrap resamples (default 1000)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report eqn wrote there before")
     args = parser.parse_args(argv)
-    md, csv = report(args.root, args.out, args.resamples)
+    try:
+        md, csv = report(args.root, args.out, args.resamples, args.overwrite)
+    except (DataError, ConfigError) as err:
+        sys.exit(f"eqn.report: {err}")
+    except OSError as err:
+        sys.exit(f"eqn.report: {err.filename or ''}: {err.strerror or err}")
     sys.stdout.write(md.read_text())
     print(f"wrote {md} and {csv}")
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from eqn import config  # noqa: E402  (registers schemas and resolvers)
 from eqn.interrupt import Interrupted, interruptible  # noqa: E402
 from eqn.io import ConfigError, DataError, RunLock  # noqa: E402
+from eqn.search import Pruned  # noqa: E402
 
 log = logging.getLogger("eqn")
 
@@ -77,13 +78,44 @@ def discard_hydra_record(run_dir: Path) -> None:
     shutil.rmtree(run_dir / ".hydra" / "pending", ignore_errors=True)
 
 
+def main() -> float | None:
+    """`python -m eqn.run`: the output folder is checked before Hydra creates it (one line, not Hydra's traceback)."""
+    problem = output_dir_problem(sys.argv[1:])
+    if problem:
+        log.error("%s", problem)
+        sys.exit(f"eqn: error: {problem}")
+    return hydra_main()
+
+
+def output_dir_problem(argv: list[str]) -> str | None:
+    """Why hydra.run.dir= / hydra.sweep.dir= cannot be a run folder (a file, under a file, not writable), if so."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+            continue
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            return f"{key}={value}: is a file, not a folder"
+        parent = path
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"{key}={value}: cannot be created: {parent} is a file"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"{key}={value}: folder {parent} is not writable; choose another {key}"
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)
     except (DataError, ConfigError) as err:  # bad input: one clear line, no traceback
         log.error("%s", err)
         sys.exit(f"eqn: error: {err}")
+    except Pruned as err:  # a search trial stopped by the pruner: recorded by the sweeper, not a failure
+        log.info("%s", err)
+        return None
     except Interrupted as err:
         message = f"eqn: {err}. Finished stages are kept; {resume_hint()}"
         log.error("%s", message)

@@ -27,8 +27,10 @@ from eqn.data.datamodule import EQNDataModule
 from eqn.interrupt import TrainingState, fault_point
 from eqn.io import ConfigError, atomic_path, load_tensors, read_json, save_tensors, write_json
 from eqn.models.module import EQNModule, build_module, load_module, plain
+from eqn.ownership import record, record_tree
 from eqn.predict import predict_splits
 from eqn.relabeled import dataset_card, hf_dataset, write_dataset, write_intensity_csv
+from eqn.search import prune_callback
 from eqn.stage_logging import StageLogger
 from eqn.targets import regress_targets
 
@@ -74,6 +76,25 @@ class RunContext:
             dist.barrier()
 
 
+def stage_plan(cfg: DictConfig) -> list[str]:
+    name = cfg.pipeline.name
+    if name == "baseline":
+        return ["baseline" if cfg.pipeline.budget == "single" else "baseline_matched"]
+    if name == "coeqn":
+        return ["coeqn"]
+    rounds = cfg.pipeline.rounds
+    return ["coeqn"] + [f"eqn_r{r}" for r in range(1, rounds)] + ["eqn"]
+
+
+class OwnedCheckpoint(ModelCheckpoint):
+    """Lightning's checkpointing, each saved file recorded as eqn's own (so pipeline.restart may remove it)."""
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero and Path(filepath).is_file():
+            record(filepath)
+
+
 def artifact_name(cfg: DictConfig, round_: int) -> str:
     return f"{cfg.run_name}-relabeled-r{round_}"
 
@@ -93,9 +114,11 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
         state = torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     monitor = run.cfg.pipeline.monitor
-    checkpoint = ModelCheckpoint(dirpath=stage_dir, filename="best", monitor=monitor, mode=monitor_mode(monitor),
+    checkpoint = OwnedCheckpoint(dirpath=stage_dir, filename="best", monitor=monitor, mode=monitor_mode(monitor),
                                  save_last=True, save_top_k=1)
     extra = [instantiate(node) for node in (run.cfg.callbacks or {}).values() if node and "_target_" in node]
+    pruning = prune_callback(run.cfg, run.run_dir, stage_plan(run.cfg).index(stage))
+    extra += [pruning] if pruning is not None else []
     epochs = run.cfg.trainer.max_epochs * (run.cfg.pipeline.rounds + 1 if stage == "baseline_matched" else 1)
     resume = stage_dir / "last.ckpt"
     started = time.perf_counter()
@@ -123,9 +146,11 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
             if run.cfg.pipeline.export:  # export/<stage>/: a Hugging Face-style model folder
                 from eqn.export import export
 
-                export(final, run.run_dir / "export" / stage, {**run.metrics, **metrics}, dm.name)
+                export(final, run.run_dir / "export" / stage, {**run.metrics, **metrics}, dm.name, overwrite=True)
                 fault_point(f"fit:{stage}:exported")
             logger.log_stage_outputs(stage, run.run_dir, dm.split("test").texts)
+            if (run.run_dir / "logs" / stage).is_dir():  # the loggers' files of this stage are eqn's too
+                record_tree(run.run_dir / "logs" / stage)
             write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
     run.barrier()
     run.metrics.update(metrics)

@@ -35,7 +35,8 @@ def read_ratings(path: str | Path, text_column: str = "text", emotion_column: st
             frame = pd.read_json(path, lines=True, dtype=False)
             first_line = 1
         elif suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                                quoting=3 if suffix == ".tsv" else 0)  # TSV: no quoting (csv.QUOTE_NONE)
             first_line = 2
         else:
             raise DataError(path, f"unsupported ratings file type {suffix!r}: use .csv, .tsv or .jsonl")
@@ -124,25 +125,38 @@ def render(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+USAGE = ("usage: python -m eqn.validate ckpt=<checkpoint> ratings=<file> [ckpt2=<checkpoint>] [output=report.csv] "
+         "[overwrite=true] [text_column=text] [emotion_column=emotion] [rating_column=rating] [resamples=1000]")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = dict(a.partition("=")[::2] for a in (argv if argv is not None else sys.argv[1:]))
-    known = {"ckpt", "ckpt2", "ratings", "output", "text_column", "emotion_column", "rating_column", "resamples"}
-    if "ckpt" not in args or "ratings" not in args or set(args) - known:
-        sys.exit("usage: python -m eqn.validate ckpt=<checkpoint> ratings=<file> [ckpt2=<checkpoint>] "
-                 "[output=report.csv] [text_column=text] [emotion_column=emotion] [rating_column=rating] "
-                 "[resamples=1000]" + (f"  (unknown: {sorted(set(args) - known)})" if set(args) - known else ""))
+    from eqn.cli import parse
+    from eqn.io import ConfigError
+    from eqn.ownership import check_output
+
+    args = parse(argv if argv is not None else sys.argv[1:], "eqn.validate", USAGE,
+                 known=("ckpt", "ckpt2", "ratings", "output", "overwrite", "text_column", "emotion_column",
+                        "rating_column", "resamples"), required=("ckpt", "ratings"), ints={"resamples": 1},
+                 bools=("overwrite",))
     try:
+        if "output" in args:
+            if Path(args["output"]).suffix.lower() != ".csv":
+                raise ConfigError(f"output={args['output']}: the report is CSV; name it *.csv")
+            check_output(args["output"], args.get("overwrite", False),
+                         inputs=[args["ratings"], args["ckpt"], args.get("ckpt2")])
         ratings = read_ratings(args["ratings"], args.get("text_column", "text"), args.get("emotion_column", "emotion"),
                                args.get("rating_column", "rating"))
         ckpts = {"ckpt": args["ckpt"], **({"ckpt2": args["ckpt2"]} if "ckpt2" in args else {})}
-        frame = validate(ckpts, ratings, args["ratings"], int(args.get("resamples", 1000)))
-    except DataError as err:
+        frame = validate(ckpts, ratings, args["ratings"], args.get("resamples", 1000))
+        print(render(frame))
+        if "output" in args:
+            with atomic_path(args["output"]) as tmp:
+                frame.to_csv(tmp, index=False, float_format="%.4f")
+            print(f"wrote {args['output']}")
+    except (DataError, ConfigError) as err:
         sys.exit(f"eqn.validate: {err}")
-    print(render(frame))
-    if "output" in args:
-        with atomic_path(args["output"]) as tmp:
-            frame.to_csv(tmp, index=False, float_format="%.4f")
-        print(f"wrote {args['output']}")
+    except OSError as err:
+        sys.exit(f"eqn.validate: {err.filename or ''}: {err.strerror or err}")
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def main() -> None:
     rss = result["annotation_peak_rss_mib"]
     growth = rss[sizes[1]] / rss[sizes[0]] - 1
     result["annotation_rss_growth"] = growth
-    write_json(args.out, json.loads(json.dumps(result)))
+    write_json(args.out, json.loads(json.dumps(result)), own=False)  # the project's results file
     modes = result["minilm_annotation"]
     print("| MiniLM annotation | texts/s | x fp32@256 (before) | x fp32, same batch | mean |diff| | identical "
           "emotions |\n|---|---|---|---|---|---|")

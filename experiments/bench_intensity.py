@@ -204,9 +204,9 @@ def main() -> None:
     command = "python experiments/bench_intensity.py" + (f" --only '{args.only}'" if args.only != STUDIES else "")
     results = ROOT / "experiments" / "results"
     write_text(results / "intensity.json", json.dumps({"command": command, "tweets": len(tweets), "rows": rows},
-                                                      indent=1, default=float) + "\n")
+                                                      indent=1, default=float) + "\n", own=False)
     path = results / "intensity.md"
-    write_text(path, render(rows, study_sets, tweets, seconds, command))
+    write_text(path, render(rows, study_sets, tweets, seconds, command), own=False)  # the project's results
     print(path.read_text())
 
 

@@ -124,8 +124,7 @@ def variants_table(study: Path, spec: dict) -> list[str]:
             lines.append(f"| {variant} | {seed} | not run | | | | | | | | |")
             continue
         m, stage, da, gold = finished(run_dir)
-        get = lambda k: m.get(f"{stage}/test/{k}", float("nan"))  # noqa: E731
-        cells = [f"{get(k):.4f}" for k in ("f1_macro", "fixed/f1_macro", "argmax/f1_macro", "f1_micro", "accuracy")]
+        cells = [f"{m.get(f'{stage}/test/{k}', float('nan')):.4f}" for k in ("f1_macro", "fixed/f1_macro", "argmax/f1_macro", "f1_micro", "accuracy")]
         ref = study / f"{spec['reference']}-s{seed}"
         delta = "– | – | –"
         if ref != run_dir and (ref / "metrics.json").exists():
@@ -208,7 +207,7 @@ def write_results(out: Path, names: list[str]) -> Path:
                   f"{sum(walls) / 60:.0f} min. Commands: `python -m eqn.run <overrides> logger=csv "
                   f"hydra.run.dir={out.name}/{name}/<run>`, e.g. `{' '.join(first)}`.", ""]
         if spec["kind"] == "grid":
-            md, _ = report(study)
+            md, _ = report(study, overwrite=True)
             body = md.read_text().split("\n", 2)[2]
             lines += [body.replace("\n## ", "\n### ").replace("\n### Per-class", "\n#### Per-class"), ""]
         else:
@@ -218,7 +217,7 @@ def write_results(out: Path, names: list[str]) -> Path:
         lines += ["## Not run", "", "Planned in `bench_quality.py` but without any finished run (cut for time on this "
                   "machine, for all three objectives alike): " + ", ".join(f"`{n}`" for n in missing) + ".", ""]
     path = ROOT / "experiments" / "results" / "quality.md"
-    write_text(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n", own=False)  # the project's results file
     return path
 
 

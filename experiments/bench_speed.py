@@ -197,7 +197,7 @@ def main() -> None:
         "mfu_eqn_fp32": tokens_per_s["eqn_fp32"] * per_token / peak_flops,
         "mfu_eqn_bf16": tokens_per_s["eqn_bf16"] * per_token / peak_flops_bf16,
     }
-    write_json(args.out, result)
+    write_json(args.out, result, own=False)  # the project's results file
     print("\n| run | samples/s | tokens/s | median s |\n|---|---|---|---|")
     for k in runs:
         print(f"| {k} | {per_s[k]:.1f} | {tokens_per_s[k]:.0f} | {median[k]:.1f} |")

@@ -66,7 +66,7 @@ def main() -> None:
             print(f"{rows} rows: 2 parallel jobs with threads per job {r['threads_vs_sequential']:.2f}x sequential "
                   f"(target >= 1), with {CORES} threads per job {r['all_cores_vs_sequential']:.2f}x sequential; "
                   f"the thread limit is {r['threads_vs_all_cores']:.2f}x faster", flush=True)
-    write_json(args.out, result)
+    write_json(args.out, result, own=False)  # the project's results file
     print(f"wrote {args.out}")
 
 

@@ -4,12 +4,12 @@ import os
 import sys
 
 import pandas as pd
-import torch
 import pytest
+import torch
 
 from eqn import load
 from eqn.annotate import annotate_file, main
-from eqn.io import DataError
+from eqn.io import ConfigError, DataError
 
 TEXTS = ["I love this so much, thank you!", "This is terrible and I am angry.", "What? I did not expect that",
          "ok", "Is this real? wow"]
@@ -78,25 +78,29 @@ def test_refuses_to_overwrite_and_interrupted_write_leaves_nothing(ckpt, tmp_pat
     pd.DataFrame({"text": TEXTS}).to_csv(path, index=False)
     out = tmp_path / "out.csv"
     out.write_text("precious")
-    with pytest.raises(DataError, match="overwrite=true"):
+    with pytest.raises(ConfigError, match="overwrite=true"):
         annotate_file(str(ckpt), str(path), str(out), progress=False)
+    with pytest.raises(ConfigError, match="not written by eqn"):
+        annotate_file(str(ckpt), str(path), str(out), overwrite=True, progress=False)
     assert out.read_text() == "precious"
-    with pytest.raises(DataError, match="overwrite the input"):
+    with pytest.raises(ConfigError, match="is the input"):
         annotate_file(str(ckpt), str(path), str(path), overwrite=True, progress=False)
+    annotate_file(str(ckpt), str(path), str(tmp_path / "mine.csv"), progress=False)
+    before = (tmp_path / "mine.csv").read_bytes()
 
-    import eqn.annotate as annotate
+    import eqn.tables as tables
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(annotate.ChunkWriter, "write", crash)
+    monkeypatch.setattr(tables.ChunkWriter, "write", crash)
     fresh = tmp_path / "fresh.csv"
     with pytest.raises(KeyboardInterrupt):
         annotate_file(str(ckpt), str(path), str(fresh), progress=False)
     with pytest.raises(KeyboardInterrupt):
-        annotate_file(str(ckpt), str(path), str(out), overwrite=True, progress=False)
-    assert not fresh.exists() and out.read_text() == "precious"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]
+        annotate_file(str(ckpt), str(path), str(tmp_path / "mine.csv"), overwrite=True, progress=False)
+    assert not fresh.exists() and out.read_text() == "precious" and (tmp_path / "mine.csv").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".eqn", "in.csv", "mine.csv", "out.csv"]
 
 
 @pytest.mark.parametrize("case", ["empty", "header_only", "no_column", "directory", "missing"])

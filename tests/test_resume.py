@@ -50,7 +50,7 @@ def test_interrupted_write_leaves_the_previous_file(tmp_path):
     with pytest.raises(TypeError):
         write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1.0}
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".eqn", "metrics.json"]  # the file and eqn's ledger
 
 
 def test_sigkill_during_stage_two_then_resume(tmp_path, data_dir):

@@ -78,7 +78,8 @@ def test_push_to_hub_offline_fails_in_one_line(trained_run, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="push_to_hub=me/model: HF_HUB_OFFLINE=1 is set"):
         push_to_hub(trained_run / "export" / "eqn", "me/model")
-    with pytest.raises(DataError, match="not a local file or folder, and the hub download failed"):
+    with pytest.raises(DataError, match="someone/missing-model: not a local checkpoint or folder: neither a local "
+                                        "folder nor in the Hugging Face cache, and HF_HUB_OFFLINE=1 is set"):
         load("someone/missing-model")
 
 

@@ -41,7 +41,7 @@ def write_cache(path: Path, encoder: TextEncoder, token_ids: dict, lengths: dict
     """Token ids as safetensors (tensors only: loading it cannot run code), the tokenizer as JSON metadata."""
     tensors = {f"{kind}/{split}": t.contiguous() for kind, d in (("ids", token_ids), ("lengths", lengths))
                for split, t in d.items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, own=False) as tmp:  # a private cache: a bad one is rebuilt over
         safetensors.torch.save_file(tensors, str(tmp), metadata={"encoder": encoder.to_str(), "v": str(CACHE_VERSION)})
 
 

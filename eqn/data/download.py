@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from eqn.data import sources
-from eqn.io import DataError, write_text
+from eqn.io import ConfigError, DataError, atomic_path, write_text
+from eqn.ownership import check_writable, owns_file
 
 # name -> (hub id, config, expected rows per split as the reader sees them)
 HUB = {
@@ -39,43 +40,51 @@ def csv_text(header: list[str], rows) -> str:
 
 def write_goemotions(ds, folder: Path) -> None:
     names = ds["train"].features["labels"].feature.names
-    write_text(folder / "labels.txt", "\n".join(names))
+    write_text(folder / "labels.txt", "\n".join(names), own=False)
     for split, fname in (("train", "train.tsv"), ("validation", "dev.tsv"), ("test", "test.tsv")):
         d = ds[split]
         lines = (f"{t}\t{','.join(map(str, ls))}\t{i}\n" for t, ls, i in zip(d["text"], d["labels"], d["id"]))
-        write_text(folder / fname, "".join(lines))
+        write_text(folder / fname, "".join(lines), own=False)
 
 
 def write_emotion6(ds, folder: Path) -> None:
     for split, fname in (("train", "train.txt"), ("validation", "val.txt"), ("test", "test.txt")):
         d = ds[split]
-        write_text(folder / fname, "".join(f"{t};{sources.EMOTION6_LABELS[y]}\n" for t, y in zip(d["text"], d["label"])))
+        write_text(folder / fname, "".join(f"{t};{sources.EMOTION6_LABELS[y]}\n" for t, y in zip(d["text"], d["label"])), own=False)
 
 
 def write_tfn3(ds, folder: Path) -> None:
     for split, fname in (("train", "sent_train.csv"), ("validation", "sent_valid.csv")):
         d = ds[split]
-        write_text(folder / fname, csv_text(["text", "label"], zip(d["text"], d["label"])))
+        write_text(folder / fname, csv_text(["text", "label"], zip(d["text"], d["label"])), own=False)
 
 
 def write_tsa3(ds, folder: Path) -> None:
     for split, fname in (("train", "train.csv"), ("test", "test.csv")):
         d = ds[split]
         rows = zip(d["id"], d["text"], d["label_text"])
-        write_text(folder / fname, csv_text(["textID", "text", "sentiment"], rows))
+        write_text(folder / fname, csv_text(["textID", "text", "sentiment"], rows), own=False)
 
 
 WRITERS: dict[str, Callable] = {"goemotions": write_goemotions, "emotion6": write_emotion6, "tfn3": write_tfn3,
                                 "tsa3": write_tsa3}
 
 
-def download(name: str, data_dir: str | Path) -> Path:
+def download(name: str, data_dir: str | Path, overwrite: bool = False) -> Path:
+    """Fetch into a temporary folder, verify it with the dataset's reader, then move the files in. An existing file
+    with the same content is kept; one with other content is refused unless overwrite=True and eqn wrote it."""
+    import shutil
+    import tempfile
+
     if name in KAGGLE:
         raise DataError(Path(data_dir) / name, f"not on the Hugging Face hub; get it with: {KAGGLE[name]}")
     if name not in HUB:
         raise DataError(name, f"unknown dataset; choose one of {sorted([*HUB, *KAGGLE])}")
     hub_id, config, expected = HUB[name]
     folder = Path(data_dir) / name
+    if folder.exists() and not folder.is_dir():
+        raise DataError(folder, "exists and is not a folder")
+    check_writable(folder / "x")
     if not sources.hub_reachable():
         flag = sources.offline_flag()
         raise DataError(folder, f"cannot download {hub_id}: " + (f"{flag}=1 is set in the environment" if flag else
@@ -83,28 +92,62 @@ def download(name: str, data_dir: str | Path) -> Path:
     import datasets
 
     ds = datasets.load_dataset(hub_id, config)
-    WRITERS[name](ds, folder)
-    data = sources.load(name, folder.parent)
-    for split, rows in expected.items():
-        if len(data.splits[split]) != rows:
-            raise DataError(folder, f"downloaded {split} split has {len(data.splits[split])} rows; expected {rows}")
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.download.", dir=data_dir))
+    try:
+        WRITERS[name](ds, staging / name)
+        data = sources.load(name, staging)
+        for split, rows in expected.items():
+            if len(data.splits[split]) != rows:
+                raise DataError(folder, f"downloaded {split} split has {len(data.splits[split])} rows; expected "
+                                        f"{rows}; nothing was written")
+        install(staging / name, folder, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
+def install(new: Path, folder: Path, overwrite: bool) -> None:
+    """Copy the verified files of `new` into `folder`, all checked before the first is moved."""
+    import filecmp
+    import shutil
+
+    moves = []
+    for source in sorted(p for p in new.rglob("*") if p.is_file()):
+        target = folder / source.relative_to(new)
+        if target.exists():
+            if target.is_file() and filecmp.cmp(source, target, shallow=False):
+                continue  # already there, byte for byte
+            if not overwrite:
+                raise DataError(target, "exists with other content; nothing was written (pass --overwrite to "
+                                        "replace files that eqn downloaded before)")
+            if not owns_file(target):
+                raise DataError(target, "exists with other content and was not written by eqn; eqn never replaces "
+                                        "it: move it away first; nothing was written")
+        moves.append((source, target))
+    for source, target in moves:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+
+
 def main(argv: list[str] | None = None) -> None:
+    from eqn.cli import OneLineParser
     from eqn.config import default_data_dir
 
-    parser = argparse.ArgumentParser(prog="python -m eqn.data", description=__doc__,
+    parser = OneLineParser(prog="python -m eqn.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     get = sub.add_parser("download", help="fetch a dataset into the data dir")
     get.add_argument("name", choices=sorted([*HUB, *KAGGLE]))
     get.add_argument("--data-dir", default=None, help="default: paths.data_dir ($EQN_DATA_DIR, ../shared/data or data/)")
+    get.add_argument("--overwrite", action="store_true", help="replace files with other content that eqn wrote before")
     args = parser.parse_args(argv)
     try:
-        folder = download(args.name, args.data_dir or default_data_dir())
-    except DataError as err:
+        folder = download(args.name, args.data_dir or default_data_dir(), args.overwrite)
+    except (DataError, ConfigError) as err:
         sys.exit(f"eqn.data: {err}")
+    except OSError as err:
+        sys.exit(f"eqn.data: {err.filename or ''}: {err.strerror or err}")
     print(f"{args.name}: files written to {folder} and verified")
 
 

@@ -9,10 +9,10 @@ import csv
 import gzip
 import hashlib
 import io
-import os
 import json
 import logging
 import math
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,9 +141,11 @@ def read_text(path: Path) -> str:
 
 
 def csv_records(path: Path, delimiter: str = ",", header: bool = True) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
-    """(line number, record) for each CSV/TSV row; ragged rows are reported with their line."""
+    """(line number, record) for each CSV/TSV row; ragged rows are reported with their line. TSV has no quoting:
+    a tab or line break ends a field and `"` is an ordinary character (as in GoEmotions' own files)."""
     text = read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     columns = None
     for fields in reader:
         if not fields:

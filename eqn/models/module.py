@@ -179,8 +179,31 @@ def load_module(path: str | Path, map_location: str = "cpu") -> EQNModule:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "checkpoint not found" if not path.exists() else "is not a checkpoint file")
+    import zipfile
+
     try:
+        if not zipfile.is_zipfile(path):  # every checkpoint torch.save has written since 1.6 is a zip archive
+            raise DataError(path, "not a PyTorch checkpoint (truncated or corrupt file)")
         return EQNModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except OSError as err:
+        raise DataError(path, f"cannot be read ({err.strerror or err})") from None
+    except DataError:
+        raise
     except Exception as err:  # unpickling refusals, truncated zips, foreign or tampered contents
-        reason = " ".join(str(err).split())[:300] or type(err).__name__
-        raise DataError(path, f"not a trusted eqn checkpoint: {reason}") from None
+        raise DataError(path, checkpoint_problem(err)) from None
+
+
+def checkpoint_problem(err: Exception) -> str:
+    """Why a checkpoint was refused, in eqn's words (never PyTorch's advice to load it unsafely)."""
+    text = " ".join(str(err).split())
+    if "not one of eqn's backbones" in text or "torch.optim" in text:
+        return f"not a trusted eqn checkpoint: {text[:300]}"
+    if "WeightsUnpickler error" in text or "weights_only" in text.lower():
+        detail = text.split("WeightsUnpickler error:", 1)[-1].split(". ")[0].strip() if "WeightsUnpickler" in text else ""
+        return ("not a trusted eqn checkpoint: it holds Python objects that eqn never loads"
+                + (f" ({detail[:160]})" if detail else ""))
+    if "PytorchStreamReader" in text or "zip archive" in text or "invalid load key" in text or "EOF" in text:
+        return "not a PyTorch checkpoint (truncated or corrupt file)"
+    if isinstance(err, KeyError):
+        return f"not an eqn checkpoint (it lacks {text[:80]})"
+    return f"not a usable eqn checkpoint: {text[:200] or type(err).__name__}"

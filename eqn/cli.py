@@ -1,0 +1,49 @@
+"""key=value command lines (eqn.annotate, eqn.export, eqn.validate): strict types, one line per mistake."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def parse(argv: list[str], prog: str, usage: str, known: tuple[str, ...], required: tuple[str, ...] = (),
+          ints: dict[str, int] | None = None, bools: tuple[str, ...] = (), aliases: dict[str, str] | None = None
+          ) -> dict:
+    """{key: value} from key=value words; `ints` maps integer keys to their least value. Anything else exits
+    with one line naming the word."""
+    ints, aliases = ints or {}, aliases or {}
+    args: dict = {}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        key = aliases.get(key, key)
+        if not sep or not key:
+            sys.exit(f"{prog}: expected key=value, got {item!r} ({usage})")
+        if key not in known:
+            sys.exit(f"{prog}: unknown option {key!r}; valid: {', '.join(known)}")
+        if key in args:
+            sys.exit(f"{prog}: {key} is given twice")
+        if key in ints:
+            try:
+                number = int(value)
+            except ValueError:
+                number = None
+            if number is None or number < ints[key]:
+                sys.exit(f"{prog}: {key}={value!r}: must be a whole number of at least {ints[key]}")
+            value = number
+        elif key in bools:
+            if value.lower() not in TRUE + FALSE:
+                sys.exit(f"{prog}: {key}={value!r}: must be true or false")
+            value = value.lower() in TRUE
+        args[key] = value
+    missing = [k for k in required if k not in args]
+    if missing:
+        sys.exit(f"{prog}: missing {', '.join(missing)} ({usage})")
+    return args
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (`prog: problem`), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
