@@ -1,0 +1,119 @@
+"""The tuned comparison: does the baseline-vs-EQN verdict survive tuning every objective at its own best setting?
+
+    python experiments/bench_tuned.py [--out outputs/quality/tuned] [--rounds 4,8,12,16] [--seeds 0,1,2]
+    python experiments/bench_tuned.py --report-only
+
+1. Search. One Optuna study per objective — pipeline=baseline (BCE), coeqn, eqn — on full GoEmotions with TextCNN:
+   the same space, trial budget and sampler seed (conf/hparams_search/goemotions_textcnn*.yaml), selected on the
+   tuned-threshold validation macro-F1 of the pipeline's last stage. The studies grow in rounds (4, 8, 12, 16
+   finished trials), every objective in turn, so a stopped run leaves the objectives with equal budgets; each step
+   is the same resumable command (`python -m eqn.run -m hparams_search=goemotions_textcnn_<objective>
+   hydra.sweeper.n_trials=<n> paths.output_dir=<out>`).
+2. Seeds. Each objective at its own best setting (optimization_results.yaml of its study), seeds 0-2:
+   `python -m eqn.run <the study's rerun arguments> seed=<s> hydra.run.dir=<out>/seeds/<objective>-s<s>`.
+3. Report. `eqn.report <out>/seeds` (paired over seeds and test rows, as the untuned grid) and
+   experiments/results/tuned.md with the best settings beside the figures and every command.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from eqn.io import write_text  # noqa: E402
+from eqn.report import report  # noqa: E402
+
+OBJECTIVES = ("baseline", "coeqn", "eqn")
+
+
+def sh(args: list[str]) -> int:
+    print("$", " ".join(shlex.quote(a) for a in args), flush=True)
+    return subprocess.run(args, cwd=ROOT, check=False).returncode
+
+
+def search(out: Path, objective: str, n_trials: int) -> int:
+    return sh([sys.executable, "-m", "eqn.run", "-m", f"hparams_search=goemotions_textcnn_{objective}",
+               f"hydra.sweeper.n_trials={n_trials}", f"paths.output_dir={out}"])
+
+
+def best(out: Path, objective: str) -> dict | None:
+    path = out / "search" / f"goemotions_textcnn_{objective}" / "optimization_results.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def trials_done(out: Path, objective: str) -> int:
+    path = out / "search" / f"goemotions_textcnn_{objective}" / "trials.csv"
+    if not path.exists():
+        return 0
+    return sum(line.split(",")[1] in ("complete", "pruned") for line in path.read_text().splitlines()[1:])
+
+
+def seed_args(objective: str, found: dict, seed: int) -> list[str]:
+    params = [f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in found["best_params"].items()]
+    return ["experiment=goemotions_textcnn_tuning", f"pipeline={objective}", *params, f"seed={seed}", "logger=csv",
+            "pipeline.analyze=false"]
+
+
+def render(out: Path, seconds: float) -> str:
+    lines = ["# Tuned comparison: every objective at its own best setting", "",
+             "GoEmotions, TextCNN, full data. Written by `python experiments/bench_tuned.py`; "
+             f"its last invocation ran {seconds / 60:.0f} min. Each objective searched the same space with the same "
+             "budget and sampler seed (conf/hparams_search/goemotions_textcnn.yaml), selected on tuned-threshold "
+             "validation macro-F1, never on test.", "", "## Searches", "",
+             "| objective | finished trials | best val macro-F1 | best setting | command |", "|---|---|---|---|---|"]
+    for objective in OBJECTIVES:
+        found = best(out, objective)
+        command = (f"python -m eqn.run -m hparams_search=goemotions_textcnn_{objective} "
+                   f"hydra.sweeper.n_trials=<n> paths.output_dir={out}")
+        if found is None:
+            lines.append(f"| {objective} | {trials_done(out, objective)} | – | – | `{command}` |")
+            continue
+        setting = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                            for k, v in found["best_params"].items())
+        lines.append(f"| {objective} | {trials_done(out, objective)} | {found['best_value']:.4f} | {setting} | "
+                     f"`{command}` |")
+    seeds = out / "seeds"
+    lines += ["", "## Each objective at its best, 3 seeds", ""]
+    if seeds.is_dir() and any(seeds.glob("*/metrics.json")):
+        md, _ = report(seeds, resamples=1000, overwrite=True)
+        body = md.read_text().split("\n", 1)[1]
+        lines += [f"Runs: `python -m eqn.run <best setting> seed=<s> hydra.run.dir={seeds}/<objective>-s<s>`; "
+                  f"table: `python -m eqn.report {seeds}`.", "", body]
+    else:
+        lines.append("Not run yet (the searches come first).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "quality" / "tuned"))
+    parser.add_argument("--rounds", default="4,8,12,16")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    started = time.perf_counter()
+    if not args.report_only:
+        for n in [int(x) for x in args.rounds.split(",")]:
+            for objective in OBJECTIVES:
+                if trials_done(out, objective) < n and search(out, objective, n) != 0:
+                    sys.exit(f"bench_tuned: the {objective} search stopped; rerun this command to continue it")
+        for seed in [int(x) for x in args.seeds.split(",")]:
+            for objective in OBJECTIVES:
+                run_dir = out / "seeds" / f"{objective}-s{seed}"
+                if not (run_dir / "metrics.json").exists():
+                    sh([sys.executable, "-m", "eqn.run", *seed_args(objective, best(out, objective), seed),
+                        f"hydra.run.dir={run_dir}"])
+    write_text(ROOT / "experiments" / "results" / "tuned.md", render(out, time.perf_counter() - started), own=False)
+    print(f"wrote {ROOT / 'experiments' / 'results' / 'tuned.md'}")
+
+
+if __name__ == "__main__":
+    main()
