@@ -1,5 +1,6 @@
 # make run   : create .venv, install (torch first), run the default pipeline (TextCNN EQN on GoEmotions)
 # make test  : same install, then the test suite (offline)
+# make lint  : ruff check (configuration in pyproject.toml); .ci/run runs it before the tests
 # make bench : speed benchmarks (bench_speed.py: training; bench_annotate.py: annotation at scale; bench_sweep.py: parallel sweeps)
 # make data NAME=<dataset> : download a dataset from the Hugging Face hub into the data dir
 # make quality : quality studies (bench_quality.py, hours on 2 cores), then intensities vs human ratings (bench_intensity.py)
@@ -11,7 +12,7 @@ TORCH  ?= torch==2.13.0
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-all bench quality data clean
+.PHONY: install run test test-all lint bench quality data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ run: install
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
 
 test-all: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -93,10 +93,10 @@ def write(path, text):
 def test_custom_single_label_names_in_three_formats(tmp_path, fmt):
     rows = [(f"text number {i}", ["joy", "anger", "fear"][i % 3]) for i in range(60)]
     if fmt == "jsonl":
-        body = "\n".join(json.dumps({"sentence": t, "emotion": l}) for t, l in rows)
+        body = "\n".join(json.dumps({"sentence": t, "emotion": e}) for t, e in rows)
     else:
         sep = "," if fmt == "csv" else "\t"
-        body = f"sentence{sep}emotion\n" + "\n".join(f"{t}{sep}{l}" for t, l in rows)
+        body = f"sentence{sep}emotion\n" + "\n".join(f"{t}{sep}{e}" for t, e in rows)
     path = write(tmp_path / f"mine.{fmt}", body)
     data = sources.load("custom", tmp_path, path=str(path), text_column="sentence", label_column="emotion", seed=0)
     assert data.label_names == ["anger", "fear", "joy"] and not data.multi_label

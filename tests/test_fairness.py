@@ -210,7 +210,7 @@ def test_batch_size_is_global_and_split_over_devices():
     cfg = compose_config("model=bert", "trainer.devices=4", "trainer.num_nodes=3")
     assert cfg.data.batch_size == 2
     with pytest.raises(Exception, match="does not split evenly over 5 devices"):
-        compose_config("model=bert", "trainer.devices=5").data.batch_size
+        _ = compose_config("model=bert", "trainer.devices=5").data.batch_size
 
 
 def test_cosine_schedule_takes_effect():

@@ -1,8 +1,8 @@
 import torch
 
 from eqn.config import minilm_path
-from eqn.models.backbones import Bert
 from eqn.data.tokenize import load_pretrained_encoder
+from eqn.models.backbones import Bert
 
 
 def test_minilm_loads_offline_and_trains_with_dropout():
