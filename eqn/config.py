@@ -48,13 +48,21 @@ def threads_per_job(n_jobs: Any) -> int:
     return max(1, cores // n)
 
 
+def parallel_jobs(accelerator: Any, devices: Any) -> int:
+    """cluster=joblib's jobs at once: one per group of trainer.devices GPUs on a GPU machine, else 2 (cores)."""
+    from eqn.gpus import parallel_jobs as jobs
+
+    return jobs(accelerator, devices)
+
+
 def monitor_mode(monitor: str) -> str:
     """Checkpoint/early-stopping direction of a monitored metric: losses go down, F1 goes up."""
     return "max" if monitor == "val/f1_macro" else "min"
 
 
 for _name, _fn in (("eqn_data_dir", default_data_dir), ("minilm_path", minilm_path), ("per_device", per_device),
-                   ("monitor_mode", monitor_mode), ("threads_per_job", threads_per_job)):
+                   ("monitor_mode", monitor_mode), ("threads_per_job", threads_per_job),
+                   ("parallel_jobs", parallel_jobs)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

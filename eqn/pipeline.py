@@ -48,6 +48,8 @@ def result_config(cfg: DictConfig) -> dict:
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         out[key] = node
+    if isinstance(out.get("trainer.devices"), list):  # which GPUs a job got does not change its results
+        out["trainer.devices"] = len(out["trainer.devices"])
     return out
 
 

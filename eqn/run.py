@@ -40,10 +40,6 @@ class _DropTips(logging.Filter):
 
 def run(cfg: DictConfig, run_dir: str | None = None) -> dict[str, float]:
     """Run the configured pipeline (also callable from tests with a composed config)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    from eqn.pipeline import Pipeline
-
     quiet_lightning()
     config.validate(cfg)
     if cfg.get("print_config"):
@@ -54,6 +50,17 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict[str, float]:
         import torch
 
         torch.set_num_threads(int(cfg.threads))
+    from eqn.gpus import job_gpus, local_parallel_sweep
+
+    with job_gpus(cfg, local_parallel_sweep()):  # parallel local jobs on a multi-GPU machine: a GPU each
+        return run_in(cfg, run_dir)
+
+
+def run_in(cfg: DictConfig, run_dir: str) -> dict[str, float]:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from eqn.pipeline import Pipeline
+
     pipeline = Pipeline(cfg, run_dir)
     with interruptible(), (RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext()):
         try:
