@@ -119,13 +119,17 @@ def test_report_counts_each_seed_once_and_a_failed_job_once(trained_run, tmp_pat
 
 
 def test_run_checks_its_output_folder_before_hydra_makes_it(tmp_path):
+    from eqn.run import output_dir_problem
+
     (tmp_path / "afile").write_text("x")
-    for value, words in ((tmp_path / "afile", "is a file"), (tmp_path / "afile" / "run", "is a file")):
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-        proc = subprocess.run([sys.executable, "-m", "eqn.run", f"hydra.run.dir={value}"], capture_output=True,
-                              text=True, cwd=ROOT, env=env, timeout=120)
-        lines = [line for line in proc.stderr.splitlines() if line.startswith("eqn: error:")]
-        assert proc.returncode != 0 and len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr
+    assert "is a file, not a folder" in output_dir_problem([f"hydra.run.dir={tmp_path / 'afile'}"])
+    assert "is a file" in output_dir_problem([f"hydra.sweep.dir={tmp_path / 'afile' / 'sweep'}"])
+    assert output_dir_problem([f"hydra.run.dir={tmp_path / 'new' / 'run'}", "seed=1"]) is None
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "eqn.run", f"hydra.run.dir={tmp_path / 'afile' / 'run'}"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("eqn: error:")]
+    assert proc.returncode != 0 and len(lines) == 1 and "is a file" in lines[0] and "Traceback" not in proc.stderr
     assert (tmp_path / "afile").read_text() == "x"
 
 
