@@ -117,17 +117,6 @@ def test_rows_order_columns_and_values_come_back_unchanged(ckpt, tmp_path, monke
         assert len(raw) == n + (0 if fmt == "jsonl" else 1)
 
 
-def test_devices_and_short_chunks_give_the_bytes_of_one_process(ckpt, tmp_path):
-    """A chunk with fewer rows than a batch per device (the old traceback) is annotated in this process."""
-    inp = tmp_path / "in.csv"
-    pd.DataFrame({"text": [f"text number {i}, with a comma" for i in range(45)]}).to_csv(inp, index=False)
-    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
-    main([f"ckpt={ckpt}", f"input={inp}", f"output={one}", "batch_size=16", "chunk_size=40", "progress=false"])
-    main([f"ckpt={ckpt}", f"input={inp}", f"output={two}", "batch_size=16", "chunk_size=40", "progress=false",
-          "devices=2"])
-    assert two.read_bytes() == one.read_bytes()
-
-
 def test_tsv_output_refuses_a_value_it_cannot_carry(ckpt, tmp_path):
     inp = tmp_path / "in.jsonl"
     inp.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"text": "a\ttab"}) + "\n")
