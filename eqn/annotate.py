@@ -29,6 +29,7 @@ from eqn.relabeled import intensity_frame
 from eqn.tables import ChunkWriter, check_input, output_format, read_chunks
 
 MAX_CHARS_PER_TOKEN = 32
+CALIBRATION_TEXTS = 512  # texts scored both ways the first time a model runs with precision=fast
 BATCH_SIZE = 64  # measured fastest on 2 CPU cores for MiniLM and TextCNN (length-sorted batches; 256 was slower)
 
 
@@ -64,7 +65,7 @@ class RankBatches:
         return len(self._mine())
 
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "fast")
 
 
 def check_device(device: str) -> None:
@@ -73,14 +74,15 @@ def check_device(device: str) -> None:
 
 
 class Annotator:
-    """precision: fp32; bf16 (autocast, CPU or GPU); int8 (dynamic quantisation of the Linear layers, CPU)."""
+    """precision: fp32; bf16 (autocast, CPU or GPU); int8 (dynamic quantisation of the Linear layers, CPU); fast (the
+    fastest path, then fp32 for every row whose decisions it could have got wrong: fp32's `emotions`; eqn/fast.py)."""
 
     def __init__(self, module: EQNModule, device: str = "cpu", precision: str = "fp32", devices: int = 1):
         check_device(device)
         if precision not in PRECISIONS:
             raise ConfigError(f"precision={precision!r}: choose one of {list(PRECISIONS)}")
-        if precision == "int8" and not str(device).startswith("cpu"):
-            raise ConfigError("precision=int8 is CPU-only (dynamic quantisation); use bf16 on a GPU")
+        if precision in ("int8", "fast") and not str(device).startswith("cpu"):
+            raise ConfigError(f"precision={precision} is CPU-only (int8 weights); use bf16 on a GPU")
         self.module = module.to(device).eval()
         if hasattr(self.module.backbone, "fold"):  # TextCNN/CNN: convolutions become table lookups
             self.module.backbone.fold()
@@ -90,8 +92,13 @@ class Annotator:
             # per-channel weight scales: half the intensity error of per-tensor ones at the same speed (measured)
             self.module = quantize_dynamic(self.module, {torch.nn.Linear: per_channel_dynamic_qconfig},
                                            dtype=torch.qint8)
-        if devices > 1 and precision == "int8":
-            raise ConfigError("precision=int8 runs in one process; use devices=1 (or fp32/bf16 with devices>1)")
+        if devices > 1 and precision in ("int8", "fast"):
+            raise ConfigError(f"precision={precision} runs in one process; use devices=1 (or fp32/bf16 with devices>1)")
+        self.fast = None
+        if precision == "fast":
+            from eqn.fast import FastScorer
+
+            self.fast = FastScorer(self.module)
         self.precision, self.devices = precision, devices
         self.device, self.max_length = device, int(module.hparams.get("max_length", 128))
         self.encoder = TextEncoder.from_str(module.hparams.encoder)
@@ -133,9 +140,18 @@ class Annotator:
         ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
         if self.devices > 1 and len(texts) > batch_size:  # whole batches per rank: at least two batches
             return self.scores_distributed(ids, lengths, batch_size)
+        if self.fast is not None and not self.fast.calibrated:  # first use of this model: pick the engine
+            first = torch.arange(min(len(lengths), CALIBRATION_TEXTS))
+            self.fast.calibrate(ids[first], lengths[first], batch_size, self.scores_local, self.thresholds,
+                                bool(self.module.hparams.multi_label))
+        if self.fast is not None and self.fast.engine is not None:
+            return self.scores_fast(ids, lengths, batch_size)
+        return self.scores_local(ids, lengths, batch_size)
+
+    def scores_local(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         order = torch.argsort(lengths, descending=True)
-        out = torch.empty(len(texts), len(self.label_names))
-        for start in range(0, len(texts), batch_size):
+        out = torch.empty(len(lengths), len(self.label_names))
+        for start in range(0, len(lengths), batch_size):
             idx = order[start:start + batch_size]
             batch, mask = pad_batch(ids, lengths, idx)
             with torch.autocast(str(self.device).split(":")[0], dtype=torch.bfloat16,
@@ -143,6 +159,16 @@ class Annotator:
                 logits = self.module(batch.to(self.device), mask.to(self.device))
             out[idx] = self.module.scores(logits.float()).cpu()
         return out
+
+    def scores_fast(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """The fast engine's scores; fp32's for the rows whose decisions the engine could have got wrong."""
+        fast = self.fast.engine_scores(ids, lengths, batch_size)
+        need = self.fast.uncertain(fast, self.thresholds, bool(self.module.hparams.multi_label)).nonzero().flatten()
+        if len(need):
+            fast[need] = self.scores_local(ids[need], lengths[need], batch_size)
+        self.fast.rows += len(lengths)
+        self.fast.rescored += len(need)
+        return fast
 
     def scores_distributed(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         """Lightning `trainer.predict` over `devices` processes (ddp_spawn), rows gathered back by index: the same

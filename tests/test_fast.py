@@ -1,0 +1,60 @@
+"""precision=fast gives fp32's decisions on every row: the engine is chosen by measurement, and every row whose
+decisions the engine's error margin could flip is rescored in fp32."""
+import pandas as pd
+import pytest
+import torch
+
+from eqn.annotate import Annotator
+from tests.conftest import compose_config
+
+
+@pytest.fixture(scope="module")
+def bert_module():
+    from eqn.data.datamodule import EQNDataModule
+    from eqn.models.module import build_module
+
+    cfg = compose_config("model=tiny_bert", "data.max_train_samples=64", "paths.cache_dir=null")
+    dm = EQNDataModule("goemotions", cfg.data.data_dir, tokenizer=dict(cfg.model.tokenizer), max_length=32,
+                       max_train_samples=64, max_eval_samples=200, cache_dir=None).prepare()
+    torch.manual_seed(0)
+    module = build_module(dm.spec, cfg, "eqn", "test").eval()
+    texts = dm.split("test").texts[:200]
+    scores = Annotator(module).scores(texts)
+    module.thresholds.copy_(scores.quantile(0.8, dim=0))  # decisions that depend on small score differences
+    return module, texts
+
+
+def test_fast_mode_keeps_fp32_decisions_for_whichever_engine_is_used(bert_module, tmp_path, monkeypatch):
+    monkeypatch.setenv("EQN_CACHE_DIR", str(tmp_path))
+    module, texts = bert_module
+    base = Annotator(module).annotate(texts)
+    fast = Annotator(module, precision="fast")
+    out = fast.annotate(texts)  # first use: calibrates, stores its choice
+    assert out["emotions"].tolist() == base["emotions"].tolist()
+    assert set(fast.fast.report["candidates"]) >= {"torch-int8", "bf16"}
+    assert any((tmp_path / "fast").rglob("choice.json"))
+    for engine in ("torch-int8", "bf16"):  # forced engines with a margin measured now: rows near a decision rescored
+        forced = Annotator(module, precision="fast")
+        engine_scores = forced.fast._scores(forced.fast.build(engine), *encoded(forced, texts), 64)
+        error = float((engine_scores - forced.scores_local(*encoded(forced, texts), 64)).abs().max())
+        forced.fast._use(engine, 2 * error + 1e-6)
+        result = forced.annotate(texts)
+        assert result["emotions"].tolist() == base["emotions"].tolist()
+        assert 0 < forced.fast.rescored <= forced.fast.rows
+        kept = forced.fast.uncertain(engine_scores, forced.thresholds, True).logical_not()
+        values = result[forced.label_columns].to_numpy()
+        assert (abs(values - base[forced.label_columns].to_numpy()).max(axis=1)[kept.numpy()] <= 2 * error + 0.011).all()
+
+
+def encoded(annotator, texts):
+    ids, lengths = annotator.encoder.encode(texts, annotator.max_length)
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
+
+
+def test_word_backbones_are_fast_in_fp32_already(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("EQN_CACHE_DIR", str(tmp_path))
+    fast = Annotator.from_checkpoint(trained_run / "checkpoints" / "eqn.ckpt", precision="fast")
+    base = Annotator.from_checkpoint(trained_run / "checkpoints" / "eqn.ckpt")
+    texts = ["so happy for you", "this is awful", "what?"]
+    assert fast.fast.name == "fp32" and fast.fast.calibrated
+    pd.testing.assert_frame_equal(fast.annotate(texts), base.annotate(texts))
