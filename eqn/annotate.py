@@ -434,7 +434,7 @@ def merge_parts(parts: Path, count: int, out_path: Path, fmt: str, job: str | No
 
 
 USAGE = ("usage: python -m eqn.annotate ckpt=<checkpoint|folder|hub id> input=<file|-> output=<file|-> "
-         "[text_column=text] [batch_size=64] [chunk_size=20000] [overwrite=true] [precision=fp32|bf16|int8] "
+         "[text_column=text] [batch_size=64] [chunk_size=20000] [overwrite=true] [precision=fp32|fast|bf16|int8] "
          "[shards=K shard=i] [devices=N] [header=false] [prefix=eqn_] [emotions_column=emotions]")
 
 
