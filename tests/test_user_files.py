@@ -120,12 +120,13 @@ def test_export_never_replaces_what_it_did_not_write(ckpt, tmp_path, monkeypatch
     assert intact(extra)
 
 
-def test_dataset_export_keeps_a_hand_written_card(trained_run, tmp_path):
+def test_dataset_export_keeps_a_hand_written_card(trained_run, tmp_path, monkeypatch):
     from eqn.export import main
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
-    main([f"run={run_dir}", "dataset=true"])
+    monkeypatch.chdir(run_dir / "checkpoints")
+    main(["ckpt=eqn.ckpt", "dataset=true"])  # a relative checkpoint names its run (was an IndexError)
     assert owns_folder(run_dir / "hub_dataset")
     main([f"run={run_dir}", "dataset=true", "overwrite=true"])  # eqn's own: replaced when asked
     card = run_dir / "hub_dataset" / "README.md"
