@@ -6,6 +6,7 @@ Every reader reports bad input as a DataError naming the file, the line and the 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -508,7 +509,34 @@ READERS: dict[str, Callable[..., LabelledData]] = {
 }
 
 
+_parsed: dict[str, tuple[list, LabelledData]] = {}
+
+
 def load(name: str, data_dir: str | Path, **options) -> LabelledData:
+    """Read a dataset. A dataset read before in this process (a sweep's worker, a test session) is served from
+    memory while its files are unchanged, as a copy whose split table may be edited."""
     if name not in READERS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(READERS)}")
-    return READERS[name](Path(data_dir), **options)
+    key = json.dumps([name, str(Path(data_dir).resolve()), options], sort_keys=True, default=str)
+    hit = _parsed.get(key)
+    if hit is not None and hit[0] == _stamps(hit[1].files):
+        data = hit[1]
+    else:
+        data = READERS[name](Path(data_dir), **options)
+        if data.files:  # hub-only data has no files to watch: not kept
+            _parsed.clear()  # one dataset at a time: memory stays that of one dataset
+            _parsed[key] = (_stamps(data.files), data)
+    return dataclasses.replace(data, splits=dict(data.splits), files=list(data.files))
+
+
+def _stamps(files: list) -> list:
+    """What a file is now: size, modification time and (below 64 MiB, i.e. every shipped dataset) a content hash."""
+    out = []
+    for f in files:
+        try:
+            st = Path(f).stat()
+            content = hashlib.sha1(Path(f).read_bytes()).hexdigest() if st.st_size < 64 << 20 else None
+            out.append((str(f), st.st_size, st.st_mtime_ns, content))
+        except OSError:
+            out.append((str(f), None, None, None))
+    return out
