@@ -183,6 +183,17 @@ class TrainerConfig:
 
 
 @dataclass
+class RegressionConfig:
+    """How the non-gold training targets are regressed (conf/regression/): offline (between two trainings, the
+    paper's EQN) or progressive (inside one training, from the model's own previous-epoch predictions)."""
+    name: str = "offline"  # offline | progressive
+    alpha: float = 0.8  # progressive: the predictions' final weight in the targets
+    start: int = 1  # progressive: first epoch (0-based) whose targets include predictions
+    schedule: str = "linear"  # linear | constant
+    loss: str = "mse"  # mse | bce | ce: the loss on the regressed targets
+
+
+@dataclass
 class SearchConfig:
     """Set by the eqn_optuna sweeper for each trial (not result keys: a trial's run dir resumes under any number)."""
     journal: Optional[str] = None
@@ -204,6 +215,7 @@ class Config:
     logger: Any = None
     callbacks: Any = None  # extra Lightning callbacks (conf/callbacks/), name -> _target_ node
     search: SearchConfig = field(default_factory=SearchConfig)  # filled in by hparams_search trials
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
     threads: Optional[int] = None  # torch intra-op threads for this job (set by cluster=joblib/local); null: torch's default
     seed: int = 42
     run_name: str = "${data.name}-${model.name}-${pipeline.name}-s${seed}"
@@ -271,9 +283,34 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"data.{key}={d[key]}: must lie strictly between 0 and 1")
     if d.val_fraction + d.test_fraction >= 1:
         problems.append(f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction}: must be < 1")
+    problems += regression_problems(cfg)
     problems += environment_problems(cfg)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def regression_problems(cfg: DictConfig) -> list[str]:
+    r = cfg.get("regression") or {}
+    if not r:
+        return []
+    problems = []
+    for key, value, choices in (("name", r.name, ("offline", "progressive")), ("schedule", r.schedule,
+                                ("linear", "constant")), ("loss", r.loss, ("mse", "bce", "ce"))):
+        if value not in choices:
+            problems.append(f"regression.{key}={value!r}: choose one of {list(choices)}")
+    if r.name == "progressive":
+        if not 0 < r.alpha <= 1:
+            problems.append(f"regression.alpha={r.alpha}: must lie in (0, 1]")
+        if cfg.pipeline.name != "eqn":
+            problems.append(f"regression=progressive trains the EQN stage: use pipeline=eqn, not {cfg.pipeline.name}")
+        epochs = cfg.trainer.max_epochs
+        if epochs is not None and not 1 <= r.start < epochs:
+            problems.append(f"regression.start={r.start}: must lie in 1..{epochs - 1} (trainer.max_epochs={epochs}): "
+                            "the targets of epoch `start` use the predictions of the epoch before")
+    elif r.loss != "mse":
+        problems.append(f"regression.loss={r.loss}: the offline pipeline trains EQN with MSE; other losses need "
+                        "regression=progressive")
+    return problems
 
 
 def environment_problems(cfg: DictConfig) -> list[str]:

@@ -48,6 +48,9 @@ def result_config(cfg: DictConfig) -> dict:
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         out[key] = node
+    regression = container.get("regression") or {}
+    if regression.get("name", "offline") != "offline":  # offline runs keep the fingerprint they had before
+        out.update({f"regression.{k}": v for k, v in sorted(regression.items())})
     if isinstance(out.get("trainer.devices"), list):  # which GPUs a job got does not change its results
         out["trainer.devices"] = len(out["trainer.devices"])
     return out
@@ -81,6 +84,9 @@ class Pipeline(RunContext):
             if stage.startswith("baseline"):
                 previous = fit(self, stage, dm, "bce" if dm.multi_label else "ce")
                 continue
+            if cfg.regression.name == "progressive":
+                previous = self.fit_progressive(dm)
+                continue
             if i > 0:
                 regress(self, dm, previous, round_=i, last=(i == len(stages) - 1))
             init = previous if (i > 0 and cfg.pipeline.refit_from == "coeqn") else None
@@ -98,6 +104,25 @@ class Pipeline(RunContext):
         write_json(self.run_dir / "metrics.json", self.metrics)  # written last: the run is complete
         self.summarise(stages)
         return self.metrics
+
+    def fit_progressive(self, dm: EQNDataModule) -> Path:
+        """regression=progressive: one EQN training whose targets regress from its own predictions as it goes;
+        relabeled_train.csv holds the targets of its last epoch."""
+        from eqn.regression import LOSSES, ProgressiveRegression
+        from eqn.relabeled import write_intensity_csv
+
+        p, r = self.cfg.pipeline, self.cfg.regression
+        callback = ProgressiveRegression(dm.targets, dm.gold["train"], p.scale, p.floor, p.clip, r.alpha, r.start,
+                                         int(self.cfg.trainer.max_epochs), r.schedule)
+
+        def relabeled() -> None:  # before the stage is marked done: the targets of its last epoch
+            if p.save_relabeled:
+                split = dm.split("train")
+                write_intensity_csv(self.run_dir / "relabeled_train.csv", {"id": split.ids, "text": split.texts},
+                                    dm.targets, dm.label_names)
+                fault_point("progressive:csv")
+
+        return fit(self, "eqn", dm, LOSSES[r.loss], regression=callback, before_done=relabeled)
 
     def summarise(self, stages: list[str]) -> None:
         for stage in stages:

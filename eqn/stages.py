@@ -78,6 +78,8 @@ class RunContext:
 
 def stage_plan(cfg: DictConfig) -> list[str]:
     name = cfg.pipeline.name
+    if name == "eqn" and (cfg.get("regression") or {}).get("name") == "progressive":
+        return ["eqn"]  # one training whose targets regress as it goes
     if name == "baseline":
         return ["baseline" if cfg.pipeline.budget == "single" else "baseline_matched"]
     if name == "coeqn":
@@ -100,7 +102,7 @@ def artifact_name(cfg: DictConfig, round_: int) -> str:
 
 
 def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_from: Path | None = None,
-              uses_artifact: str | None = None) -> Path:
+              uses_artifact: str | None = None, regression: Any = None, before_done: Any = None) -> Path:
     stage_dir = run.run_dir / "stages" / stage
     final = run.run_dir / "checkpoints" / f"{stage}.ckpt"
     done = stage_dir / "done.json"
@@ -119,6 +121,7 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
     extra = [instantiate(node) for node in (run.cfg.callbacks or {}).values() if node and "_target_" in node]
     pruning = prune_callback(run.cfg, run.run_dir, stage_plan(run.cfg).index(stage))
     extra += [pruning] if pruning is not None else []
+    extra += [regression] if regression is not None else []
     epochs = run.cfg.trainer.max_epochs * (run.cfg.pipeline.rounds + 1 if stage == "baseline_matched" else 1)
     resume = stage_dir / "last.ckpt"
     started = time.perf_counter()
@@ -151,6 +154,8 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
             logger.log_stage_outputs(stage, run.run_dir, dm.split("test").texts)
             if (run.run_dir / "logs" / stage).is_dir():  # the loggers' files of this stage are eqn's too
                 record_tree(run.run_dir / "logs" / stage)
+            if before_done is not None:
+                before_done()
             write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
     run.barrier()
     run.metrics.update(metrics)

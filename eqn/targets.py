@@ -40,3 +40,24 @@ def regress_targets(
     if floor > 0:
         regressed = torch.where(regressed < floor, torch.zeros_like(regressed), regressed)
     return torch.where(gold, torch.full_like(regressed, scale), regressed)
+
+
+def alpha_at(epoch: int, start: int, epochs: int, alpha: float, schedule: str = "linear") -> float:
+    """Progressive regression: the weight of the model's own predictions in the targets of `epoch` (0-based).
+    0 before `start` (there is no prediction yet); `constant`: alpha; `linear`: rising to alpha at the last epoch,
+    alpha x (epoch - start + 1) / (epochs - start) (PS-KD's alpha_t = alpha_T x t / T when start = 1)."""
+    if epoch < start:
+        return 0.0
+    if schedule == "constant":
+        return float(alpha)
+    if schedule == "linear":
+        return float(alpha) * min(1.0, (epoch - start + 1) / max(1, epochs - start))
+    raise ValueError(f"schedule must be linear or constant, not {schedule!r}")
+
+
+def mix_targets(gold: torch.Tensor, initial: torch.Tensor, predictions: torch.Tensor, alpha: float,
+                scale: float = DEFAULT_SCALE, floor: float = 0.0, clip: bool = True) -> torch.Tensor:
+    """(1 - alpha) x initial + alpha x the regressed prediction (clipped, floored); gold cells stay exactly scale."""
+    regressed = regress_targets(gold, predictions, scale, floor, clip)
+    mixed = (1.0 - alpha) * initial.float() + alpha * regressed
+    return torch.where(gold, torch.full_like(mixed, scale), mixed)

@@ -1,7 +1,8 @@
 """One LightningModule for every backbone: backbone -> dropout -> linear head -> objective.
 
 objective 'eqn': no output activation, MSE against the 0..scale intensity targets (CoEQN and EQN stages);
-'bce': multi-label classifier baseline; 'ce': single-label classifier baseline.
+'bce': multi-label classifier baseline; 'ce': single-label classifier baseline; 'soft_bce' / 'soft_ce': the same
+classifiers trained on graded targets (intensity / scale: soft multi-label or soft single-label distillation).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from eqn import evaluation
 from eqn.io import DataError
 from eqn.models.backbones import build_backbone
 
-OBJECTIVES = ("eqn", "bce", "ce")
+OBJECTIVES = ("eqn", "bce", "ce", "soft_bce", "soft_ce")
+CLASSIFIER = {"bce": "bce", "ce": "ce", "soft_bce": "bce", "soft_ce": "ce"}  # objective -> output activation
 
 
 class EQNModule(LightningModule):
@@ -29,8 +31,8 @@ class EQNModule(LightningModule):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
-        if objective == "ce" and multi_label:
-            raise ValueError("objective 'ce' is single-label; use 'bce' for a multi-label dataset")
+        if objective in ("ce", "soft_ce") and multi_label:
+            raise ValueError(f"objective {objective!r} is single-label; use 'bce' or 'soft_bce' for a multi-label dataset")
         self.backbone = build_backbone(backbone)
         if hasattr(self.backbone, "hf_config"):  # let load_from_checkpoint rebuild the encoder offline
             backbone = {**backbone, "hf_config": self.backbone.hf_config}
@@ -48,7 +50,7 @@ class EQNModule(LightningModule):
     @property
     def score_scale(self) -> float:
         """Scores live in [0, scale] for EQN, [0, 1] for the classifiers."""
-        return self.hparams.scale if self.hparams.objective == "eqn" else 1.0
+        return 1.0 if self.hparams.objective in CLASSIFIER else self.hparams.scale
 
     @torch.no_grad()
     def init_head_bias(self, label_prior: list[float] | tuple[float, ...]) -> None:
@@ -56,15 +58,16 @@ class EQNModule(LightningModule):
         budget learning the priors: BCE logit(p), CE log p, EQN (MSE) the mean target scale * p."""
         p = torch.tensor(label_prior, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
         bias = {"bce": torch.log(p / (1 - p)), "ce": torch.log(p / p.sum()), "eqn": p * self.hparams.scale}
-        self.head[-1].bias.copy_(bias[self.hparams.objective])
+        self.head[-1].bias.copy_(bias[CLASSIFIER.get(self.hparams.objective, "eqn")])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(input_ids, attention_mask))
 
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
-        if self.hparams.objective == "bce":
+        kind = CLASSIFIER.get(self.hparams.objective)
+        if kind == "bce":
             return torch.sigmoid(outputs)
-        if self.hparams.objective == "ce":
+        if kind == "ce":
             return torch.softmax(outputs, dim=-1)
         return outputs
 
@@ -74,6 +77,12 @@ class EQNModule(LightningModule):
             return nn.functional.mse_loss(outputs.float(), batch["targets"].float())
         if objective == "bce":
             return nn.functional.binary_cross_entropy_with_logits(outputs.float(), batch["gold"].float())
+        if objective == "soft_bce":  # graded targets as probabilities
+            return nn.functional.binary_cross_entropy_with_logits(outputs.float(),
+                                                                  batch["targets"].float() / self.hparams.scale)
+        if objective == "soft_ce":  # graded targets as a distribution over the labels
+            targets = batch["targets"].float()
+            return nn.functional.cross_entropy(outputs.float(), targets / targets.sum(1, keepdim=True).clamp_min(1e-8))
         return nn.functional.cross_entropy(outputs.float(), batch["gold"].float().argmax(1))
 
     @torch.no_grad()
@@ -87,13 +96,18 @@ class EQNModule(LightningModule):
             self.thresholds.copy_(evaluation.tune_thresholds(scores, gold))
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch["input_ids"], batch["attention_mask"]), batch)
+    def intensities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Outputs on the 0..scale target scale (what progressive label regression feeds back into the targets)."""
+        return self.scores(outputs.float()) * (self.hparams.scale / self.score_scale)
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        outputs = self(batch["input_ids"], batch["attention_mask"])
+        loss = self.loss(outputs, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage '{self.hparams.stage}': training loss became {loss.item()} at step "
                                      f"{self.global_step}; lower the learning rate or check the data")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["index"]))
-        return loss
+        return {"loss": loss, "intensities": self.intensities(outputs.detach())}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         outputs = self(batch["input_ids"], batch["attention_mask"])

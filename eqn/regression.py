@@ -1,0 +1,58 @@
+"""Label regression inside a training: a Lightning callback that owns the updates of the data module's live N x C
+training targets (gold cells stay exactly `scale`, the others are clipped to [0, scale], `pipeline.floor` as in
+the offline round between two trainings, stages.regress).
+
+`ProgressiveRegression` (regression=progressive): the model's intensities for every training row are collected from
+the epoch's own training batches (no extra pass over the data); at the start of epoch t >= `start` the targets
+become (1 - alpha_t) x initial + alpha_t x those predictions (targets.mix_targets, alpha_t from targets.alpha_at).
+The predictions are part of every checkpoint, so a run killed inside an epoch resumes to the same targets.
+"""
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import Callback
+
+from eqn.targets import alpha_at, mix_targets
+
+LOSSES = {"mse": "eqn", "bce": "soft_bce", "ce": "soft_ce"}  # regression.loss -> the module's objective
+
+
+class ProgressiveRegression(Callback):
+    def __init__(self, targets: torch.Tensor, gold: torch.Tensor, scale: float, floor: float, clip: bool,
+                 alpha: float, start: int, epochs: int, schedule: str = "linear"):
+        self.targets, self.gold = targets, gold  # `targets` is the data module's live tensor: updated in place
+        self.initial = targets.clone()
+        self.predictions = torch.full_like(targets, float("nan"))
+        self.scale, self.floor, self.clip = scale, floor, clip
+        self.alpha, self.start, self.epochs, self.schedule = alpha, start, epochs, schedule
+        self.history: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if isinstance(outputs, dict) and "intensities" in outputs:
+            self.predictions[batch["index"].cpu()] = outputs["intensities"].float().cpu()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch
+        alpha = alpha_at(epoch, self.start, self.epochs, self.alpha, self.schedule)
+        if alpha == 0.0:
+            return
+        seen = ~torch.isnan(self.predictions).any(1)  # rows the previous epochs trained on (a row cap may skip some)
+        before = self.targets.clone()
+        mixed = mix_targets(self.gold[seen], self.initial[seen], self.predictions[seen], alpha, self.scale,
+                            self.floor, self.clip)
+        self.targets[seen] = mixed
+        changed = float((self.targets != before).float().mean())
+        self.history.append({"epoch": epoch, "alpha": alpha, "changed_cells": changed})
+        pl_module.log_dict({"regression/alpha": alpha, "regression/changed_cells": changed}, on_epoch=True,
+                           on_step=False)
+
+    def state_dict(self) -> dict:
+        return {"predictions": self.predictions.clone(), "targets": self.targets.clone(), "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the predictions gathered so far and the targets in use (a run resumed after its last epoch still
+        knows the targets it trained on)."""
+        for key in ("predictions", "targets"):
+            if key in state and state[key].shape == self.targets.shape:
+                getattr(self, key).copy_(state[key])
+        self.history = list(state.get("history", []))

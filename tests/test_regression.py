@@ -1,0 +1,91 @@
+"""Label regression as a callback family: regression=offline is today's EQN; regression=progressive regresses the
+targets inside one training from the model's own previous-epoch predictions (PS-KD style)."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from eqn.interrupt import InjectedFault
+from eqn.io import ConfigError
+from eqn.run import run
+from eqn.targets import alpha_at, mix_targets
+from tests.conftest import compose_config
+
+TINY = ["data.max_train_samples=160", "data.max_eval_samples=70", "trainer.max_epochs=3", "logger=none",
+        "model.batch_size=32", "data.eval_batch_size=32", "pipeline.analyze=false", "regression=progressive"]
+
+
+def test_alpha_schedules_take_the_documented_values():
+    assert [alpha_at(e, 1, 5, 0.8) for e in range(5)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    assert [alpha_at(e, 2, 4, 0.5, "constant") for e in range(4)] == [0.0, 0.0, 0.5, 0.5]
+    assert alpha_at(1, 1, 2, 0.8) == pytest.approx(0.8)  # the last epoch reaches alpha
+    with pytest.raises(ValueError, match="linear or constant"):
+        alpha_at(3, 1, 5, 0.8, "cosine")
+
+
+def test_mixed_targets_keep_gold_at_scale_and_the_rest_in_range():
+    gold = torch.tensor([[True, False, False], [False, False, True]])
+    initial = gold.float() * 10
+    predictions = torch.tensor([[3.0, 12.0, -2.0], [4.0, 5.0, 1.0]])
+    mixed = mix_targets(gold, initial, predictions, 0.5)
+    assert mixed[gold].eq(10.0).all()
+    assert mixed.tolist() == [[10.0, 5.0, 0.0], [2.0, 2.5, 10.0]]
+
+
+def outcome(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return ({k: v for k, v in metrics.items() if not k.startswith("time/")},
+            pd.read_csv(run_dir / "relabeled_train.csv", keep_default_na=False))
+
+
+@pytest.fixture(scope="module")
+def progressive(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("progressive")
+    run(compose_config(*TINY, tmp_path=tmp), run_dir=str(tmp / "run"))
+    return tmp / "run"
+
+
+def test_progressive_run_regresses_non_gold_targets_and_keeps_gold(progressive):
+    metrics, relabeled = outcome(progressive)
+    assert "eqn/test/f1_macro" in metrics and "coeqn/test/f1_macro" not in metrics  # one training
+    values = relabeled.iloc[:, 2:].to_numpy(dtype=float)
+    assert values.min() >= 0.0 and values.max() <= 10.0
+    assert (values == 10.0).sum(1).min() >= 1  # every row keeps its gold label(s) at exactly 10
+    assert ((values > 0) & (values < 10)).any()  # and non-gold cells now carry graded beliefs
+    log = pd.read_csv(next((progressive / "logs").rglob("metrics.csv"))) if (progressive / "logs").exists() else None
+    assert log is None or "regression/alpha" in log.columns
+
+
+@pytest.mark.parametrize("point", ["fit:eqn:epoch1", "fit:eqn:val2", "fit:eqn:trained", "progressive:csv"])
+def test_a_crash_inside_progressive_training_resumes_to_the_same_run(point, progressive, tmp_path, monkeypatch):
+    cfg = compose_config(*TINY, tmp_path=tmp_path)
+    monkeypatch.setenv("EQN_FAULT_AT", point)
+    with pytest.raises(InjectedFault, match=point):
+        run(cfg, run_dir=str(tmp_path / "run"))
+    monkeypatch.delenv("EQN_FAULT_AT")
+    run(cfg, run_dir=str(tmp_path / "run"))
+    metrics, relabeled = outcome(tmp_path / "run")
+    reference = outcome(progressive)
+    assert metrics == pytest.approx(reference[0], abs=1e-5)
+    pd.testing.assert_frame_equal(relabeled, reference[1])
+
+
+def test_progressive_with_soft_bce_targets_runs(tmp_path):
+    metrics = run(compose_config(*TINY, "regression.loss=bce", tmp_path=tmp_path), run_dir=str(tmp_path / "run"))
+    assert 0.0 <= metrics["eqn/test/f1_macro"] <= 1.0
+
+
+@pytest.mark.parametrize("override,words", [
+    ("regression.start=0", "regression.start=0: must lie in 1..2"),
+    ("regression.start=3", "regression.start=3: must lie in 1..2"),
+    ("regression.alpha=0", "regression.alpha=0"),
+    ("regression.schedule=cosine", "regression.schedule='cosine'"),
+])
+def test_bad_progressive_settings_are_one_line(tmp_path, override, words):
+    from eqn.config import validate
+
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        validate(compose_config(*TINY, override, tmp_path=tmp_path))
+    with pytest.raises(ConfigError, match="regression.loss=bce: the offline pipeline"):
+        validate(compose_config("regression.loss=bce", tmp_path=tmp_path))
