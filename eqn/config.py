@@ -186,11 +186,12 @@ class TrainerConfig:
 class RegressionConfig:
     """How the non-gold training targets are regressed (conf/regression/): offline (between two trainings, the
     paper's EQN) or progressive (inside one training, from the model's own previous-epoch predictions)."""
-    name: str = "offline"  # offline | progressive
-    alpha: float = 0.8  # progressive: the predictions' final weight in the targets
-    start: int = 1  # progressive: first epoch (0-based) whose targets include predictions
+    name: str = "offline"  # offline | progressive | teacher
+    alpha: float = 0.8  # progressive/teacher: the predictions' final weight in the targets
+    start: int = 1  # progressive/teacher: first epoch (0-based) whose targets include predictions
     schedule: str = "linear"  # linear | constant
     loss: str = "mse"  # mse | bce | ce: the loss on the regressed targets
+    teachers: List[str] = field(default_factory=list)  # teacher: checkpoints/exported folders (their mean is used)
 
 
 @dataclass
@@ -294,19 +295,25 @@ def regression_problems(cfg: DictConfig) -> list[str]:
     if not r:
         return []
     problems = []
-    for key, value, choices in (("name", r.name, ("offline", "progressive")), ("schedule", r.schedule,
+    for key, value, choices in (("name", r.name, ("offline", "progressive", "teacher")), ("schedule", r.schedule,
                                 ("linear", "constant")), ("loss", r.loss, ("mse", "bce", "ce"))):
         if value not in choices:
             problems.append(f"regression.{key}={value!r}: choose one of {list(choices)}")
-    if r.name == "progressive":
+    if r.name in ("progressive", "teacher"):
         if not 0 < r.alpha <= 1:
             problems.append(f"regression.alpha={r.alpha}: must lie in (0, 1]")
         if cfg.pipeline.name != "eqn":
-            problems.append(f"regression=progressive trains the EQN stage: use pipeline=eqn, not {cfg.pipeline.name}")
-        epochs = cfg.trainer.max_epochs
-        if epochs is not None and not 1 <= r.start < epochs:
-            problems.append(f"regression.start={r.start}: must lie in 1..{epochs - 1} (trainer.max_epochs={epochs}): "
-                            "the targets of epoch `start` use the predictions of the epoch before")
+            problems.append(f"regression={r.name} trains the EQN stage: use pipeline=eqn, not {cfg.pipeline.name}")
+        epochs, first = cfg.trainer.max_epochs, 1 if r.name == "progressive" else 0
+        if epochs is not None and not first <= r.start < epochs:
+            problems.append(f"regression.start={r.start}: must lie in {first}..{epochs - 1} (trainer.max_epochs="
+                            f"{epochs})" + ("; the targets of epoch `start` use the predictions of the epoch before"
+                                            if first else ""))
+        if r.name == "teacher" and not r.teachers:
+            problems.append("regression=teacher: name the teacher(s): regression.teachers=[<checkpoint or folder>,...]")
+        for teacher in r.teachers if r.name == "teacher" else []:
+            if not Path(teacher).expanduser().exists():
+                problems.append(f"regression.teachers: {teacher}: no such checkpoint or folder")
     elif r.loss != "mse":
         problems.append(f"regression.loss={r.loss}: the offline pipeline trains EQN with MSE; other losses need "
                         "regression=progressive")

@@ -84,8 +84,8 @@ class Pipeline(RunContext):
             if stage.startswith("baseline"):
                 previous = fit(self, stage, dm, "bce" if dm.multi_label else "ce")
                 continue
-            if cfg.regression.name == "progressive":
-                previous = self.fit_progressive(dm)
+            if cfg.regression.name in ("progressive", "teacher"):
+                previous = self.fit_regressing(dm)
                 continue
             if i > 0:
                 regress(self, dm, previous, round_=i, last=(i == len(stages) - 1))
@@ -105,15 +105,17 @@ class Pipeline(RunContext):
         self.summarise(stages)
         return self.metrics
 
-    def fit_progressive(self, dm: EQNDataModule) -> Path:
-        """regression=progressive: one EQN training whose targets regress from its own predictions as it goes;
-        relabeled_train.csv holds the targets of its last epoch."""
-        from eqn.regression import LOSSES, ProgressiveRegression
+    def fit_regressing(self, dm: EQNDataModule) -> Path:
+        """regression=progressive|teacher: one EQN training whose targets regress as it goes, from its own
+        previous-epoch predictions or from teachers'; relabeled_train.csv holds the targets of its last epoch."""
+        from eqn.regression import LOSSES, ProgressiveRegression, TeacherRegression
         from eqn.relabeled import write_intensity_csv
 
         p, r = self.cfg.pipeline, self.cfg.regression
-        callback = ProgressiveRegression(dm.targets, dm.gold["train"], p.scale, p.floor, p.clip, r.alpha, r.start,
-                                         int(self.cfg.trainer.max_epochs), r.schedule)
+        args = (dm.targets, dm.gold["train"], p.scale, p.floor, p.clip, r.alpha, r.start,
+                int(self.cfg.trainer.max_epochs), r.schedule)
+        callback = (TeacherRegression(self.teacher_targets(dm), *args) if r.name == "teacher"
+                    else ProgressiveRegression(*args))
 
         def relabeled() -> None:  # before the stage is marked done: the targets of its last epoch
             if p.save_relabeled:
@@ -123,6 +125,23 @@ class Pipeline(RunContext):
                 fault_point("progressive:csv")
 
         return fit(self, "eqn", dm, LOSSES[r.loss], regression=callback, before_done=relabeled)
+
+    def teacher_targets(self, dm: EQNDataModule):
+        """The teachers' intensities for the training rows, computed once (stages/teacher/targets.safetensors)."""
+        import torch
+
+        from eqn.io import load_tensors, save_tensors
+        from eqn.regression import teacher_intensities
+
+        path = self.run_dir / "stages" / "teacher" / "targets.safetensors"
+        if path.exists():
+            return load_tensors(path)[0]["train"]
+        teacher = teacher_intensities(list(self.cfg.regression.teachers), dm.split("train").texts, dm.label_names,
+                                      self.cfg.pipeline.scale)
+        if self.is_main:
+            save_tensors(path, {"train": teacher.float()}, {"teachers": list(self.cfg.regression.teachers)})
+        fault_point("teacher:predicted")
+        return torch.as_tensor(teacher)
 
     def summarise(self, stages: list[str]) -> None:
         for stage in stages:

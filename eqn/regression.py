@@ -56,3 +56,31 @@ class ProgressiveRegression(Callback):
             if key in state and state[key].shape == self.targets.shape:
                 getattr(self, key).copy_(state[key])
         self.history = list(state.get("history", []))
+
+
+class TeacherRegression(ProgressiveRegression):
+    """regression=teacher: the predictions are the teachers' intensities, fixed before training."""
+
+    def __init__(self, teacher: torch.Tensor, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.predictions.copy_(teacher)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        return  # the teachers' predictions do not change
+
+
+def teacher_intensities(paths: list[str], texts: list[str], label_names: list[str], scale: float) -> torch.Tensor:
+    """The mean 0..scale intensity that the teacher models give each text, each scored with its own tokenizer (a
+    classifier's intensity is scale x probability). A teacher with other labels is refused, naming it."""
+    from eqn.annotate import Annotator
+    from eqn.io import ConfigError
+
+    total = None
+    for path in paths:
+        teacher = Annotator.from_checkpoint(path)
+        if list(teacher.label_names) != list(label_names):
+            raise ConfigError(f"regression.teachers: {path}: its labels {list(teacher.label_names)[:6]}... are not this "
+                              f"dataset's {list(label_names)[:6]}... (same labels, same order needed)")
+        intensity = teacher.intensities(teacher.scores(texts)) * (scale / float(teacher.module.hparams.scale))
+        total = intensity if total is None else total + intensity
+    return total / len(paths)

@@ -78,7 +78,7 @@ class RunContext:
 
 def stage_plan(cfg: DictConfig) -> list[str]:
     name = cfg.pipeline.name
-    if name == "eqn" and (cfg.get("regression") or {}).get("name") == "progressive":
+    if name == "eqn" and (cfg.get("regression") or {}).get("name") in ("progressive", "teacher"):
         return ["eqn"]  # one training whose targets regress as it goes
     if name == "baseline":
         return ["baseline" if cfg.pipeline.budget == "single" else "baseline_matched"]

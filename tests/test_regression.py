@@ -89,3 +89,57 @@ def test_bad_progressive_settings_are_one_line(tmp_path, override, words):
         validate(compose_config(*TINY, override, tmp_path=tmp_path))
     with pytest.raises(ConfigError, match="regression.loss=bce: the offline pipeline"):
         validate(compose_config("regression.loss=bce", tmp_path=tmp_path))
+
+
+def teacher_cfg(tmp_path, *teachers, extra=()):
+    listed = ",".join(str(t) for t in teachers)
+    return compose_config(*[a for a in TINY if a != "regression=progressive"], "regression=teacher",
+                          f"regression.teachers=[{listed}]", *extra, tmp_path=tmp_path)
+
+
+def test_teacher_targets_are_the_teachers_intensities_on_the_training_rows(progressive, trained_run, tmp_path):
+    from eqn import load
+    from eqn.data import sources
+
+    teachers = [progressive / "checkpoints" / "eqn.ckpt", trained_run / "checkpoints" / "coeqn.ckpt"]
+    run(teacher_cfg(tmp_path, *teachers), run_dir=str(tmp_path / "run"))
+    relabeled = pd.read_csv(tmp_path / "run" / "relabeled_train.csv", keep_default_na=False)
+    texts = relabeled["text"].tolist()
+    mean = sum(load(str(t)).intensities(load(str(t)).scores(texts)) for t in teachers) / 2
+    values = torch.tensor(relabeled.iloc[:, 2:].to_numpy(dtype=float), dtype=torch.float32)
+    gold = values == 10.0
+    expected = torch.where(gold, torch.full_like(mean, 10.0), mean.clamp(0, 10))
+    assert gold.any(1).all() and (values - expected).abs().max() <= 0.006  # 2-decimal CSV
+    assert sources.load("goemotions", "/nonexistent").label_names == list(relabeled.columns[2:])
+
+
+def test_a_crash_between_the_teachers_predictions_and_training_resumes(progressive, tmp_path, monkeypatch):
+    teacher = progressive / "checkpoints" / "eqn.ckpt"
+    reference = tmp_path / "reference"
+    run(teacher_cfg(tmp_path, teacher), run_dir=str(reference))
+    monkeypatch.setenv("EQN_FAULT_AT", "teacher:predicted")
+    with pytest.raises(InjectedFault):
+        run(teacher_cfg(tmp_path, teacher), run_dir=str(tmp_path / "run"))
+    monkeypatch.delenv("EQN_FAULT_AT")
+    run(teacher_cfg(tmp_path, teacher), run_dir=str(tmp_path / "run"))
+    assert outcome(tmp_path / "run")[0] == pytest.approx(outcome(reference)[0], abs=1e-5)
+    pd.testing.assert_frame_equal(outcome(tmp_path / "run")[1], outcome(reference)[1])
+
+
+def test_bad_teachers_are_refused_in_one_line_before_training(tmp_path):
+    from eqn.io import DataError
+
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="broken.ckpt: not a PyTorch checkpoint") as err:
+        run(teacher_cfg(tmp_path, tmp_path / "broken.ckpt"), run_dir=str(tmp_path / "run"))
+    assert "\n" not in str(err.value) and not (tmp_path / "run" / "stages" / "eqn").exists()
+    with pytest.raises(ConfigError, match="regression.teachers: .*missing.ckpt: no such checkpoint"):
+        run(teacher_cfg(tmp_path, tmp_path / "missing.ckpt"), run_dir=str(tmp_path / "run2"))
+    custom = tmp_path / "two.csv"
+    custom.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(40)))
+    other = tmp_path / "other"
+    run(compose_config("data=custom", f"data.path={custom}", "trainer.max_epochs=1", "logger=none",
+                       "pipeline=baseline", tmp_path=tmp_path), run_dir=str(other))
+    with pytest.raises(ConfigError, match="other/checkpoints/baseline.ckpt: its labels"):
+        run(teacher_cfg(tmp_path, other / "checkpoints" / "baseline.ckpt"), run_dir=str(tmp_path / "run3"))
+    assert not (tmp_path / "run3" / "stages" / "eqn").exists()
