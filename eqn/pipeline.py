@@ -123,6 +123,17 @@ class Pipeline(RunContext):
                 write_intensity_csv(self.run_dir / "relabeled_train.csv", {"id": split.ids, "text": split.texts},
                                     dm.targets, dm.label_names)
                 fault_point("progressive:csv")
+                if p.export:  # relabeled/ (datasets) + relabeled_train.parquet, with a dataset card
+                    from eqn.relabeled import dataset_card, hf_dataset, write_dataset
+
+                    dataset = hf_dataset(split.ids, split.texts, dm.targets, dm.label_names, dm.gold["train"])
+                    how = ("(1 - alpha) x its all-labels target (0) + alpha x the model's own prediction of the epoch "
+                           "before (progressive label regression)" if r.name == "progressive" else
+                           "(1 - alpha) x its all-labels target (0) + alpha x the mean intensity of the teacher "
+                           f"models {list(r.teachers)}") + f", clipped to [0, {{scale:g}}], alpha = {r.alpha:g} at the end"
+                    write_dataset(self.run_dir, dataset, dataset_card(
+                        dm.name, dm.label_names, p.scale, f"{self.cfg.model.name} EQN, regression={r.name}",
+                        self.metrics, how))
 
         return fit(self, "eqn", dm, LOSSES[r.loss], regression=callback, before_done=relabeled)
 

@@ -45,15 +45,19 @@ def hf_dataset(ids: list[str], texts: list[str], intensities: torch.Tensor, labe
     return datasets.Dataset.from_dict(data, features=features)
 
 
-def dataset_card(name: str, label_names: list[str], scale: float, model: str, metrics: dict) -> str:
+OFFLINE = ("the prediction of a CoEQN model trained on the all-labels targets (gold = scale, others 0), clipped to "
+           "[0, {scale:g}] (EQN label regression, Zhou, Luo & Chen, arXiv 2411.06160)")
+
+
+def dataset_card(name: str, label_names: list[str], scale: float, model: str, metrics: dict,
+                 method: str = OFFLINE) -> str:
     eqn = {k: v for k, v in metrics.items() if k.startswith("eqn/test/") and k.count("/") == 2}
     coeqn = {k: v for k, v in metrics.items() if k.startswith("coeqn/test/") and k.count("/") == 2}
     lines = ["---", "task_categories: [text-classification]", "tags: [emotion, micro-emotion, eqn]", "---", "",
              f"# {name}: micro-emotion intensities (EQN label regression)", "",
              f"The training split of `{name}` with an intensity from 0 to {scale:g} for every one of its "
-             f"{len(label_names)} labels. Gold labels are exactly {scale:g}; every other cell is the prediction of "
-             "a CoEQN model trained on the all-labels targets (gold = scale, others 0), clipped to "
-             f"[0, {scale:g}] (EQN label regression, Zhou, Luo & Chen, arXiv 2411.06160).", "",
+             f"{len(label_names)} labels. Gold labels are exactly {scale:g}; every other cell is "
+             f"{method.format(scale=scale)}.", "",
              "## Columns", "", "- `id`, `text`: as in the source dataset",
              "- one float32 column per label: the intensity", "- `gold`: the source dataset's labels", "",
              "## Source and licence", "",

@@ -30,6 +30,29 @@ from eqn.ownership import check_writable
 STAGES = ("baseline", "baseline_matched", "coeqn", "eqn")
 TITLES = {"baseline": "baseline", "baseline_matched": "baseline (EQN budget)", "coeqn": "CoEQN", "eqn": "EQN"}
 COMPARISONS = (("eqn", "baseline"), ("coeqn", "baseline"), ("eqn", "baseline_matched"), ("eqn", "coeqn"))
+
+
+def variant(cfg: dict, stage: str) -> str:
+    """The stage as the report names it: EQN trained with another label regression is its own column
+    (`eqn[progressive-mse]`, `eqn[teacher-bce]`), compared with the baselines like EQN."""
+    r = cfg.get("regression") or {}
+    if stage == "eqn" and r.get("name", "offline") != "offline":
+        return f"eqn[{r['name']}-{r.get('loss', 'mse')}]"
+    return stage
+
+
+def title(stage: str) -> str:
+    return TITLES.get(stage) or stage.replace("eqn[", "EQN [").replace("]", "]")
+
+
+def stage_order(stages) -> list[str]:
+    known = [s for s in STAGES if s in stages]
+    return known + sorted(s for s in stages if s not in STAGES)
+
+
+def comparison_pairs(stages) -> list[tuple[str, str]]:
+    extra = [(s, b) for s in stage_order(stages) if s not in STAGES for b in ("baseline", "baseline_matched", "eqn")]
+    return [*COMPARISONS, *extra]
 HEADLINE = (("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted F1"),
             ("accuracy", "accuracy"))
 RULES = (("tuned", "per-label tuned thresholds"), ("fixed", "one fixed threshold (0.5 of the score range)"),
@@ -72,7 +95,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[str]]:
             values = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix) and "/f1/" not in k
                       and not k[len(prefix):].startswith("f1/")}
             scores = run_dir / "stages" / stage / "test_scores.safetensors"
-            rows.append({**ident, "stage": stage, **values, "scores": str(scores) if scores.exists() else None,
+            rows.append({**ident, "stage": variant(cfg, stage), **values, "scores": str(scores) if scores.exists() else None,
                          "fingerprint": fingerprint_of(run_dir)})
     frame, duplicates = count_seeds_once(pd.DataFrame(rows))
     return frame, problems + duplicates
@@ -154,11 +177,11 @@ def compare(frame: pd.DataFrame, a: str, b: str, resamples: int) -> dict | None:
             out["labels"] = names
         except DataError as err:
             out["boot_error"] = str(err)
-    out["verdict"] = stats.verdict(low, high, out["boot"]["p"] if out["boot"] else None, TITLES[a], TITLES[b])
+    out["verdict"] = stats.verdict(low, high, out["boot"]["p"] if out["boot"] else None, title(a), title(b))
     if len(seeds) == 1 and out["boot"]:  # one seed: test-row variation only
         boot = out["boot"]
         out["verdict"] = ("no significant difference (test rows; one seed)" if boot["p"] >= 0.05 else
-                          f"{TITLES[a] if boot['diff'] > 0 else TITLES[b]} better on test rows (one seed)")
+                          f"{title(a) if boot['diff'] > 0 else title(b)} better on test rows (one seed)")
     return out
 
 
@@ -170,8 +193,8 @@ def markdown(frame: pd.DataFrame, problems: list[str], comparisons: dict) -> str
     lines = ["# EQN results", ""]
     if frame.empty:
         lines += ["No finished runs found.", ""]
-    present = [s for s in STAGES if not frame.empty and (frame.stage == s).any()]
-    header = "| dataset | backbone | " + " | ".join(TITLES[s] for s in present) + " |"
+    present = stage_order(set(frame.stage)) if not frame.empty else []
+    header = "| dataset | backbone | " + " | ".join(title(s) for s in present) + " |"
     rule_line = "|---|---|" + "---|" * len(present)
 
     def table(metric: str) -> list[str]:
@@ -185,11 +208,11 @@ def markdown(frame: pd.DataFrame, problems: list[str], comparisons: dict) -> str
 
     if not frame.empty:
         lines += ["Headline rule: per-label thresholds tuned on val for multi-label data, argmax for single-label.", ""]
-        for metric, title in HEADLINE:
-            lines += [f"## Test {title} (headline rule)", "", *table(metric)]
-        for rule, title in RULES:
+        for metric, heading in HEADLINE:
+            lines += [f"## Test {heading} (headline rule)", "", *table(metric)]
+        for rule, heading in RULES:
             if f"{rule}/f1_macro" in frame:
-                lines += [f"## Test macro-F1, decision rule: {title}", "", *table(f"{rule}/f1_macro")]
+                lines += [f"## Test macro-F1, decision rule: {heading}", "", *table(f"{rule}/f1_macro")]
         lines += ["## Paired comparisons (test macro-F1, headline rule)", "",
                   "Δ = first − second. Seeds: mean of per-seed differences with a 95% t-interval. Bootstrap: 1,000 "
                   "paired resamples of the test rows, the difference averaged over seeds, 95% percentile interval "
@@ -200,14 +223,14 @@ def markdown(frame: pd.DataFrame, problems: list[str], comparisons: dict) -> str
             boot = c["boot"]
             bcells = (f"{boot['diff']:+.4f} | {interval(boot['low'], boot['high'])} | {boot['p']:.3f}" if boot
                       else "– | – | –")
-            lines.append(f"| {dataset} | {backbone} | {TITLES[a]} vs {TITLES[b]} | {c['seeds']} | {c['mean']:+.4f} | "
+            lines.append(f"| {dataset} | {backbone} | {title(a)} vs {title(b)} | {c['seeds']} | {c['mean']:+.4f} | "
                          f"{interval(c['low'], c['high'])} | {bcells} | {c['verdict']} |")
         lines.append("")
         for (dataset, backbone, a, b), c in comparisons.items():
-            if (a, b) != ("eqn", "baseline") or not c["boot"]:
+            if b != "baseline" or not (a == "eqn" or a.startswith("eqn[")) or not c["boot"]:
                 continue
             boot = c["boot"]
-            lines += [f"### Per-class F1, {TITLES[a]} − {TITLES[b]}: {dataset} / {backbone}", "",
+            lines += [f"### Per-class F1, {title(a)} − {title(b)}: {dataset} / {backbone}", "",
                       "| label | Δ F1 | 95% CI (bootstrap) |", "|---|---|---|"]
             order = sorted(range(len(c["labels"])), key=lambda i: -float(boot["per_class"][i]))
             for i in order:
@@ -224,7 +247,7 @@ def comparisons_of(frame: pd.DataFrame, resamples: int) -> dict:
     if frame.empty:
         return out
     for (dataset, backbone), group in frame.groupby(["dataset", "backbone"]):
-        for a, b in COMPARISONS:
+        for a, b in comparison_pairs(set(group.stage)):
             c = compare(group, a, b, resamples)
             if c is not None:
                 out[(dataset, backbone, a, b)] = c

@@ -143,3 +143,17 @@ def test_bad_teachers_are_refused_in_one_line_before_training(tmp_path):
     with pytest.raises(ConfigError, match="other/checkpoints/baseline.ckpt: its labels"):
         run(teacher_cfg(tmp_path, other / "checkpoints" / "baseline.ckpt"), run_dir=str(tmp_path / "run3"))
     assert not (tmp_path / "run3" / "stages" / "eqn").exists()
+
+
+def test_the_report_groups_runs_by_regression_variant(progressive, trained_run, tmp_path):
+    import shutil
+
+    from eqn.report import collect, report
+
+    shutil.copytree(progressive, tmp_path / "progressive")
+    shutil.copytree(trained_run, tmp_path / "offline")
+    frame, problems = collect(tmp_path)
+    assert sorted(frame.stage) == ["coeqn", "eqn", "eqn[progressive-mse]"] and not problems
+    md, _ = report(tmp_path, resamples=20)
+    text = md.read_text()
+    assert "| EQN [progressive-mse] |" in text and "EQN [progressive-mse] vs EQN" in text
