@@ -61,17 +61,23 @@ def seed_args(objective: str, found: dict, seed: int) -> list[str]:
             "pipeline.analyze=false"]
 
 
-def render(out: Path, seconds: float) -> str:
+def render(out: Path, seconds: float, rounds: str) -> str:
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    target = int(rounds.split(",")[-1])
+    done = [trials_done(out, o) for o in OBJECTIVES]
+    status = ("complete" if min(done) >= target else
+              f"**in progress**: {', '.join(f'{o} {d}' for o, d in zip(OBJECTIVES, done))} of {target} trials; rerun "
+              "the command to continue (no verdict is drawn from a partial search)")
     lines = ["# Tuned comparison: every objective at its own best setting", "",
-             "GoEmotions, TextCNN, full data. Written by `python experiments/bench_tuned.py`; "
-             f"its last invocation ran {seconds / 60:.0f} min. Each objective searched the same space with the same "
-             "budget and sampler seed (conf/hparams_search/goemotions_textcnn.yaml), selected on tuned-threshold "
-             "validation macro-F1, never on test.", "", "## Searches", "",
+             "GoEmotions, TextCNN, full data. Written by `python experiments/bench_tuned.py` (resumable; "
+             "`--report-only` rewrites this file). Each objective searches the same space with the same budget and "
+             "sampler seed (conf/hparams_search/goemotions_textcnn.yaml), selected on tuned-threshold validation "
+             f"macro-F1, never on test. Status: {status}.", "", "## Searches", "",
              "| objective | finished trials | best val macro-F1 | best setting | command |", "|---|---|---|---|---|"]
     for objective in OBJECTIVES:
         found = best(out, objective)
         command = (f"python -m eqn.run -m hparams_search=goemotions_textcnn_{objective} "
-                   f"hydra.sweeper.n_trials=<n> paths.output_dir={out}")
+                   f"hydra.sweeper.n_trials=<n> paths.output_dir={shown}")
         if found is None:
             lines.append(f"| {objective} | {trials_done(out, objective)} | – | – | `{command}` |")
             continue
@@ -84,8 +90,8 @@ def render(out: Path, seconds: float) -> str:
     if seeds.is_dir() and any(seeds.glob("*/metrics.json")):
         md, _ = report(seeds, resamples=1000, overwrite=True)
         body = md.read_text().split("\n", 1)[1]
-        lines += [f"Runs: `python -m eqn.run <best setting> seed=<s> hydra.run.dir={seeds}/<objective>-s<s>`; "
-                  f"table: `python -m eqn.report {seeds}`.", "", body]
+        lines += [f"Runs: `python -m eqn.run <best setting> seed=<s> hydra.run.dir={shown}/seeds/<objective>-s<s>`; "
+                  f"table: `python -m eqn.report {shown}/seeds`.", "", body]
     else:
         lines.append("Not run yet (the searches come first).")
     return "\n".join(lines) + "\n"
@@ -111,7 +117,8 @@ def main() -> None:
                 if not (run_dir / "metrics.json").exists():
                     sh([sys.executable, "-m", "eqn.run", *seed_args(objective, best(out, objective), seed),
                         f"hydra.run.dir={run_dir}"])
-    write_text(ROOT / "experiments" / "results" / "tuned.md", render(out, time.perf_counter() - started), own=False)
+    write_text(ROOT / "experiments" / "results" / "tuned.md", render(out, time.perf_counter() - started, args.rounds),
+               own=False)
     print(f"wrote {ROOT / 'experiments' / 'results' / 'tuned.md'}")
 
 
