@@ -309,6 +309,11 @@ def regression_problems(cfg: DictConfig) -> list[str]:
             problems.append(f"regression.start={r.start}: must lie in {first}..{epochs - 1} (trainer.max_epochs="
                             f"{epochs})" + ("; the targets of epoch `start` use the predictions of the epoch before"
                                             if first else ""))
+        devices = cfg.trainer.devices
+        count = len(devices) if OmegaConf.is_list(devices) else devices if isinstance(devices, int) else 1
+        if r.name == "progressive" and (count > 1 or count == -1 or cfg.trainer.num_nodes > 1):
+            problems.append("regression=progressive gathers each epoch's predictions in one process; train it on one "
+                            "device (trainer.devices=1), or use regression=teacher / offline with DDP")
         if r.name == "teacher" and not r.teachers:
             problems.append("regression=teacher: name the teacher(s): regression.teachers=[<checkpoint or folder>,...]")
         for teacher in r.teachers if r.name == "teacher" else []:

@@ -81,6 +81,7 @@ def test_progressive_with_soft_bce_targets_runs(tmp_path):
     ("regression.start=3", "regression.start=3: must lie in 1..2"),
     ("regression.alpha=0", "regression.alpha=0"),
     ("regression.schedule=cosine", "regression.schedule='cosine'"),
+    ("trainer=ddp", "regression=progressive gathers each epoch's predictions in one process"),
 ])
 def test_bad_progressive_settings_are_one_line(tmp_path, override, words):
     from eqn.config import validate
