@@ -13,6 +13,8 @@
    `python -m eqn.run <the study's rerun arguments> seed=<s> hydra.run.dir=<out>/seeds/<objective>-s<s>`.
 3. Report. `eqn.report <out>/seeds` (paired over seeds and test rows, as the untuned grid) and
    experiments/results/tuned.md with the best settings beside the figures and every command.
+The studies' journals are copied to experiments/results/tuned_journals/ whenever tuned.md is written and restored
+from there into a fresh --out, so the searches continue across checkouts (commit them with tuned.md).
 """
 from __future__ import annotations
 
@@ -31,6 +33,31 @@ from eqn.io import write_text  # noqa: E402
 from eqn.report import report  # noqa: E402
 
 OBJECTIVES = ("baseline", "coeqn", "eqn")
+# The studies' Optuna journals are committed here (a few KB each): a fresh checkout continues the searches from them
+# (finished trials are kept; run dirs live under --out, outside git).
+JOURNALS = ROOT / "experiments" / "results" / "tuned_journals"
+
+
+def journal(out: Path, objective: str) -> Path:
+    return out / "search" / f"goemotions_textcnn_{objective}" / "optuna.journal"
+
+
+def restore_journals(out: Path) -> None:
+    import shutil
+
+    for objective in OBJECTIVES:
+        saved, live = JOURNALS / f"goemotions_textcnn_{objective}.journal", journal(out, objective)
+        if saved.exists() and not live.exists():
+            live.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(saved, live)
+            print(f"restored {live} from {saved}")
+
+
+def save_journals(out: Path) -> None:
+    for objective in OBJECTIVES:
+        if journal(out, objective).exists():
+            write_text(JOURNALS / f"goemotions_textcnn_{objective}.journal", journal(out, objective).read_text(),
+                       own=False)
 
 
 def sh(args: list[str]) -> int:
@@ -49,10 +76,15 @@ def best(out: Path, objective: str) -> dict | None:
 
 
 def trials_done(out: Path, objective: str) -> int:
-    path = out / "search" / f"goemotions_textcnn_{objective}" / "trials.csv"
-    if not path.exists():
+    if not journal(out, objective).exists():
         return 0
-    return sum(line.split(",")[1] in ("complete", "pruned") for line in path.read_text().splitlines()[1:])
+    import optuna
+
+    from eqn.search import journal_storage
+
+    study = optuna.load_study(study_name=f"goemotions_textcnn_{objective}",
+                              storage=journal_storage(journal(out, objective)))
+    return sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
 
 
 def seed_args(objective: str, found: dict, seed: int) -> list[str]:
@@ -106,6 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out).resolve()
     started = time.perf_counter()
+    restore_journals(out)
     if not args.report_only:
         for n in [int(x) for x in args.rounds.split(",")]:
             for objective in OBJECTIVES:
@@ -117,6 +150,7 @@ def main() -> None:
                 if not (run_dir / "metrics.json").exists():
                     sh([sys.executable, "-m", "eqn.run", *seed_args(objective, best(out, objective), seed),
                         f"hydra.run.dir={run_dir}"])
+    save_journals(out)
     write_text(ROOT / "experiments" / "results" / "tuned.md", render(out, time.perf_counter() - started, args.rounds),
                own=False)
     print(f"wrote {ROOT / 'experiments' / 'results' / 'tuned.md'}")
