@@ -51,6 +51,26 @@ def variants(base: list[str], changes: dict[str, list[str]], seeds=(0,), referen
     return {"kind": "variants", "runs": runs, "reference": reference}
 
 
+def regression_study(data: str, model: str, seeds=SEEDS, extra: tuple[str, ...] = ()) -> dict:
+    """Label regression done differently (regression=offline|progressive|teacher), every variant against the fair
+    baseline of the same seed. Teachers are this study's own baseline runs ({study} is its folder): the baseline of
+    the same seed, or the ensemble of all seeds' baselines. The baselines come first (the teachers need them)."""
+    base = [f"data={data}", f"model={model}", *extra]
+    teacher = "{study}/default-s%d/checkpoints/baseline.ckpt"
+    ensemble = ",".join(teacher % s for s in seeds)
+    changes = {"default": lambda s: ["pipeline=baseline"],
+               "eqn": lambda s: ["pipeline=eqn"],
+               "progressive_mse": lambda s: ["regression=progressive"],
+               "progressive_bce": lambda s: ["regression=progressive", "regression.loss=bce"],
+               "teacher_mse": lambda s: ["regression=teacher", f"regression.teachers=[{teacher % s}]"],
+               "teacher_bce": lambda s: ["regression=teacher", f"regression.teachers=[{teacher % s}]",
+                                         "regression.loss=bce"],
+               "teacher_ensemble_mse": lambda s: ["regression=teacher", f"regression.teachers=[{ensemble}]"]}
+    runs = {f"{name}-s{seed}": [*base, *change(seed), f"seed={seed}"] for name, change in changes.items()
+            for seed in seeds}
+    return {"kind": "variants", "runs": runs, "reference": "default"}
+
+
 STUDIES: dict[str, dict] = {
     **{f"grid_{d}_{m}": grid(d, m, matched=(d, m) == ("goemotions", "textcnn")) for d in DATASETS
        for m in WORD_BACKBONES},
@@ -81,6 +101,10 @@ STUDIES: dict[str, dict] = {
         "select_val_f1": ["pipeline=eqn", "pipeline.monitor=val/f1_macro"],
         "authors_code": ["pipeline=eqn", "experiment=authors_code"],
     }, seeds=SEEDS),
+    # Issue 22: progressive and teacher-driven label regression vs the fair baseline (untuned shared settings until
+    # the tuned ones of bench_tuned.py exist)
+    "regression_goemotions_textcnn": regression_study("goemotions", "textcnn"),
+    "regression_goemotions_cnn": regression_study("goemotions", "cnn"),
 }
 
 
@@ -238,7 +262,7 @@ def main() -> None:
         for name in names:
             for run, overrides in STUDIES[name]["runs"].items():
                 if any(fnmatch.fnmatch(run, p) for p in args.runs.split(",")):
-                    run_one(out / name / run, overrides)
+                    run_one(out / name / run, [o.replace("{study}", str((out / name).resolve())) for o in overrides])
     print(f"wrote {write_results(out, list(STUDIES))}")
 
 
