@@ -156,8 +156,9 @@ class EqnOptunaSweeper(Sweeper):
         """A single run of one trial's setting: the groups the study composed (its presets included) and the
         user's overrides, without the search itself."""
         choices = OmegaConf.to_container(self.config.hydra.runtime.choices)
-        groups = [f"{g}={choices[g]}" for g in ("data", "model", "pipeline", "experiment") if choices.get(g)]
-        return [*groups, *(a for a in arguments if a.split("=")[0].lstrip("+~") not in ("hparams_search", "data", "model", "pipeline", "experiment"))]
+        names = ("data", "model", "pipeline", "regression", "experiment")
+        groups = [f"{g}={choices[g]}" for g in names if choices.get(g)]
+        return [*groups, *(a for a in arguments if a.split("=")[0].lstrip("+~") not in ("hparams_search", *names))]
 
     @staticmethod
     def finished(study) -> int:
