@@ -42,7 +42,7 @@ def variant(cfg: dict, stage: str) -> str:
 
 
 def title(stage: str) -> str:
-    return TITLES.get(stage) or stage.replace("eqn[", "EQN [").replace("]", "]")
+    return TITLES.get(stage) or stage.replace("eqn[", "EQN [")
 
 
 def stage_order(stages) -> list[str]:
