@@ -363,3 +363,16 @@ def hub_model_problem(model_id: str) -> str | None:
     return (f"{model_id}: neither a local folder nor in the Hugging Face cache, and {why}; get it with "
             f"`huggingface-cli download {model_id}` on a machine with internet (and copy the cache), or pass a "
             "local folder")
+
+
+def stage_plan(cfg: DictConfig) -> list[str]:
+    """The trainings a pipeline runs, in order (their names key the metrics: <stage>/val/f1_macro)."""
+    name = cfg.pipeline.name
+    if name == "eqn" and (cfg.get("regression") or {}).get("name") in ("progressive", "teacher"):
+        return ["eqn"]  # one training whose targets regress as it goes
+    if name == "baseline":
+        return ["baseline" if cfg.pipeline.budget == "single" else "baseline_matched"]
+    if name == "coeqn":
+        return ["coeqn"]
+    rounds = cfg.pipeline.rounds
+    return ["coeqn"] + [f"eqn_r{r}" for r in range(1, rounds)] + ["eqn"]

@@ -1,16 +1,14 @@
 """Interruptions that tell the truth: SIGINT/SIGTERM become an `Interrupted` error (non-zero exit, resume hint),
-training callbacks that make a resumed stage repeat the uninterrupted one, and named fault points that tests
-use to crash a run anywhere (`EQN_FAULT_AT=<point>`)."""
+and named fault points that tests use to crash a run anywhere (`EQN_FAULT_AT=<point>`). The callback that makes a
+resumed stage repeat the uninterrupted one is `eqn.callbacks.TrainingState`."""
 from __future__ import annotations
 
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
-
-import torch
-from lightning.pytorch import Callback
 
 
 class Interrupted(BaseException):
@@ -28,7 +26,12 @@ class InjectedFault(RuntimeError):
 
 
 def fault_point(name: str) -> None:
+    """At the point named by EQN_FAULT_AT: raise InjectedFault, or with EQN_FAULT_SIGNAL=<n> send this process the
+    real signal n (as `kill -n` from outside would, but at a known point of the run)."""
     if os.environ.get("EQN_FAULT_AT") == name:
+        if os.environ.get("EQN_FAULT_SIGNAL"):
+            os.kill(os.getpid(), int(os.environ["EQN_FAULT_SIGNAL"]))
+            time.sleep(5)  # the signal arrives; a handled one raises Interrupted from here
         raise InjectedFault(f"fault injected at {name}")
 
 
@@ -54,26 +57,3 @@ def interruptible() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
-
-
-class TrainingState(Callback):
-    """Stores torch's RNG state in every checkpoint and restores it on resume (dropout masks then repeat), and
-    hosts the in-training fault points."""
-
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def state_dict(self) -> dict:
-        return {"torch_rng": torch.get_rng_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx == 1:
-            fault_point(f"fit:{self.stage}:epoch{trainer.current_epoch}")
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if batch_idx == 0 and not trainer.sanity_checking:
-            fault_point(f"fit:{self.stage}:val{trainer.current_epoch}")

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback
-
-from eqn.io import ConfigError, atomic_path, write_json, write_text
+from eqn.io import ConfigError, atomic_path, write_text
 
 log = logging.getLogger(__name__)
 JOURNAL = "optuna.journal"
@@ -118,39 +116,7 @@ def override(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
-# ------------------------------------------------------------------------------ inside a trial
-
-
-class PruneTrial(Callback):
-    """Reports each validation epoch's figure (the objective's metric, e.g. val/f1_macro) to the trial and stops
-    the run when the pruner says so. Steps count epochs across the pipeline's stages (`offset` = epochs before)."""
-
-    def __init__(self, journal: str, study: str, trial_id: int, metric: str, run_dir: Path, offset: int = 0,
-                 pruner: dict | None = None):
-        self.journal, self.study_name, self.trial_id = journal, study, trial_id
-        self.metric, self.run_dir, self.offset = metric, Path(run_dir), offset
-        self.pruner = pruner or {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 1}
-        self._trial = None
-
-    def trial(self):
-        if self._trial is None:
-            import optuna
-
-            study = optuna.load_study(study_name=self.study_name, storage=journal_storage(self.journal),
-                                      pruner=make_pruner(self.pruner))
-            self._trial = optuna.trial.Trial(study, self.trial_id)
-        return self._trial
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self.metric not in trainer.callback_metrics:
-            return
-        value = float(trainer.callback_metrics[self.metric])
-        step = self.offset + trainer.current_epoch
-        trial = self.trial()
-        trial.report(value, step)
-        if trial.should_prune():
-            write_json(self.run_dir / "pruned.json", {"step": step, self.metric: value})
-            raise Pruned(f"trial pruned at epoch step {step} ({self.metric}={value:.4f})")
+# ------------------------------------------------------------------------------ inside a trial (eqn/callbacks.py)
 
 
 def make_pruner(spec: dict):
@@ -160,16 +126,6 @@ def make_pruner(spec: dict):
         return optuna.pruners.MedianPruner(n_startup_trials=int(spec.get("n_startup_trials", 3)),
                                            n_warmup_steps=int(spec.get("n_warmup_steps", 1)))
     return optuna.pruners.NopPruner()
-
-
-def prune_callback(cfg, run_dir: Path, stage_index: int) -> PruneTrial | None:
-    s = cfg.get("search")
-    if not s or s.get("trial_id") is None or s.pruner == "none":
-        return None
-    metric = "/".join(str(s.metric).split("/")[1:])  # <stage>/val/f1_macro -> val/f1_macro
-    pruner = {"name": s.pruner, "n_startup_trials": s.pruner_startup_trials, "n_warmup_steps": s.pruner_warmup_steps}
-    return PruneTrial(s.journal, s.study, int(s.trial_id), metric, run_dir, stage_index * int(cfg.trainer.max_epochs),
-                      pruner)
 
 
 def journal_storage(path: str | Path):

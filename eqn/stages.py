@@ -22,15 +22,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from eqn import evaluation
-from eqn.config import monitor_mode
+from eqn.callbacks import TrainingState, prune_callback
+from eqn.config import monitor_mode, stage_plan
 from eqn.data.datamodule import EQNDataModule
-from eqn.interrupt import TrainingState, fault_point
+from eqn.interrupt import fault_point
 from eqn.io import ConfigError, atomic_path, load_tensors, read_json, save_tensors, write_json
 from eqn.models.module import EQNModule, build_module, load_module, plain
 from eqn.ownership import record, record_tree
 from eqn.predict import predict_splits
 from eqn.relabeled import dataset_card, hf_dataset, write_dataset, write_intensity_csv
-from eqn.search import prune_callback
 from eqn.stage_logging import StageLogger
 from eqn.targets import regress_targets
 
@@ -74,18 +74,6 @@ class RunContext:
     def barrier() -> None:
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
-
-
-def stage_plan(cfg: DictConfig) -> list[str]:
-    name = cfg.pipeline.name
-    if name == "eqn" and (cfg.get("regression") or {}).get("name") in ("progressive", "teacher"):
-        return ["eqn"]  # one training whose targets regress as it goes
-    if name == "baseline":
-        return ["baseline" if cfg.pipeline.budget == "single" else "baseline_matched"]
-    if name == "coeqn":
-        return ["coeqn"]
-    rounds = cfg.pipeline.rounds
-    return ["coeqn"] + [f"eqn_r{r}" for r in range(1, rounds)] + ["eqn"]
 
 
 class OwnedCheckpoint(ModelCheckpoint):

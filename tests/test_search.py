@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
+from eqn.callbacks import PruneTrial
 from eqn.io import ConfigError
-from eqn.search import Pruned, PruneTrial, journal_storage, objective_key, parse_space
+from eqn.search import Pruned, journal_storage, objective_key, parse_space
 from tests.conftest import ROOT
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}

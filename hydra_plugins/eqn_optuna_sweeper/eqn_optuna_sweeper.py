@@ -59,9 +59,8 @@ class EqnOptunaSweeper(Sweeper):
         from hydra.errors import HydraException
 
         from eqn import search
-        from eqn.config import validate
+        from eqn.config import stage_plan, validate
         from eqn.io import ConfigError
-        from eqn.pipeline import stage_plan
 
         o = self.options
         try:
