@@ -4,6 +4,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: one thread per worker and per process it starts (two threads each on two
+    # cores oversubscribe them and run several times slower)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 from pathlib import Path  # noqa: E402
 
@@ -51,3 +56,18 @@ def trained_run(tmp_path_factory):
                          "logger=none", tmp_path=tmp)
     run(cfg, run_dir=str(tmp / "run"))
     return tmp / "run"
+
+
+# Tests that start eqn in other processes take 10-30 s each; run them first so that, with one pytest-xdist worker per
+# core (`make test`), no worker is left alone with a long one at the end.
+LONG_FIRST = ("test_sweeps.py::test_seeded_2x2x2", "test_search.py::test_smoke_search_resumes", "test_distributed.py::",
+              "test_annotate.py::test_two_processes", "test_smoke_grid.py::test_minilm", "test_share.py::test_minilm",
+              "test_fresh_clone.py::", "test_interruptions.py::test_refused", "test_interruptions.py::test_real_signal",
+              "test_sweeps.py::test_submitit", "test_resume.py::test_sigkill", "test_search.py::")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, name in enumerate(LONG_FIRST) if name in item.nodeid), len(LONG_FIRST))
+
+    items.sort(key=rank)  # stable: otherwise in file order

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from lightning.pytorch import Trainer
 
@@ -32,6 +33,7 @@ def test_two_process_regression_equals_one_process(trained_run, data_dir, tmp_pa
     assert torch.allclose(regress_targets(gold, one), regress_targets(gold, two), atol=1e-5)
 
 
+@pytest.mark.slow  # ~60 s: 8 spawned processes; DDP itself is in `make test` (the test above)
 def test_ddp_pipeline_inside_a_multirun_sweep(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     args = [sys.executable, "-m", "eqn.run", "-m", "seed=0,1", "trainer=ddp", "trainer.accelerator=cpu",

@@ -12,7 +12,7 @@ from eqn.run import run
 from eqn.targets import alpha_at, mix_targets
 from tests.conftest import compose_config
 
-TINY = ["data.max_train_samples=160", "data.max_eval_samples=70", "trainer.max_epochs=3", "logger=none",
+TINY = ["data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=3", "logger=none",
         "model.batch_size=32", "data.eval_batch_size=32", "pipeline.analyze=false", "regression=progressive"]
 
 

@@ -14,9 +14,10 @@ TINY = ["data.max_train_samples=40", "data.max_eval_samples=21", "data.max_lengt
         "trainer.limit_train_batches=2", "pipeline.analyze=false", "logger=none", "model.batch_size=16"]
 
 
+@pytest.mark.slow  # 15 s; the pretrained MiniLM path is in the fast suite through test_share's export test
 def test_minilm_runs_the_eqn_pipeline(tmp_path, data_dir):
+    """The real pretrained weights through the whole EQN pipeline on emotion6; every dataset under -m slow."""
     needs("emotion6")
-    """The real pretrained path on one dataset in the fast suite; every dataset under -m slow."""
     test_pair_runs_the_eqn_pipeline("emotion6", "minilm", tmp_path, data_dir)
 
 

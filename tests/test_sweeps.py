@@ -28,7 +28,7 @@ def sweep(tmp_path, *overrides, env=None):
 
 def test_seeded_2x2x2_sweep_with_offline_wandb_and_report(tmp_path, data_dir):
     needs("emotion6", "tfn3")
-    out = sweep(tmp_path, "experiment=smoke_grid", "data.max_train_samples=80", "data.max_eval_samples=40",
+    out = sweep(tmp_path, "experiment=smoke_grid", "data.max_train_samples=40", "data.max_eval_samples=24",
                 "logger=wandb", env={"WANDB_MODE": "offline"})
     jobs = sorted(p.parent for p in out.glob("*/metrics.json"))
     assert len(jobs) == 8
