@@ -1,6 +1,7 @@
 """Sharing: exported model folders (transformers-native for BERT + pooler, eqn layout otherwise), the relabeled
 training set as a typed Hugging Face dataset, Parquet annotation, and the hub path offline."""
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -104,9 +105,14 @@ def test_offline_wandb_run_holds_figures_tables_and_the_model_artifact(tmp_path,
     assert images == {"label_correlation", "intensity_distribution", "per_class_f1"}
     tables = [p.name for p in (run_dir / "files" / "media" / "table").rglob("*.json")]
     assert any("annotated_test_sample" in n for n in tables) and any("label_correlation" in n for n in tables)
-    artifacts = {(r.artifact.name, r.artifact.type) for r in wandb_records(next(run_dir.glob("*.wandb")))
-                 if r.WhichOneof("record_type") == "artifact"}
-    assert ("goemotions-textcnn-coeqn-s42-coeqn-model", "model") in artifacts  # recorded in the offline run
+    wanted, deadline = ("goemotions-textcnn-coeqn-s42-coeqn-model", "model"), time.time() + 30
+    while True:  # W&B's service may still be writing the run's last records when finish() has returned
+        artifacts = {(r.artifact.name, r.artifact.type) for r in wandb_records(next(run_dir.glob("*.wandb")))
+                     if r.WhichOneof("record_type") == "artifact"}
+        if wanted in artifacts or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert wanted in artifacts  # recorded in the offline run
 
 
 def wandb_records(path):
