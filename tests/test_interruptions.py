@@ -15,7 +15,8 @@ from eqn.run import run
 from tests.conftest import ROOT, compose_config
 
 TINY = ["data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=2", "logger=none",
-        "model.batch_size=32", "data.eval_batch_size=32"]
+        "model.batch_size=32", "data.eval_batch_size=32",
+        "model.backbone.embed_dim=32", "model.backbone.num_filters=16"]  # a small TextCNN: these tests check resume logic
 POINTS = ["open", "fit:coeqn:epoch0", "fit:coeqn:val0", "fit:coeqn:epoch1", "fit:coeqn:val1", "fit:coeqn:trained",
           "fit:coeqn:evaluated", "fit:coeqn:saved", "fit:coeqn:exported", "regress1:predicted", "regress1:csv",
           "regress1:dataset", "fit:eqn:epoch0",

@@ -13,7 +13,8 @@ from eqn.targets import alpha_at, mix_targets
 from tests.conftest import compose_config
 
 TINY = ["data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=3", "logger=none",
-        "model.batch_size=32", "data.eval_batch_size=32", "pipeline.analyze=false", "regression=progressive"]
+        "model.batch_size=32", "data.eval_batch_size=32", "pipeline.analyze=false", "regression=progressive",
+        "model.backbone.embed_dim=32", "model.backbone.num_filters=16"]  # a small TextCNN: these tests check resume logic
 
 
 def test_alpha_schedules_take_the_documented_values():

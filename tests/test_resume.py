@@ -14,7 +14,7 @@ from eqn.run import run
 from tests.conftest import ROOT, compose_config
 
 SMALL = ["data.max_train_samples=300", "data.max_eval_samples=100", "trainer.max_epochs=2", "pipeline.analyze=false",
-         "logger=none"]
+         "logger=none", "model.backbone.embed_dim=32", "model.backbone.num_filters=16"]  # a small TextCNN
 
 
 def test_changed_config_is_refused_unless_restart(tmp_path, data_dir):
