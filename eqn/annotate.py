@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch import Callback
 from tqdm import tqdm
 
-from eqn.data.datamodule import pad_batch
+from eqn.data.datamodule import length_sorted_scores
 from eqn.data.tokenize import TextEncoder
 from eqn.io import ConfigError, DataError, atomic_path, digest, umask
 from eqn.models.module import EQNModule, load_module
@@ -149,16 +149,13 @@ class Annotator:
         return self.scores_local(ids, lengths, batch_size)
 
     def scores_local(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
-        order = torch.argsort(lengths, descending=True)
-        out = torch.empty(len(lengths), len(self.label_names))
-        for start in range(0, len(lengths), batch_size):
-            idx = order[start:start + batch_size]
-            batch, mask = pad_batch(ids, lengths, idx)
+        def score(batch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             with torch.autocast(str(self.device).split(":")[0], dtype=torch.bfloat16,
                                 enabled=self.precision == "bf16"):
                 logits = self.module(batch.to(self.device), mask.to(self.device))
-            out[idx] = self.module.scores(logits.float()).cpu()
-        return out
+            return self.module.scores(logits.float()).cpu()
+
+        return length_sorted_scores(score, ids, lengths, batch_size, len(self.label_names))
 
     def scores_fast(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         """The fast engine's scores; fp32's for the rows whose decisions the engine could have got wrong."""

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from eqn.data.datamodule import pad_batch
+from eqn.data.datamodule import length_sorted_scores
 
 log = logging.getLogger(__name__)
 CALIBRATION_TEXTS = 512
@@ -185,13 +185,8 @@ class FastScorer:
         log.info("precision=fast: %s (margin %.4f) chosen on %d texts", self.name, self.margin, len(lengths))
 
     def _scores(self, engine, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
-        order = torch.argsort(lengths, descending=True)
-        out = torch.empty(len(lengths), len(self.module.hparams.label_names))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            batch, mask = pad_batch(ids, lengths, idx)
-            out[idx] = self.module.scores(engine(batch, mask).float()).cpu()
-        return out
+        return length_sorted_scores(lambda batch, mask: self.module.scores(engine(batch, mask).float()).cpu(), ids,
+                                    lengths, batch_size, len(self.module.hparams.label_names))
 
     def engine_scores(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         return self._scores(self.engine, ids, lengths, batch_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import safetensors
@@ -107,6 +107,18 @@ def pad_batch(ids: torch.Tensor, lengths: torch.Tensor, idx: torch.Tensor) -> tu
     input_ids = ids[idx, :width]
     attention_mask = torch.arange(width).unsqueeze(0) < lengths[idx].unsqueeze(1)
     return input_ids.long(), attention_mask.long()
+
+
+def length_sorted_scores(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ids: torch.Tensor,
+                         lengths: torch.Tensor, batch_size: int, width: int) -> torch.Tensor:
+    """`score(input_ids, attention_mask)` over every row in batches of `batch_size` texts, longest first (little
+    padding), put back in row order: an N x `width` tensor."""
+    order = torch.argsort(lengths, descending=True)
+    out = torch.empty(len(lengths), width)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        out[idx] = score(*pad_batch(ids, lengths, idx))
+    return out
 
 
 class Collator:
