@@ -38,26 +38,30 @@ OBJECTIVES = ("baseline", "coeqn", "eqn")
 JOURNALS = ROOT / "experiments" / "results" / "tuned_journals"
 
 
-def journal(out: Path, objective: str) -> Path:
-    return out / "search" / f"goemotions_textcnn_{objective}" / "optuna.journal"
+def study_name(objective: str) -> str:
+    return f"goemotions_textcnn_{objective}"
 
 
-def restore_journals(out: Path) -> None:
+def journal(out: Path, study: str) -> Path:
+    return out / "search" / study / "optuna.journal"
+
+
+def restore_journals(out: Path, studies: list[str]) -> None:
+    """Copy each committed journal into a fresh --out (never over a live one)."""
     import shutil
 
-    for objective in OBJECTIVES:
-        saved, live = JOURNALS / f"goemotions_textcnn_{objective}.journal", journal(out, objective)
+    for study in studies:
+        saved, live = JOURNALS / f"{study}.journal", journal(out, study)
         if saved.exists() and not live.exists():
             live.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(saved, live)
             print(f"restored {live} from {saved}")
 
 
-def save_journals(out: Path) -> None:
-    for objective in OBJECTIVES:
-        if journal(out, objective).exists():
-            write_text(JOURNALS / f"goemotions_textcnn_{objective}.journal", journal(out, objective).read_text(),
-                       own=False)
+def save_journals(out: Path, studies: list[str]) -> None:
+    for study in studies:
+        if journal(out, study).exists():
+            write_text(JOURNALS / f"{study}.journal", journal(out, study).read_text(), own=False)
 
 
 def sh(args: list[str]) -> int:
@@ -70,33 +74,36 @@ def search(out: Path, objective: str, n_trials: int) -> int:
                f"hydra.sweeper.n_trials={n_trials}", f"paths.output_dir={out}"])
 
 
-def best(out: Path, objective: str) -> dict | None:
-    path = out / "search" / f"goemotions_textcnn_{objective}" / "optimization_results.yaml"
+def best(out: Path, study: str) -> dict | None:
+    path = out / "search" / study / "optimization_results.yaml"
     return yaml.safe_load(path.read_text()) if path.exists() else None
 
 
-def trials_done(out: Path, objective: str) -> int:
-    if not journal(out, objective).exists():
+def trials_done(out: Path, study: str) -> int:
+    if not journal(out, study).exists():
         return 0
     import optuna
 
     from eqn.search import journal_storage
 
-    study = optuna.load_study(study_name=f"goemotions_textcnn_{objective}",
-                              storage=journal_storage(journal(out, objective)))
-    return sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    loaded = optuna.load_study(study_name=study, storage=journal_storage(journal(out, study)))
+    return sum(t.state.name in ("COMPLETE", "PRUNED") for t in loaded.trials)
+
+
+def best_params(found: dict) -> list[str]:
+    """A study's best setting as command-line overrides (floats written exactly)."""
+    return [f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in found["best_params"].items()]
 
 
 def seed_args(objective: str, found: dict, seed: int) -> list[str]:
-    params = [f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in found["best_params"].items()]
-    return ["experiment=goemotions_textcnn_tuning", f"pipeline={objective}", *params, f"seed={seed}", "logger=csv",
-            "pipeline.analyze=false"]
+    return ["experiment=goemotions_textcnn_tuning", f"pipeline={objective}", *best_params(found), f"seed={seed}",
+            "logger=csv", "pipeline.analyze=false"]
 
 
 def render(out: Path, seconds: float, rounds: str) -> str:
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     target = int(rounds.split(",")[-1])
-    done = [trials_done(out, o) for o in OBJECTIVES]
+    done = [trials_done(out, study_name(o)) for o in OBJECTIVES]
     status = ("complete" if min(done) >= target else
               f"**in progress**: {', '.join(f'{o} {d}' for o, d in zip(OBJECTIVES, done))} of {target} trials; rerun "
               "the command to continue (no verdict is drawn from a partial search)")
@@ -107,15 +114,15 @@ def render(out: Path, seconds: float, rounds: str) -> str:
              f"macro-F1, never on test. Status: {status}.", "", "## Searches", "",
              "| objective | finished trials | best val macro-F1 | best setting | command |", "|---|---|---|---|---|"]
     for objective in OBJECTIVES:
-        found = best(out, objective)
+        found = best(out, study_name(objective))
         command = (f"python -m eqn.run -m hparams_search=goemotions_textcnn_{objective} "
                    f"hydra.sweeper.n_trials=<n> paths.output_dir={shown}")
         if found is None:
-            lines.append(f"| {objective} | {trials_done(out, objective)} | – | – | `{command}` |")
+            lines.append(f"| {objective} | {trials_done(out, study_name(objective))} | – | – | `{command}` |")
             continue
         setting = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                             for k, v in found["best_params"].items())
-        lines.append(f"| {objective} | {trials_done(out, objective)} | {found['best_value']:.4f} | {setting} | "
+        lines.append(f"| {objective} | {trials_done(out, study_name(objective))} | {found['best_value']:.4f} | {setting} | "
                      f"`{command}` |")
     seeds = out / "seeds"
     lines += ["", "## Each objective at its best, 3 seeds", ""]
@@ -138,19 +145,19 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out).resolve()
     started = time.perf_counter()
-    restore_journals(out)
+    restore_journals(out, [study_name(o) for o in OBJECTIVES])
     if not args.report_only:
         for n in [int(x) for x in args.rounds.split(",")]:
             for objective in OBJECTIVES:
-                if trials_done(out, objective) < n and search(out, objective, n) != 0:
+                if trials_done(out, study_name(objective)) < n and search(out, objective, n) != 0:
                     sys.exit(f"bench_tuned: the {objective} search stopped; rerun this command to continue it")
         for seed in [int(x) for x in args.seeds.split(",")]:
             for objective in OBJECTIVES:
                 run_dir = out / "seeds" / f"{objective}-s{seed}"
                 if not (run_dir / "metrics.json").exists():
-                    sh([sys.executable, "-m", "eqn.run", *seed_args(objective, best(out, objective), seed),
+                    sh([sys.executable, "-m", "eqn.run", *seed_args(objective, best(out, study_name(objective)), seed),
                         f"hydra.run.dir={run_dir}"])
-    save_journals(out)
+    save_journals(out, [study_name(o) for o in OBJECTIVES])
     write_text(ROOT / "experiments" / "results" / "tuned.md", render(out, time.perf_counter() - started, args.rounds),
                own=False)
     print(f"wrote {ROOT / 'experiments' / 'results' / 'tuned.md'}")

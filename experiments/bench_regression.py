@@ -1,0 +1,179 @@
+"""Label regression done differently (issue 22), every variant at its own best alpha and start, against the tuned
+baseline: does any variant beat it?
+
+    python experiments/bench_regression.py [--out outputs/quality/tuned] [--rounds 4,8] [--seeds 0,1,2]
+                                           [--variants progressive_mse,...] [--dry-run]
+    python experiments/bench_regression.py --report-only
+
+It continues bench_tuned.py (same --out) and needs its searches finished and its seed runs made: the variants start
+from the tuned settings (a variant that trains with MSE on 0-10 targets from EQN's best setting, one that trains with
+BCE on targets / 10 from the baseline's: each loss from the objective tuned with it), the teachers are the tuned
+baseline's own seed runs, and the comparisons are paired with the tuned seed runs of the same seeds.
+1. Search. Each variant's alpha and start epoch with the same budget (8 trials, sampler seed 0, median pruner;
+   conf/hparams_search/regression_{progressive,teacher}_goemotions_textcnn.yaml), grown in equal rounds:
+   `python -m eqn.run -m hparams_search=regression_<kind>_goemotions_textcnn <tuned setting> <variant>
+   hydra.sweeper.study_name=regression_<variant>_goemotions_textcnn hydra.sweeper.n_trials=<n>
+   paths.output_dir=<out>` (the teacher of the search's seed 0 is the tuned baseline of seed 0).
+2. Seeds. Each variant at its best, seeds 0-2, as <out>/seeds/<variant>-s<seed> (the teacher of seed s is the
+   tuned baseline of seed s; the ensemble is all three), and the baseline at the EQN pipeline's budget
+   (pipeline.budget=matched) at the baseline's best, as <out>/seeds/baseline_matched-s<seed>.
+3. Report. `python -m eqn.report <out>/seeds` (every variant, the tuned baseline, matched baseline, CoEQN and
+   offline EQN; paired over seeds and over test rows) to experiments/results/regression.md with every command.
+Budgets: progressive regression mixes in the scores of each epoch's own training batches (no extra pass: one
+training, the baseline's budget); a teacher variant costs the teacher's training plus its own (the EQN pipeline's
+budget), so it is also paired with the matched-budget baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import bench_tuned as tuned
+
+ROOT = tuned.ROOT
+from eqn.io import write_text  # noqa: E402
+from eqn.report import report  # noqa: E402
+
+TUNED_TRIALS = 16  # bench_tuned.py's budget per objective
+# variant -> (preset kind, tuned objective its setting comes from, extra overrides; {teacher} / {ensemble} are filled)
+VARIANTS: dict[str, tuple[str, str, list[str]]] = {
+    "progressive_mse": ("progressive", "eqn", []),
+    "progressive_bce": ("progressive", "baseline", ["regression.loss=bce"]),
+    "teacher_mse": ("teacher", "eqn", ["regression.teachers=[{teacher}]"]),
+    "teacher_bce": ("teacher", "baseline", ["regression.teachers=[{teacher}]", "regression.loss=bce"]),
+    "teacher_ensemble_mse": ("teacher", "eqn", ["regression.teachers=[{ensemble}]"]),
+}
+
+
+def study_name(variant: str) -> str:
+    return f"regression_{variant}_goemotions_textcnn"
+
+
+def teacher(out: Path, seed: int) -> Path:
+    return out / "seeds" / f"baseline-s{seed}" / "checkpoints" / "baseline.ckpt"
+
+
+def variant_args(out: Path, variant: str, seeds: list[int], seed: int) -> list[str]:
+    """The variant's overrides on top of its objective's tuned setting (teachers for `seed`)."""
+    _, objective, extra = VARIANTS[variant]
+    found = tuned.best(out, tuned.study_name(objective))
+    fill = {"teacher": str(teacher(out, seed)), "ensemble": ",".join(str(teacher(out, s)) for s in seeds)}
+    return [*tuned.best_params(found), *(e.format(**fill) for e in extra)]
+
+
+def missing_inputs(out: Path, seeds: list[int]) -> list[str]:
+    """What bench_tuned.py has not finished yet (this study starts from it)."""
+    missing = [f"the {o} search ({tuned.trials_done(out, tuned.study_name(o))} of {TUNED_TRIALS} trials)"
+               for o in ("baseline", "eqn") if tuned.trials_done(out, tuned.study_name(o)) < TUNED_TRIALS]
+    missing += [f"the tuned baseline of seed {s} ({teacher(out, s)})" for s in seeds if not teacher(out, s).exists()]
+    return missing
+
+
+def search(out: Path, variant: str, n_trials: int, seeds: list[int], dry: bool) -> int:
+    kind = VARIANTS[variant][0]
+    args = [sys.executable, "-m", "eqn.run", "-m", f"hparams_search=regression_{kind}_goemotions_textcnn",
+            *variant_args(out, variant, seeds, 0), f"hydra.sweeper.study_name={study_name(variant)}",
+            f"hydra.sweeper.n_trials={n_trials}", f"paths.output_dir={out}"]
+    if dry:
+        print("$", *args)
+        return 0
+    return tuned.sh(args)
+
+
+def seed_run(out: Path, variant: str, seeds: list[int], seed: int, dry: bool) -> None:
+    run_dir = out / "seeds" / f"{variant}-s{seed}"
+    if (run_dir / "metrics.json").exists():
+        return
+    if variant == "baseline_matched":
+        overrides = tuned.seed_args("baseline", tuned.best(out, tuned.study_name("baseline")), seed)
+        overrides.append("pipeline.budget=matched")
+    else:
+        kind = VARIANTS[variant][0]
+        found = tuned.best(out, study_name(variant))
+        if found is None:  # only in a dry run: the search has not run
+            print(f"# {variant} seed {seed}: after its search")
+            return
+        overrides = ["experiment=goemotions_textcnn_tuning", f"regression={kind}",
+                     *variant_args(out, variant, seeds, seed), *tuned.best_params(found), f"seed={seed}",
+                     "logger=csv", "pipeline.analyze=false"]
+    args = [sys.executable, "-m", "eqn.run", *overrides, f"hydra.run.dir={run_dir}"]
+    if dry:
+        print("$", *args)
+    else:
+        tuned.sh(args)
+
+
+def render(out: Path, variants: list[str], rounds: str) -> str:
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    target = int(rounds.split(",")[-1])
+    done = {v: tuned.trials_done(out, study_name(v)) for v in variants}
+    waiting = missing_inputs(out, [0, 1, 2])
+    status = ("waiting for bench_tuned.py: " + "; ".join(waiting) if waiting else
+              "searches complete" if min(done.values()) >= target else
+              "**in progress**: " + ", ".join(f"{v} {d}" for v, d in done.items()) + f" of {target} trials")
+    lines = ["# Label regression done differently: each variant at its own best, against the tuned baseline", "",
+             "GoEmotions, TextCNN, full data. Written by `python experiments/bench_regression.py` (resumable; "
+             "`--report-only` rewrites this file), after `experiments/bench_tuned.py`. Each variant's alpha and start "
+             "epoch are searched with the same budget (8 trials, sampler seed 0) on top of the tuned setting of the "
+             "objective that trains with its loss, selected on validation macro-F1. Status: " + status + ".", "",
+             "## Searches", "", "| variant | finished trials | best val macro-F1 | alpha, start | command |",
+             "|---|---|---|---|---|"]
+    for variant in variants:
+        found = tuned.best(out, study_name(variant))
+        kind = VARIANTS[variant][0]
+        extra = [e.format(teacher="<tuned baseline s0 ckpt>", ensemble="<tuned baseline s0,s1,s2 ckpts>")
+                 for e in VARIANTS[variant][2]]
+        command = " ".join(["python -m eqn.run -m", f"hparams_search=regression_{kind}_goemotions_textcnn",
+                            "<tuned setting>", *extra, f"hydra.sweeper.study_name={study_name(variant)}",
+                            f"hydra.sweeper.n_trials=<n> paths.output_dir={shown}"])
+        value = f"{found['best_value']:.4f}" if found else "–"
+        setting = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in found["best_params"].values()) \
+            if found else "–"
+        lines.append(f"| {variant} | {done[variant]} | {value} | {setting} | `{command}` |")
+    lines += ["", "## Every variant at its best, 3 seeds, with the tuned objectives", ""]
+    if any((out / "seeds").glob("*_*-s*/metrics.json")):
+        md, _ = report(out / "seeds", out=out / "regression_report", resamples=1000, overwrite=True)
+        lines += [f"Table: `python -m eqn.report {shown}/seeds`.", "", md.read_text().split("\n", 1)[1]]
+    else:
+        lines.append("Not run yet (the searches come first).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "quality" / "tuned"))
+    parser.add_argument("--rounds", default="4,8")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    out, seeds = Path(args.out).resolve(), [int(s) for s in args.seeds.split(",")]
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"bench_regression: unknown variant(s) {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    studies = [study_name(v) for v in variants]
+    tuned.restore_journals(out, studies)
+    if not args.report_only:
+        waiting = missing_inputs(out, seeds)
+        if waiting:
+            sys.exit("bench_regression: bench_tuned.py has not finished: " + "; ".join(waiting))
+        for n in [int(x) for x in args.rounds.split(",")]:
+            for variant in variants:
+                if tuned.trials_done(out, study_name(variant)) < n and search(out, variant, n, seeds, args.dry_run):
+                    sys.exit(f"bench_regression: the {variant} search stopped; rerun this command to continue it")
+        for seed in seeds:
+            for variant in ["baseline_matched", *variants]:
+                seed_run(out, variant, seeds, seed, args.dry_run)
+    if args.dry_run:
+        return
+    tuned.save_journals(out, studies)
+    path = ROOT / "experiments" / "results" / "regression.md"
+    write_text(path, render(out, variants, args.rounds), own=False)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
