@@ -58,3 +58,37 @@ def test_word_backbones_are_fast_in_fp32_already(trained_run, tmp_path, monkeypa
     texts = ["so happy for you", "this is awful", "what?"]
     assert fast.fast.name == "fp32" and fast.fast.calibrated
     pd.testing.assert_frame_equal(fast.annotate(texts), base.annotate(texts))
+
+
+def decisions(scores, thresholds):
+    """The printed `emotions` of each row: labels at or above their thresholds (the top one always), highest first."""
+    keep = (scores >= thresholds) | torch.nn.functional.one_hot(scores.argmax(1), scores.shape[1]).bool()
+    return [tuple(sorted((j for j in range(len(row)) if k[j]), key=lambda j: -row[j]))
+            for row, k in zip(scores.tolist(), keep.tolist())]
+
+
+def test_per_label_margins_flag_every_row_a_bounded_error_could_change():
+    from eqn.fast import FastScorer
+
+    scorer = FastScorer.__new__(FastScorer)
+    scorer.margin = torch.tensor([0.1, 0.1, 1.0])
+    thresholds = torch.tensor([5.0, 5.0, 5.0])
+    scores = torch.tensor([[9.0, 8.0, 1.0],    # certain
+                           [9.0, 8.85, 1.0],   # the runner-up within both margins of the top
+                           [9.0, 1.0, 8.1],    # label 2 (margin 1.0) could overtake the top
+                           [9.0, 5.05, 1.0],   # label 1 within its margin of its threshold
+                           [9.0, 1.0, 5.9],    # label 2 within its margin of its threshold
+                           [9.0, 7.5, 6.4]])   # chosen labels 1 and 2 could swap places
+    assert scorer.uncertain(scores, thresholds, True).tolist() == [False, True, True, True, True, True]
+    assert scorer.uncertain(scores, thresholds, False).tolist() == [False, True, True, False, False, False]
+    # random rows, margins and errors: a row not flagged keeps its decisions under every error within the margins
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(3000, 6, generator=gen) * 4
+    scorer.margin = torch.rand(6, generator=gen) * 0.3
+    thresholds = torch.rand(6, generator=gen) * 4
+    kept = ~scorer.uncertain(scores, thresholds, True)
+    assert 0 < int(kept.sum()) < len(scores)
+    base = decisions(scores[kept], thresholds)
+    for _ in range(30):
+        noise = (torch.rand(int(kept.sum()), 6, generator=gen) * 2 - 1) * scorer.margin
+        assert decisions(scores[kept] + noise, thresholds) == base
