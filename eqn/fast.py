@@ -6,7 +6,8 @@ could have got wrong, so that the `emotions` column equals fp32's.
   `fast` is fp32.
 - Calibration, once per model: the first texts annotated (up to 512) are scored in fp32 and with every candidate.
   A candidate's margins, one per label, are 2 x its largest absolute error on that label's scores there (a factor-2
-  safety on the measured bound; per label because errors differ by label: bf16's ran from 0.008 to 0.065); its cost is its own time plus the fp32 time of the calibration rows its margin would hand back. The cheapest wins —
+  safety on the measured bound; per label because errors differ by label: bf16's ran from 0.008 to 0.065); its
+  cost is its own time plus the fp32 time of the calibration rows its margins would hand back. The cheapest wins —
   fp32 itself when no candidate beats it, so `fast` is never slower than fp32 by more than the calibration. The
   choice and margin are stored in the cache (`$EQN_CACHE_DIR`, else ~/.cache/eqn, `fast/<model digest>/choice.json`,
   with the exported ONNX model).
