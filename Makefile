@@ -27,13 +27,13 @@ run: install
 	$(PY) -m eqn.run $(ARGS)
 
 test: install
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -n auto --dist worksteal $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -n auto --maxprocesses=8 --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .
 
 test-all: install
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -n auto --dist worksteal $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -n auto --maxprocesses=8 --dist worksteal $(PYTEST_ARGS)
 
 bench: install
 	$(PY) experiments/bench_speed.py
