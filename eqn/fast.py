@@ -182,11 +182,11 @@ class FastScorer:
                 best = (name, margin, cost)
         self._use(best[0], best[1])
         self.calibrated = True
-        self.report = {"engine": self.name, "margin": torch.as_tensor(self.margin).tolist(), "texts": len(lengths),
+        self.report = {"engine": self.name, "margin": self.margin.tolist(), "texts": len(lengths),
                        "fp32_s": fp32_s, "candidates": trials}
         write_json(self.folder / "choice.json", self.report, own=False)
         log.info("precision=fast: %s (largest margin %.4f) chosen on %d texts", self.name,
-                 float(torch.as_tensor(self.margin).max()), len(lengths))
+                 float(self.margin.max()), len(lengths))
 
     def _scores(self, engine, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         return length_sorted_scores(lambda batch, mask: self.module.scores(engine(batch, mask).float()).cpu(), ids,

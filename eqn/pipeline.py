@@ -18,11 +18,12 @@ from hydra.utils import instantiate
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
+from eqn.config import stage_plan
 from eqn.data.datamodule import EQNDataModule
 from eqn.interrupt import fault_point
 from eqn.io import ConfigError, digest, read_json, write_json, write_text
 from eqn.ownership import LEDGER, owns_file, owns_folder, remove_owned
-from eqn.stages import RunContext, artifact_name, fit, regress, stage_plan  # noqa: F401 (re-exported)
+from eqn.stages import RunContext, artifact_name, fit, regress
 
 log = logging.getLogger(__name__)
 # The keys that change a run's results: the resume fingerprint hashes these (and the data files), nothing else,

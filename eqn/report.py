@@ -30,6 +30,10 @@ from eqn.ownership import check_writable
 STAGES = ("baseline", "baseline_matched", "coeqn", "eqn")
 TITLES = {"baseline": "baseline", "baseline_matched": "baseline (EQN budget)", "coeqn": "CoEQN", "eqn": "EQN"}
 COMPARISONS = (("eqn", "baseline"), ("coeqn", "baseline"), ("eqn", "baseline_matched"), ("eqn", "coeqn"))
+HEADLINE = (("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted F1"),
+            ("accuracy", "accuracy"))
+RULES = (("tuned", "per-label tuned thresholds"), ("fixed", "one fixed threshold (0.5 of the score range)"),
+         ("argmax", "argmax (the authors' rule)"))
 
 
 def variant(cfg: dict, stage: str) -> str:
@@ -53,10 +57,6 @@ def stage_order(stages) -> list[str]:
 def comparison_pairs(stages) -> list[tuple[str, str]]:
     extra = [(s, b) for s in stage_order(stages) if s not in STAGES for b in ("baseline", "baseline_matched", "eqn")]
     return [*COMPARISONS, *extra]
-HEADLINE = (("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted F1"),
-            ("accuracy", "accuracy"))
-RULES = (("tuned", "per-label tuned thresholds"), ("fixed", "one fixed threshold (0.5 of the score range)"),
-         ("argmax", "argmax (the authors' rule)"))
 
 
 def collect(root: Path) -> tuple[pd.DataFrame, list[str]]:

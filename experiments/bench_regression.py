@@ -26,6 +26,7 @@ budget), so it is also paired with the matched-budget baseline.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -33,7 +34,6 @@ import bench_tuned as tuned
 
 ROOT = tuned.ROOT
 from eqn.io import write_text  # noqa: E402
-from eqn.report import report  # noqa: E402
 
 TUNED_TRIALS = 16  # bench_tuned.py's budget per objective
 # variant -> (preset kind, tuned objective its setting comes from, extra overrides; {teacher} / {ensemble} are filled)
@@ -104,11 +104,11 @@ def seed_run(out: Path, variant: str, seeds: list[int], seed: int, dry: bool) ->
         tuned.sh(args)
 
 
-def render(out: Path, variants: list[str], rounds: str) -> str:
+def render(out: Path, variants: list[str], rounds: str, seeds: list[int]) -> str:
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     target = int(rounds.split(",")[-1])
     done = {v: tuned.trials_done(out, study_name(v)) for v in variants}
-    waiting = missing_inputs(out, [0, 1, 2])
+    waiting = missing_inputs(out, seeds)
     status = ("waiting for bench_tuned.py: " + "; ".join(waiting) if waiting else
               "searches complete" if min(done.values()) >= target else
               "**in progress**: " + ", ".join(f"{v} {d}" for v, d in done.items()) + f" of {target} trials")
@@ -131,12 +131,8 @@ def render(out: Path, variants: list[str], rounds: str) -> str:
         setting = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in found["best_params"].values()) \
             if found else "–"
         lines.append(f"| {variant} | {done[variant]} | {value} | {setting} | `{command}` |")
-    lines += ["", "## Every variant at its best, 3 seeds, with the tuned objectives", ""]
-    if any((out / "seeds").glob("*_*-s*/metrics.json")):
-        md, _ = report(out / "seeds", out=out / "regression_report", resamples=1000, overwrite=True)
-        lines += [f"Table: `python -m eqn.report {shown}/seeds`.", "", md.read_text().split("\n", 1)[1]]
-    else:
-        lines.append("Not run yet (the searches come first).")
+    lines += ["", "## Every variant at its best, 3 seeds, with the tuned objectives", "",
+              *tuned.seeds_section(out, "*_*-s*", report_dir=out / "regression_report")]
     return "\n".join(lines) + "\n"
 
 
@@ -160,10 +156,8 @@ def main() -> None:
         waiting = missing_inputs(out, seeds)
         if waiting:
             sys.exit("bench_regression: bench_tuned.py has not finished: " + "; ".join(waiting))
-        for n in [int(x) for x in args.rounds.split(",")]:
-            for variant in variants:
-                if tuned.trials_done(out, study_name(variant)) < n and search(out, variant, n, seeds, args.dry_run):
-                    sys.exit(f"bench_regression: the {variant} search stopped; rerun this command to continue it")
+        tuned.grow(out, {study_name(v): functools.partial(search, out, v, seeds=seeds, dry=args.dry_run)
+                         for v in variants}, args.rounds, "bench_regression")
         for seed in seeds:
             for variant in ["baseline_matched", *variants]:
                 seed_run(out, variant, seeds, seed, args.dry_run)
@@ -171,7 +165,7 @@ def main() -> None:
         return
     tuned.save_journals(out, studies)
     path = ROOT / "experiments" / "results" / "regression.md"
-    write_text(path, render(out, variants, args.rounds), own=False)
+    write_text(path, render(out, variants, args.rounds, seeds), own=False)
     print(f"wrote {path}")
 
 

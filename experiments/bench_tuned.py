@@ -19,11 +19,13 @@ from there into a fresh --out, so the searches continue across checkouts (commit
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -124,16 +126,30 @@ def render(out: Path, seconds: float, rounds: str) -> str:
                             for k, v in found["best_params"].items())
         lines.append(f"| {objective} | {trials_done(out, study_name(objective))} | {found['best_value']:.4f} | {setting} | "
                      f"`{command}` |")
-    seeds = out / "seeds"
-    lines += ["", "## Each objective at its best, 3 seeds", ""]
-    if seeds.is_dir() and any(seeds.glob("*/metrics.json")):
-        md, _ = report(seeds, resamples=1000, overwrite=True)
-        body = md.read_text().split("\n", 1)[1]
-        lines += [f"Runs: `python -m eqn.run <best setting> seed=<s> hydra.run.dir={shown}/seeds/<objective>-s<s>`; "
-                  f"table: `python -m eqn.report {shown}/seeds`.", "", body]
-    else:
-        lines.append("Not run yet (the searches come first).")
+    lines += ["", "## Each objective at its best, 3 seeds", "",
+              *seeds_section(out, "*", f"Runs: `python -m eqn.run <best setting> seed=<s> "
+                                       f"hydra.run.dir={shown}/seeds/<objective>-s<s>`; ")]
     return "\n".join(lines) + "\n"
+
+
+def seeds_section(out: Path, runs: str, intro: str = "", report_dir: Path | None = None) -> list[str]:
+    """The paired report over <out>/seeds (written to report_dir, default the seeds folder), once runs matching
+    `runs` have finished there."""
+    seeds = out / "seeds"
+    if not any(seeds.glob(f"{runs}/metrics.json")):
+        return ["Not run yet (the searches come first)."]
+    md, _ = report(seeds, out=report_dir, resamples=1000, overwrite=True)
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    return [f"{intro}Table: `python -m eqn.report {shown}/seeds`.", "", md.read_text().split("\n", 1)[1]]
+
+
+def grow(out: Path, searches: dict[str, Callable[[int], int]], rounds: str, script: str) -> None:
+    """Grow every study (name -> command for n trials) to each round's trial count in turn, so that a stopped run
+    leaves them with equal budgets; a search that fails stops the script, saying how to continue."""
+    for n in [int(x) for x in rounds.split(",")]:
+        for study, search_to in searches.items():
+            if trials_done(out, study) < n and search_to(n) != 0:
+                sys.exit(f"{script}: the {study} search stopped; rerun this command to continue it")
 
 
 def main() -> None:
@@ -147,10 +163,7 @@ def main() -> None:
     started = time.perf_counter()
     restore_journals(out, [study_name(o) for o in OBJECTIVES])
     if not args.report_only:
-        for n in [int(x) for x in args.rounds.split(",")]:
-            for objective in OBJECTIVES:
-                if trials_done(out, study_name(objective)) < n and search(out, objective, n) != 0:
-                    sys.exit(f"bench_tuned: the {objective} search stopped; rerun this command to continue it")
+        grow(out, {study_name(o): functools.partial(search, out, o) for o in OBJECTIVES}, args.rounds, "bench_tuned")
         for seed in [int(x) for x in args.seeds.split(",")]:
             for objective in OBJECTIVES:
                 run_dir = out / "seeds" / f"{objective}-s{seed}"
