@@ -57,15 +57,23 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict[str, float]:
         return run_in(cfg, run_dir)
 
 
+_frozen = False
+
+
 def run_in(cfg: DictConfig, run_dir: str) -> dict[str, float]:
     from lightning.pytorch.utilities import rank_zero_only
 
     from eqn.pipeline import Pipeline
 
-    if not gc.get_freeze_count():
-        # the ~500k objects of torch, Lightning and transformers live as long as the process: keep them out of every
-        # cyclic collection (each full one, e.g. the one freeing a trained stage, took 0.3 s)
-        gc.freeze()
+    global _frozen
+    # The ~500k objects of torch, Lightning and transformers live as long as the process: keep them out of every
+    # cyclic collection (each full one, e.g. the one freeing a trained stage, took 0.3 s). A later run in the same
+    # process (a sweep's next job, a test session) first collects what the last one left, then freezes what still
+    # lives, so no garbage is frozen and the stages' collections stay small.
+    if _frozen:
+        gc.collect()
+    gc.freeze()
+    _frozen = True
     pipeline = Pipeline(cfg, run_dir)
     with interruptible(), (RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext()):
         try:

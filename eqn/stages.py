@@ -77,9 +77,13 @@ class RunContext:
 
 
 class OwnedCheckpoint(ModelCheckpoint):
-    """Lightning's checkpointing, each saved file recorded as eqn's own (so pipeline.restart may remove it)."""
+    """Lightning's checkpointing, each saved file recorded as eqn's own (so pipeline.restart may remove it).
+    Only last.ckpt (what a resume needs) holds the optimizer, scheduler and loop state; best.ckpt is read for its
+    weights alone, so it is saved weights-only (a third of the bytes with AdamW: 90 MB instead of 260 for MiniLM)."""
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        # Lightning names last.ckpt in last_model_path before saving it (ModelCheckpoint._save_last_checkpoint)
+        self.save_weights_only = filepath != self.last_model_path
         super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero and Path(filepath).is_file():
             record(filepath)

@@ -4,16 +4,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# W&B lists every installed package into each run it starts (0.2-0.4 s per stage's run; no test reads that list)
+os.environ.setdefault("WANDB__SAVE_REQUIREMENTS", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one worker per core: one thread per worker and per process it starts (two threads each on two
     # cores oversubscribe them and run several times slower)
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
 
+import copy  # noqa: E402
+import functools  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 import eqn.config  # noqa: E402,F401  (schemas + resolvers)
 
@@ -23,12 +28,22 @@ FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 SHARED_DATA = Path(eqn.config.default_data_dir())
 
 
-def compose_config(*overrides: str, tmp_path: Path | None = None):
-    extra = []
-    if tmp_path is not None:
-        extra = [f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}"]
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=["trainer.enable_progress_bar=false", *extra, *overrides])
+        return compose("config", overrides=list(overrides))
+
+
+def compose_config(*overrides: str, tmp_path: Path | None = None):
+    """The composed config (a fresh copy: composing the same overrides again in one process is served from memory),
+    with the output and cache dirs under tmp_path unless the overrides set them."""
+    cfg = copy.deepcopy(_composed(("trainer.enable_progress_bar=false", *overrides)))
+    if tmp_path is not None:
+        given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+        for key, value in (("paths.output_dir", str(tmp_path)), ("paths.cache_dir", str(tmp_path / "cache"))):
+            if key not in given:
+                OmegaConf.update(cfg, key, value)
+    return cfg
 
 
 def needs(*names: str) -> None:

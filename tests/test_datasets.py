@@ -134,3 +134,21 @@ def test_custom_label_only_in_test_needs_data_labels(tmp_path):
     data = sources.load("custom", tmp_path, train_path=str(train), test_path=str(test), val_path=str(train),
                         labels=["sad", "joy", "fear"])
     assert data.label_names == ["sad", "joy", "fear"] and data.splits["test"].labels == [[2]]
+
+
+def test_the_last_datasets_read_are_served_from_memory_until_a_file_changes(tmp_path):
+    files = []
+    for i in range(sources.KEEP + 1):
+        path = tmp_path / f"d{i}.csv"
+        path.write_text("text,label\n" + "".join(f"text {j} of {i},{'ab'[j % 2]}\n" for j in range(30)))
+        files.append(path)
+    first = [sources.load("custom", tmp_path, path=str(p)) for p in files[:sources.KEEP]]
+    again = [sources.load("custom", tmp_path, path=str(p)) for p in files[:sources.KEEP]]
+    assert all(a.splits["train"] is b.splits["train"] for a, b in zip(first, again))  # not reread
+    again[0].splits["train"] = None  # each caller gets its own split table
+    assert sources.load("custom", tmp_path, path=str(files[0])).splits["train"] is first[0].splits["train"]
+    sources.load("custom", tmp_path, path=str(files[-1]))  # one more: the least recently read one goes
+    assert sources.load("custom", tmp_path, path=str(files[1])).splits["train"] is not first[1].splits["train"]
+    files[2].write_text(files[2].read_text().replace("text 0 of 2", "TEXT 0 OF 2"))  # same size, new content
+    changed = sources.load("custom", tmp_path, path=str(files[2]))
+    assert "TEXT 0 OF 2" in changed.splits["train"].texts + changed.splits["val"].texts + changed.splits["test"].texts

@@ -38,8 +38,11 @@ def test_nan_loss_stops_the_stage_and_keeps_the_best_checkpoint(tmp_path, data_d
     monkeypatch.setattr(EQNModule, "loss", poisoned)
     with pytest.raises(FloatingPointError, match="stage 'coeqn': training loss became nan"):
         run(cfg, run_dir=str(tmp_path / "run"))
-    best = torch.load(tmp_path / "run" / "stages" / "coeqn" / "best.ckpt", weights_only=False)
+    best = torch.load(tmp_path / "run" / "stages" / "coeqn" / "best.ckpt", weights_only=True)
     assert best["epoch"] == 0
+    assert "optimizer_states" not in best  # best.ckpt is weights-only; last.ckpt carries what a resume needs
+    last = torch.load(tmp_path / "run" / "stages" / "coeqn" / "last.ckpt", weights_only=True)
+    assert last["optimizer_states"] and last["loops"]
     assert all(torch.isfinite(v).all() for v in best["state_dict"].values() if v.is_floating_point())
 
 

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import socket
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -65,6 +66,7 @@ class RowChecker:
     def __init__(self, path: Path, label_names: list[str] | None, on_bad_rows: str, drop_empty_text: bool, label_sep: str | None):
         self.path, self.names, self.policy, self.drop_empty, self.sep = path, label_names, on_bad_rows, drop_empty_text, label_sep
         self.skipped = 0
+        self.index = {n: i for i, n in reversed(list(enumerate(label_names or [])))}  # a name's first position
 
     def bad(self, line: int, problem: str) -> None:
         if self.policy == "skip":
@@ -81,8 +83,8 @@ class RowChecker:
 
     def label_id(self, name: str) -> int:
         assert self.names is not None
-        if name in self.names:
-            return self.names.index(name)
+        if name in self.index:
+            return self.index[name]
         try:
             idx = int(name)
         except ValueError:
@@ -509,23 +511,29 @@ READERS: dict[str, Callable[..., LabelledData]] = {
 }
 
 
-_parsed: dict[str, tuple[list, LabelledData]] = {}
+# Datasets read in this process (a sweep's worker, a test session), the last KEEP of them; a dataset with a file of
+# 64 MiB or more is kept alone. The shipped ones take a few MB each in memory.
+_parsed: OrderedDict[str, tuple[list, LabelledData]] = OrderedDict()
+KEEP = 4
 
 
 def load(name: str, data_dir: str | Path, **options) -> LabelledData:
-    """Read a dataset. A dataset read before in this process (a sweep's worker, a test session) is served from
-    memory while its files are unchanged, as a copy whose split table may be edited."""
+    """Read a dataset. A dataset read before in this process is served from memory while its files are unchanged,
+    as a copy whose split table may be edited."""
     if name not in READERS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(READERS)}")
     key = json.dumps([name, str(Path(data_dir).resolve()), options], sort_keys=True, default=str)
     hit = _parsed.get(key)
     if hit is not None and hit[0] == _stamps(hit[1].files):
         data = hit[1]
+        _parsed.move_to_end(key)
     else:
         data = READERS[name](Path(data_dir), **options)
         if data.files:  # hub-only data has no files to watch: not kept
-            _parsed.clear()  # one dataset at a time: memory stays that of one dataset
             _parsed[key] = (_stamps(data.files), data)
+            _parsed.move_to_end(key)
+            while len(_parsed) > (1 if any(c is None for st, _ in _parsed.values() for *_, c in st) else KEEP):
+                _parsed.popitem(last=False)
     return dataclasses.replace(data, splits=dict(data.splits), files=list(data.files))
 
 
