@@ -106,9 +106,12 @@ def render(out: Path, seconds: float, rounds: str) -> str:
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     target = int(rounds.split(",")[-1])
     done = [trials_done(out, study_name(o)) for o in OBJECTIVES]
-    status = ("complete" if min(done) >= target else
-              f"**in progress**: {', '.join(f'{o} {d}' for o, d in zip(OBJECTIVES, done))} of {target} trials; rerun "
-              "the command to continue (no verdict is drawn from a partial search)")
+    seeds = sum((out / "seeds" / f"{o}-s{s}" / "metrics.json").exists() for o in OBJECTIVES for s in range(3))
+    status = (f"**in progress**: {', '.join(f'{o} {d}' for o, d in zip(OBJECTIVES, done))} of {target} trials; rerun "
+              "the command to continue (no verdict is drawn from a partial search)" if min(done) < target else
+              "complete" if seeds == 3 * len(OBJECTIVES) else
+              f"searches complete, **{seeds} of {3 * len(OBJECTIVES)} seed runs** finished (rerun the command to "
+              "continue; no verdict is drawn before all of them)")
     lines = ["# Tuned comparison: every objective at its own best setting", "",
              "GoEmotions, TextCNN, full data. Written by `python experiments/bench_tuned.py` (resumable; "
              "`--report-only` rewrites this file). Each objective searches the same space with the same budget and "
@@ -137,7 +140,7 @@ def seeds_section(out: Path, runs: str, intro: str = "", report_dir: Path | None
     `runs` have finished there."""
     seeds = out / "seeds"
     if not any(seeds.glob(f"{runs}/metrics.json")):
-        return ["Not run yet (the searches come first)."]
+        return ["No run has finished yet."]
     md, _ = report(seeds, out=report_dir, resamples=1000, overwrite=True)
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     return [f"{intro}Table: `python -m eqn.report {shown}/seeds`.", "", md.read_text().split("\n", 1)[1]]
@@ -150,6 +153,20 @@ def grow(out: Path, searches: dict[str, Callable[[int], int]], rounds: str, scri
         for study, search_to in searches.items():
             if trials_done(out, study) < n and search_to(n) != 0:
                 sys.exit(f"{script}: the {study} search stopped; rerun this command to continue it")
+
+
+TUNED_SECTION = "## tuned: every objective at its own best setting"
+
+
+def splice_quality(text: str) -> None:
+    """quality.md's "tuned" section: tuned.md with its headings one level down (bench_quality.py keeps the section
+    when it rewrites the rest of the file)."""
+    path = ROOT / "experiments" / "results" / "quality.md"
+    body = text.split("\n", 1)[1].replace("\n## ", "\n### ").strip("\n")
+    section = f"{TUNED_SECTION}\n\n{body}\n"
+    old = path.read_text() if path.exists() else ""
+    head = old.split(TUNED_SECTION, 1)[0].rstrip("\n")
+    write_text(path, f"{head}\n\n{section}" if head else section, own=False)
 
 
 def main() -> None:
@@ -171,9 +188,10 @@ def main() -> None:
                     sh([sys.executable, "-m", "eqn.run", *seed_args(objective, best(out, study_name(objective)), seed),
                         f"hydra.run.dir={run_dir}"])
     save_journals(out, [study_name(o) for o in OBJECTIVES])
-    write_text(ROOT / "experiments" / "results" / "tuned.md", render(out, time.perf_counter() - started, args.rounds),
-               own=False)
-    print(f"wrote {ROOT / 'experiments' / 'results' / 'tuned.md'}")
+    text = render(out, time.perf_counter() - started, args.rounds)
+    write_text(ROOT / "experiments" / "results" / "tuned.md", text, own=False)
+    splice_quality(text)
+    print(f"wrote {ROOT / 'experiments' / 'results' / 'tuned.md'} and its section of quality.md")
 
 
 if __name__ == "__main__":
