@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -24,13 +25,15 @@ def test_pipeline_writes_the_analysis(trained_run):
 
 
 def test_analyze_adds_a_baseline_run(trained_run, tmp_path):
+    run = tmp_path / "run"  # a copy: the shared run's own analysis stays as the pipeline wrote it (other tests read it)
+    shutil.copytree(trained_run, run)
     baseline = tmp_path / "baseline"
     baseline.mkdir()
-    metrics = json.loads((trained_run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
     fake = {k.replace("eqn/", "baseline/", 1): v for k, v in metrics.items() if k.startswith("eqn/test/")}
     (baseline / "metrics.json").write_text(json.dumps(fake))
-    analyze_run(trained_run, [baseline])
-    f1 = pd.read_csv(trained_run / "analysis" / "per_class_f1.csv", index_col=0)
+    analyze_run(run, [baseline])
+    f1 = pd.read_csv(run / "analysis" / "per_class_f1.csv", index_col=0)
     assert list(f1.columns) == ["baseline", "coeqn", "eqn"]
 
 
