@@ -193,6 +193,8 @@ def main() -> None:
     parser.add_argument("--only", default=STUDIES, help="comma-separated study globs under --runs")
     parser.add_argument("--vader", type=Path, default=None, help="folder holding tweets_GroundTruth.txt")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--name", default="intensity",
+                        help="results file stem under experiments/results (e.g. intensity_tuned for another --runs)")
     args = parser.parse_args()
     started = time.perf_counter()
     tweets = vader_tweets(args.vader)
@@ -201,11 +203,16 @@ def main() -> None:
         sys.exit(f"bench_intensity: no grid run with baseline, CoEQN and EQN checkpoints under {args.runs}")
     rows = score(study_sets, tweets, args.resamples)
     seconds = time.perf_counter() - started
-    command = "python experiments/bench_intensity.py" + (f" --only '{args.only}'" if args.only != STUDIES else "")
+    runs = Path(args.runs).resolve()
+    command = " ".join(["python experiments/bench_intensity.py",
+                        *([f"--runs {runs.relative_to(ROOT) if runs.is_relative_to(ROOT) else runs}"]
+                          if runs != ROOT / "outputs" / "quality" else []),
+                        *([f"--only '{args.only}'"] if args.only != STUDIES else []),
+                        *([f"--name {args.name}"] if args.name != "intensity" else [])])
     results = ROOT / "experiments" / "results"
-    write_text(results / "intensity.json", json.dumps({"command": command, "tweets": len(tweets), "rows": rows},
+    write_text(results / f"{args.name}.json", json.dumps({"command": command, "tweets": len(tweets), "rows": rows},
                                                       indent=1, default=float) + "\n", own=False)
-    path = results / "intensity.md"
+    path = results / f"{args.name}.md"
     write_text(path, render(rows, study_sets, tweets, seconds, command), own=False)  # the project's results
     print(path.read_text())
 
