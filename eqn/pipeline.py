@@ -136,7 +136,10 @@ class Pipeline(RunContext):
                         dm.name, dm.label_names, p.scale, f"{self.cfg.model.name} EQN, regression={r.name}",
                         self.metrics, how))
 
-        return fit(self, "eqn", dm, LOSSES[r.loss], regression=callback, before_done=relabeled)
+        # the checkpoint rule chooses among the epochs trained on regressed targets: the epochs before `start` are
+        # plain all-labels (CoEQN) training, and validation MSE against the hard 0/10 targets favours them (it rises
+        # once targets soften), so without this every progressive run kept its CoEQN epoch whatever alpha
+        return fit(self, "eqn", dm, LOSSES[r.loss], regression=callback, before_done=relabeled, select_from=r.start)
 
     def teacher_targets(self, dm: EQNDataModule):
         """The teachers' intensities for the training rows, computed once (stages/teacher/targets.safetensors)."""

@@ -159,3 +159,21 @@ def test_the_report_groups_runs_by_regression_variant(progressive, trained_run, 
     md, _ = report(tmp_path, resamples=20)
     text = md.read_text()
     assert "| EQN [progressive-mse] |" in text and "EQN [progressive-mse] vs EQN" in text
+
+
+def test_the_best_checkpoint_is_chosen_among_the_regressed_epochs(tmp_path, data_dir, monkeypatch):
+    """Validation MSE against the hard 0/10 targets favours the epochs before `start` (plain CoEQN training); a
+    progressive run must keep a model trained on regressed targets. Here validation loss rises with every epoch."""
+    from eqn.models.module import EQNModule
+
+    original = EQNModule.loss
+
+    def rising(self, outputs, batch):
+        loss = original(self, outputs, batch)
+        return loss if self.training else loss + 100.0 * self.current_epoch
+
+    monkeypatch.setattr(EQNModule, "loss", rising)
+    run(compose_config(*TINY, "regression.start=1", tmp_path=tmp_path), run_dir=str(tmp_path / "run"))
+    stage = tmp_path / "run" / "stages" / "eqn"
+    assert torch.load(stage / "best.ckpt", weights_only=True)["epoch"] == 1  # the best of the regressed epochs 1-2
+    assert torch.load(stage / "last.ckpt", weights_only=True)["epoch"] == 2  # last.ckpt kept every epoch
