@@ -26,6 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench_tuned import TUNED_SECTION  # noqa: E402  (experiments/ is the script's folder)
+
 from eqn import stats  # noqa: E402
 from eqn.io import read_json, write_text  # noqa: E402
 from eqn.report import headline_decisions, report  # noqa: E402
@@ -241,9 +243,9 @@ def write_results(out: Path, names: list[str]) -> Path:
         lines += ["## Not run", "", "Planned in `bench_quality.py` but without any finished run (cut for time on this "
                   "machine, for all three objectives alike): " + ", ".join(f"`{n}`" for n in missing) + ".", ""]
     path = ROOT / "experiments" / "results" / "quality.md"
-    tuned = "## tuned: every objective at its own best setting"  # bench_tuned.py's section, kept as it is
-    if path.exists() and tuned in path.read_text():
-        lines += [tuned + path.read_text().split(tuned, 1)[1].rstrip("\n")]
+    old = path.read_text() if path.exists() else ""
+    if TUNED_SECTION in old:  # bench_tuned.py's section, kept as it is
+        lines += [TUNED_SECTION + old.split(TUNED_SECTION, 1)[1].rstrip("\n")]
     write_text(path, "\n".join(lines) + "\n", own=False)  # the project's results file
     return path
 

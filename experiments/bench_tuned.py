@@ -102,15 +102,16 @@ def seed_args(objective: str, found: dict, seed: int) -> list[str]:
             "logger=csv", "pipeline.analyze=false"]
 
 
-def render(out: Path, seconds: float, rounds: str) -> str:
+def render(out: Path, seconds: float, rounds: str, seeds: list[int]) -> str:
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     target = int(rounds.split(",")[-1])
     done = [trials_done(out, study_name(o)) for o in OBJECTIVES]
-    seeds = sum((out / "seeds" / f"{o}-s{s}" / "metrics.json").exists() for o in OBJECTIVES for s in range(3))
+    planned = [out / "seeds" / f"{o}-s{s}" / "metrics.json" for o in OBJECTIVES for s in seeds]
+    finished = sum(p.exists() for p in planned)
     status = (f"**in progress**: {', '.join(f'{o} {d}' for o, d in zip(OBJECTIVES, done))} of {target} trials; rerun "
               "the command to continue (no verdict is drawn from a partial search)" if min(done) < target else
-              "complete" if seeds == 3 * len(OBJECTIVES) else
-              f"searches complete, **{seeds} of {3 * len(OBJECTIVES)} seed runs** finished (rerun the command to "
+              "complete" if finished == len(planned) else
+              f"searches complete, **{finished} of {len(planned)} seed runs** finished (rerun the command to "
               "continue; no verdict is drawn before all of them)")
     lines = ["# Tuned comparison: every objective at its own best setting", "",
              "GoEmotions, TextCNN, full data. Written by `python experiments/bench_tuned.py` (resumable; "
@@ -176,19 +177,19 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    out = Path(args.out).resolve()
+    out, seeds = Path(args.out).resolve(), [int(x) for x in args.seeds.split(",")]
     started = time.perf_counter()
     restore_journals(out, [study_name(o) for o in OBJECTIVES])
     if not args.report_only:
         grow(out, {study_name(o): functools.partial(search, out, o) for o in OBJECTIVES}, args.rounds, "bench_tuned")
-        for seed in [int(x) for x in args.seeds.split(",")]:
+        for seed in seeds:
             for objective in OBJECTIVES:
                 run_dir = out / "seeds" / f"{objective}-s{seed}"
                 if not (run_dir / "metrics.json").exists():
                     sh([sys.executable, "-m", "eqn.run", *seed_args(objective, best(out, study_name(objective)), seed),
                         f"hydra.run.dir={run_dir}"])
     save_journals(out, [study_name(o) for o in OBJECTIVES])
-    text = render(out, time.perf_counter() - started, args.rounds)
+    text = render(out, time.perf_counter() - started, args.rounds, seeds)
     write_text(ROOT / "experiments" / "results" / "tuned.md", text, own=False)
     splice_quality(text)
     print(f"wrote {ROOT / 'experiments' / 'results' / 'tuned.md'} and its section of quality.md")
