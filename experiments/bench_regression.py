@@ -5,8 +5,8 @@ baseline: does any variant beat it?
                                            [--variants progressive_mse,...] [--dry-run]
     python experiments/bench_regression.py --report-only
 
-It continues bench_tuned.py (same --out) and needs its searches finished and its seed runs made: the variants start
-from the tuned settings (a variant that trains with MSE on 0-10 targets from EQN's best setting, one that trains with
+It continues bench_tuned.py (same --out) and needs its searches finished (their committed journals are restored into
+a fresh --out; its seed runs are remade there when missing): the variants start from the tuned settings (a variant that trains with MSE on 0-10 targets from EQN's best setting, one that trains with
 BCE on targets / 10 from the baseline's: each loss from the objective tuned with it), the teachers are the tuned
 baseline's own seed runs, and the comparisons are paired with the tuned seed runs of the same seeds.
 1. Search. Each variant's alpha and start epoch with the same budget (8 trials, sampler seed 0, median pruner;
@@ -62,12 +62,23 @@ def variant_args(out: Path, variant: str, seeds: list[int], seed: int) -> list[s
     return [*tuned.best_params(found), *(e.format(**fill) for e in extra)]
 
 
-def missing_inputs(out: Path, seeds: list[int]) -> list[str]:
-    """What bench_tuned.py has not finished yet (this study starts from it)."""
-    missing = [f"the {o} search ({tuned.trials_done(out, tuned.study_name(o))} of {TUNED_TRIALS} trials)"
-               for o in ("baseline", "eqn") if tuned.trials_done(out, tuned.study_name(o)) < TUNED_TRIALS]
-    missing += [f"the tuned baseline of seed {s} ({teacher(out, s)})" for s in seeds if not teacher(out, s).exists()]
-    return missing
+def missing_inputs(out: Path) -> list[str]:
+    """The searches of bench_tuned.py that have not finished yet (this study starts from their settings)."""
+    return [f"the {o} search ({tuned.trials_done(out, tuned.study_name(o))} of {TUNED_TRIALS} trials)"
+            for o in ("baseline", "eqn") if tuned.trials_done(out, tuned.study_name(o)) < TUNED_TRIALS]
+
+
+def tuned_seed_run(out: Path, objective: str, seed: int, dry: bool) -> None:
+    """bench_tuned.py's seed run of `objective` (remade when --out is fresh: a teacher, and a side of the report)."""
+    run_dir = out / "seeds" / f"{objective}-s{seed}"
+    if (run_dir / "metrics.json").exists():
+        return
+    args = [sys.executable, "-m", "eqn.run", *tuned.seed_args(objective, tuned.best(out, tuned.study_name(objective)),
+                                                              seed), f"hydra.run.dir={run_dir}"]
+    if dry:
+        print("$", *args)
+    elif tuned.sh(args) != 0:
+        sys.exit(f"bench_regression: the tuned {objective} run of seed {seed} failed; rerun this command")
 
 
 def search(out: Path, variant: str, n_trials: int, seeds: list[int], dry: bool) -> int:
@@ -100,15 +111,15 @@ def seed_run(out: Path, variant: str, seeds: list[int], seed: int, dry: bool) ->
     args = [sys.executable, "-m", "eqn.run", *overrides, f"hydra.run.dir={run_dir}"]
     if dry:
         print("$", *args)
-    else:
-        tuned.sh(args)
+    elif tuned.sh(args) != 0:
+        sys.exit(f"bench_regression: the {variant} run of seed {seed} failed; rerun this command")
 
 
 def render(out: Path, variants: list[str], rounds: str, seeds: list[int]) -> str:
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     target = int(rounds.split(",")[-1])
     done = {v: tuned.trials_done(out, study_name(v)) for v in variants}
-    waiting = missing_inputs(out, seeds)
+    waiting = missing_inputs(out)
     status = ("waiting for bench_tuned.py: " + "; ".join(waiting) if waiting else
               "searches complete" if min(done.values()) >= target else
               "**in progress**: " + ", ".join(f"{v} {d}" for v, d in done.items()) + f" of {target} trials")
@@ -142,6 +153,8 @@ def main() -> None:
     parser.add_argument("--rounds", default="4,8")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--no-matched", action="store_true",
+                        help="skip the matched-budget baseline's seed runs (made after every variant's)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -151,16 +164,24 @@ def main() -> None:
     if unknown:
         sys.exit(f"bench_regression: unknown variant(s) {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
     studies = [study_name(v) for v in variants]
-    tuned.restore_journals(out, studies)
+    tuned.restore_journals(out, [*(tuned.study_name(o) for o in tuned.OBJECTIVES), *studies])
     if not args.report_only:
-        waiting = missing_inputs(out, seeds)
+        waiting = missing_inputs(out)
         if waiting:
             sys.exit("bench_regression: bench_tuned.py has not finished: " + "; ".join(waiting))
+        if any(VARIANTS[v][0] == "teacher" for v in variants):  # the teachers, before any search needs them
+            for seed in seeds:
+                tuned_seed_run(out, "baseline", seed, args.dry_run)
         tuned.grow(out, {study_name(v): functools.partial(search, out, v, seeds=seeds, dry=args.dry_run)
                          for v in variants}, args.rounds, "bench_regression")
         for seed in seeds:
-            for variant in ["baseline_matched", *variants]:
+            for objective in ("baseline", "eqn"):  # the report's fair baseline and offline EQN
+                tuned_seed_run(out, objective, seed, args.dry_run)
+            for variant in variants:
                 seed_run(out, variant, seeds, seed, args.dry_run)
+        if not args.no_matched:
+            for seed in seeds:
+                seed_run(out, "baseline_matched", seeds, seed, args.dry_run)
     if args.dry_run:
         return
     tuned.save_journals(out, studies)

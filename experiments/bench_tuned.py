@@ -77,8 +77,21 @@ def search(out: Path, objective: str, n_trials: int) -> int:
 
 
 def best(out: Path, study: str) -> dict | None:
+    """The study's best trial: its optimization_results.yaml, else its journal (a restored journal has no yaml until
+    the sweep runs again); None before any trial finished."""
     path = out / "search" / study / "optimization_results.yaml"
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+    if path.exists():
+        return yaml.safe_load(path.read_text())
+    if not journal(out, study).exists():
+        return None
+    import optuna
+
+    from eqn.search import journal_storage
+
+    loaded = optuna.load_study(study_name=study, storage=journal_storage(journal(out, study)))
+    if not any(t.state.name == "COMPLETE" for t in loaded.trials):
+        return None
+    return {"best_params": dict(loaded.best_trial.params), "best_value": float(loaded.best_value)}
 
 
 def trials_done(out: Path, study: str) -> int:
