@@ -1,6 +1,8 @@
 """Do the intensities track people's judgements? A check against human-rated sentiment intensity.
 
     python experiments/bench_intensity.py [--runs outputs/quality] [--vader DIR] [--resamples 1000]
+    python experiments/bench_intensity.py --runs outputs/quality/tuned --only seeds \
+        --stages baseline,eqn,progressive_mse,... --name intensity_regression   # bench_regression.py's variants
 
 No emotion-intensity ratings can be obtained offline here. The closest human judgements that can: the 4,200
 tweets of VADER (Hutto & Gilbert, ICWSM 2014), each rated from -4 (extremely negative) to +4 (extremely
@@ -14,8 +16,8 @@ fear, negative, ...) against minus the mean rating. Two views:
 - polarity: every tweet - does the intensity also separate the two polarities?
 Every finished grid run under --runs with checkpoints is scored, each stage side by side (baseline: 10 x its
 probability; CoEQN; EQN): Spearman r with a 95 % bootstrap interval over tweets (the statistic of
-`python -m eqn.validate`, which does the same for any ratings file). EQN and CoEQN are compared with the
-baseline of the same seed by a paired bootstrap over tweets (the
+`python -m eqn.validate`, which does the same for any ratings file). Every other stage (EQN, CoEQN, or the
+--stages given) is compared with the baseline of the same seed by a paired bootstrap over tweets (the
 same resamples for both models, averaged over seeds) and by a t-interval over seeds. Written to
 experiments/results/intensity.md and intensity.json.
 """
@@ -45,6 +47,7 @@ VADER = "vaderSentiment==3.3.2"
 POSITIVE = ("joy", "love", "admiration", "optimism", "positive")
 NEGATIVE = ("sadness", "anger", "fear", "disappointment", "negative")
 STAGES = ("baseline", "coeqn", "eqn")
+NAMES = {"baseline": "baseline", "coeqn": "CoEQN", "eqn": "EQN"}
 # word backbones and MiniLM on the datasets whose labels carry a polarity (tfn3's Bullish/Bearish are about
 # markets, not the tweets' feelings)
 STUDIES = "grid_goemotions_*,grid_emotion6_*,grid_tsa3_*"
@@ -76,14 +79,24 @@ def vader_tweets(folder: Path | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["text", "rating"])
 
 
-def model_sets(runs: Path, pattern: str) -> dict[str, dict[int, dict[str, Path]]]:
-    """{study: {seed: {stage: checkpoint}}} for every seed whose baseline and EQN runs both kept checkpoints."""
+def checkpoint(study: Path, stage: str, seed: int) -> Path:
+    """A stage's final model in a study folder: baseline-s<seed>/baseline.ckpt, eqn-s<seed>/{coeqn,eqn}.ckpt, and for
+    any other stage (a label-regression variant of bench_regression.py, the matched baseline) <stage>-s<seed>/ with
+    the model its pipeline ends with."""
+    if stage in STAGES:
+        run = "baseline" if stage == "baseline" else "eqn"
+        return study / f"{run}-s{seed}" / "checkpoints" / f"{stage}.ckpt"
+    final = "baseline_matched" if stage == "baseline_matched" else "eqn"
+    return study / f"{stage}-s{seed}" / "checkpoints" / f"{final}.ckpt"
+
+
+def model_sets(runs: Path, pattern: str, stages: tuple[str, ...] = STAGES) -> dict[str, dict[int, dict[str, Path]]]:
+    """{study: {seed: {stage: checkpoint}}} for every seed whose runs kept every stage's checkpoint."""
     out: dict = {}
     for study in sorted(p for pat in pattern.split(",") for p in runs.glob(pat) if p.is_dir()):
-        for eqn_run in sorted(study.glob("eqn-s*")):
-            seed = int(eqn_run.name.rsplit("-s", 1)[1])
-            ckpts = {"baseline": study / f"baseline-s{seed}" / "checkpoints" / "baseline.ckpt",
-                     "coeqn": eqn_run / "checkpoints" / "coeqn.ckpt", "eqn": eqn_run / "checkpoints" / "eqn.ckpt"}
+        for base in sorted(study.glob("baseline-s*")):
+            seed = int(base.name.rsplit("-s", 1)[1])
+            ckpts = {stage: checkpoint(study, stage, seed) for stage in stages}
             if all(p.exists() for p in ckpts.values()):
                 out.setdefault(study.name, {})[seed] = ckpts
     return out
@@ -109,6 +122,7 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
     for study, seeds in study_sets.items():
         intensity: dict = {}  # (seed, stage) -> tweets x labels
         for seed, ckpts in seeds.items():
+            stages = list(ckpts)
             for stage, ckpt in ckpts.items():
                 annotator = load(str(ckpt))
                 intensity[seed, stage] = annotator.intensities(annotator.scores(tweets.text.tolist())).numpy()
@@ -124,7 +138,7 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                 y_ranks = centred_ranks(y, idx)
                 boot, point = {}, {}
                 for seed in seeds:
-                    for stage in STAGES:
+                    for stage in stages:
                         x = intensity[seed, stage][mask, j]
                         boot[seed, stage] = boot_spearman(x, y_ranks, idx)
                         point[seed, stage] = float(scipy_stats.spearmanr(x, y).statistic)
@@ -132,7 +146,7 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                         rows.append({"study": study, "label": label, "view": view, "seed": seed, "stage": stage,
                                      "n": int(mask.sum()), "spearman": point[seed, stage],
                                      "spearman_low": float(low), "spearman_high": float(high)})
-                for stage in ("coeqn", "eqn"):
+                for stage in stages[1:]:
                     diffs = [point[s, stage] - point[s, "baseline"] for s in seeds]
                     mean, lo, hi = stats.t_interval(diffs)
                     delta = np.nanmean([boot[s, stage] - boot[s, "baseline"] for s in seeds], axis=0)
@@ -165,17 +179,20 @@ def render(rows: list[dict], study_sets: dict, tweets: pd.DataFrame, seconds: fl
              "both models, averaged over seeds) with p. A Δ whose seed interval or bootstrap interval includes 0 "
              "is no significant difference.", ""]
     for study, seeds in study_sets.items():
+        stages = list(next(iter(seeds.values())))
+        names = [NAMES.get(st, st) for st in stages]
         lines += [f"## {study} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
                   f"{', '.join(str(s) for s in sorted(seeds))})", "",
-                  "| label | view | tweets | baseline | CoEQN | EQN | Δ CoEQN (seeds; bootstrap, p) | "
-                  "Δ EQN (seeds; bootstrap, p) |", "|---|---|---|---|---|---|---|---|"]
+                  "| label | view | tweets | " + " | ".join(names) + " | "
+                  + " | ".join(f"Δ {n} (seeds; bootstrap, p)" for n in names[1:]) + " |",
+                  "|---|---|---|" + "---|" * (2 * len(stages) - 1)]
         part = frame[frame.study == study]
         for (label, view), g in part.groupby(["label", "view"], sort=False):
-            per = {st: g[(g.stage == st) & (g.seed != "all")].spearman.astype(float) for st in STAGES}
+            per = {st: g[(g.stage == st) & (g.seed != "all")].spearman.astype(float) for st in stages}
             cells = [f"{per[st].mean():.3f}" + (f" ± {per[st].std(ddof=1):.3f}" if len(per[st]) > 1 else "")
-                     for st in STAGES]
+                     for st in stages]
             deltas = []
-            for st in ("coeqn", "eqn"):
+            for st in stages[1:]:
                 d = g[g.stage == f"{st}-baseline"].iloc[0]
                 seeds_ci = f"[{fmt(d.spearman_low)}, {fmt(d.spearman_high)}]" if not math.isnan(d.spearman_low) else "one seed"
                 sig = (d.boot_low > 0 or d.boot_high < 0) and d.p < 0.05 and \
@@ -193,14 +210,20 @@ def main() -> None:
     parser.add_argument("--only", default=STUDIES, help="comma-separated study globs under --runs")
     parser.add_argument("--vader", type=Path, default=None, help="folder holding tweets_GroundTruth.txt")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help="the models compared, baseline first: baseline, coeqn, eqn and any <name> with runs "
+                             "<name>-s<seed> beside them (bench_regression.py's variants, baseline_matched)")
     parser.add_argument("--name", default="intensity",
                         help="results file stem under experiments/results (e.g. intensity_tuned for another --runs)")
     args = parser.parse_args()
     started = time.perf_counter()
     tweets = vader_tweets(args.vader)
-    study_sets = model_sets(Path(args.runs), args.only)
+    stages = tuple(s for s in args.stages.split(",") if s)
+    if stages[:1] != ("baseline",):
+        sys.exit("bench_intensity: --stages must start with baseline (every other stage is compared with it)")
+    study_sets = model_sets(Path(args.runs), args.only, stages)
     if not study_sets:
-        sys.exit(f"bench_intensity: no grid run with baseline, CoEQN and EQN checkpoints under {args.runs}")
+        sys.exit(f"bench_intensity: no run under {args.runs} kept the checkpoints of every stage of {args.stages}")
     rows = score(study_sets, tweets, args.resamples)
     seconds = time.perf_counter() - started
     runs = Path(args.runs).resolve()
@@ -208,6 +231,7 @@ def main() -> None:
                         *([f"--runs {runs.relative_to(ROOT) if runs.is_relative_to(ROOT) else runs}"]
                           if runs != ROOT / "outputs" / "quality" else []),
                         *([f"--only '{args.only}'"] if args.only != STUDIES else []),
+                        *([f"--stages {args.stages}"] if stages != STAGES else []),
                         *([f"--name {args.name}"] if args.name != "intensity" else [])])
     results = ROOT / "experiments" / "results"
     write_text(results / f"{args.name}.json", json.dumps({"command": command, "tweets": len(tweets), "rows": rows},

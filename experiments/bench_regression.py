@@ -14,13 +14,15 @@ baseline's own seed runs, and the comparisons are paired with the tuned seed run
    `python -m eqn.run -m hparams_search=regression_<kind>_goemotions_textcnn <tuned setting> <variant>
    hydra.sweeper.study_name=regression_<variant>_goemotions_textcnn hydra.sweeper.n_trials=<n>
    paths.output_dir=<out>` (the teacher of the search's seed 0 is the tuned baseline of seed 0).
-2. Seeds. Each variant at its best, seeds 0-2, as <out>/seeds/<variant>-s<seed> (the teacher of seed s is the
+2. Seeds. Each variant at its best (best search score first, so that a study stopped early has the seeds of its best
+   variants), seeds 0-2, as <out>/seeds/<variant>-s<seed> (the teacher of seed s is the
    tuned baseline of seed s; the ensemble is all three), and the baseline at the EQN pipeline's budget
    (pipeline.budget=matched) at the baseline's best, as <out>/seeds/baseline_matched-s<seed>.
-3. Report. `python -m eqn.report <out>/seeds` (every variant, the tuned baseline, matched baseline, CoEQN and
-   offline EQN; paired over seeds and over test rows) to experiments/results/regression.md with every command.
+3. Report. `python -m eqn.report <out>/seeds` (every variant, the tuned baseline, matched baseline, offline EQN, and
+   CoEQN where bench_tuned.py's runs are there; paired over seeds and over test rows) to
+   experiments/results/regression.md with every command.
 Budgets: progressive regression mixes in the scores of each epoch's own training batches (no extra pass: one
-training, the baseline's budget); a teacher variant costs the teacher's training plus its own (the EQN pipeline's
+training, at most the baseline's budget); a teacher variant costs the teacher's training plus its own (the EQN pipeline's
 budget), so it is also paired with the matched-budget baseline.
 """
 from __future__ import annotations
@@ -115,6 +117,15 @@ def seed_run(out: Path, variant: str, seeds: list[int], seed: int, dry: bool) ->
         sys.exit(f"bench_regression: the {variant} run of seed {seed} failed; rerun this command")
 
 
+def ranked(out: Path, variants: list[str]) -> list[str]:
+    """The variants by their search's best validation macro-F1, best first (unsearched ones last)."""
+    def value(variant: str) -> float:
+        found = tuned.best(out, study_name(variant))
+        return found["best_value"] if found else float("-inf")
+
+    return sorted(variants, key=value, reverse=True)
+
+
 def render(out: Path, variants: list[str], rounds: str, seeds: list[int]) -> str:
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     target = int(rounds.split(",")[-1])
@@ -174,11 +185,13 @@ def main() -> None:
                 tuned_seed_run(out, "baseline", seed, args.dry_run)
         tuned.grow(out, {study_name(v): functools.partial(search, out, v, seeds=seeds, dry=args.dry_run)
                          for v in variants}, args.rounds, "bench_regression")
-        for seed in seeds:
-            for objective in ("baseline", "eqn"):  # the report's fair baseline and offline EQN
-                tuned_seed_run(out, objective, seed, args.dry_run)
-            for variant in variants:
+        for seed in seeds:  # the fair baseline (teachers, when a teacher variant ran)
+            tuned_seed_run(out, "baseline", seed, args.dry_run)
+        for variant in ranked(out, variants):  # best first: a study stopped early has its best variants' seeds
+            for seed in seeds:
                 seed_run(out, variant, seeds, seed, args.dry_run)
+        for seed in seeds:  # offline EQN (the paper's) beside them
+            tuned_seed_run(out, "eqn", seed, args.dry_run)
         if not args.no_matched:
             for seed in seeds:
                 seed_run(out, "baseline_matched", seeds, seed, args.dry_run)
