@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench_tuned import TUNED_SECTION  # noqa: E402  (experiments/ is the script's folder)
+from bench_tuned import kept_sections  # noqa: E402  (experiments/ is the script's folder)
 
 from eqn import stats  # noqa: E402
 from eqn.io import read_json, write_text  # noqa: E402
@@ -244,8 +244,7 @@ def write_results(out: Path, names: list[str]) -> Path:
                   "machine, for all three objectives alike): " + ", ".join(f"`{n}`" for n in missing) + ".", ""]
     path = ROOT / "experiments" / "results" / "quality.md"
     old = path.read_text() if path.exists() else ""
-    if TUNED_SECTION in old:  # bench_tuned.py's section, kept as it is
-        lines += [TUNED_SECTION + old.split(TUNED_SECTION, 1)[1].rstrip("\n")]
+    lines += kept_sections(old).values()  # bench_tuned.py's and bench_regression.py's sections, kept as they are
     write_text(path, "\n".join(lines) + "\n", own=False)  # the project's results file
     return path
 

@@ -199,8 +199,10 @@ def main() -> None:
         return
     tuned.save_journals(out, studies)
     path = ROOT / "experiments" / "results" / "regression.md"
-    write_text(path, render(out, variants, args.rounds, seeds), own=False)
-    print(f"wrote {path}")
+    text = render(out, variants, args.rounds, seeds)
+    write_text(path, text, own=False)
+    tuned.splice_quality(text, tuned.REGRESSION_SECTION)
+    print(f"wrote {path} and its section of quality.md")
 
 
 if __name__ == "__main__":

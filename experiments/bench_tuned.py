@@ -170,17 +170,31 @@ def grow(out: Path, searches: dict[str, Callable[[int], int]], rounds: str, scri
 
 
 TUNED_SECTION = "## tuned: every objective at its own best setting"
+REGRESSION_SECTION = "## regression: label regression done differently, each variant at its own best"
+# quality.md's sections written by bench_tuned.py and bench_regression.py, in this order at the end of the file;
+# bench_quality.py keeps them when it rewrites the rest
+KEPT_SECTIONS = (TUNED_SECTION, REGRESSION_SECTION)
 
 
-def splice_quality(text: str) -> None:
-    """quality.md's "tuned" section: tuned.md with its headings one level down (bench_quality.py keeps the section
-    when it rewrites the rest of the file)."""
+def kept_sections(text: str) -> dict[str, str]:
+    """{heading: section} for the KEPT_SECTIONS found in a quality.md (each up to the next one or the end)."""
+    found = sorted((text.index(h), h) for h in KEPT_SECTIONS if h in text)
+    ends = [start for start, _ in found[1:]] + [len(text)]
+    return {h: text[start:end].rstrip("\n") for (start, h), end in zip(found, ends)}
+
+
+def splice_quality(text: str, heading: str = TUNED_SECTION) -> None:
+    """quality.md's section `heading`: a results file (tuned.md, regression.md) with its headings one level down;
+    the other kept sections stay as they are."""
     path = ROOT / "experiments" / "results" / "quality.md"
     body = text.split("\n", 1)[1].replace("\n## ", "\n### ").strip("\n")
-    section = f"{TUNED_SECTION}\n\n{body}\n"
     old = path.read_text() if path.exists() else ""
-    head = old.split(TUNED_SECTION, 1)[0].rstrip("\n")
-    write_text(path, f"{head}\n\n{section}" if head else section, own=False)
+    sections = kept_sections(old)
+    head = old[:min((old.index(h) for h in sections), default=len(old))].rstrip("\n")
+    sections[heading] = f"{heading}\n\n{body}"
+    parts = [head] if head else []
+    parts += [sections[h] for h in KEPT_SECTIONS if h in sections]
+    write_text(path, "\n\n".join(parts) + "\n", own=False)
 
 
 def main() -> None:
