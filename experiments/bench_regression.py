@@ -20,7 +20,7 @@ baseline's own seed runs, and the comparisons are paired with the tuned seed run
    (pipeline.budget=matched) at the baseline's best, as <out>/seeds/baseline_matched-s<seed>.
 3. Report. `python -m eqn.report <out>/seeds` (every variant, the tuned baseline, matched baseline, offline EQN, and
    CoEQN where bench_tuned.py's runs are there; paired over seeds and over test rows) to
-   experiments/results/regression.md with every command.
+   experiments/results/regression.md with every command, and as its section of quality.md.
 Budgets: progressive regression mixes in the scores of each epoch's own training batches (no extra pass: one
 training, at most the baseline's budget); a teacher variant costs the teacher's training plus its own (the EQN pipeline's
 budget), so it is also paired with the matched-budget baseline.
