@@ -38,10 +38,12 @@ RULES = (("tuned", "per-label tuned thresholds"), ("fixed", "one fixed threshold
 
 def variant(cfg: dict, stage: str) -> str:
     """The stage as the report names it: EQN trained with another label regression is its own column
-    (`eqn[progressive-mse]`, `eqn[teacher-bce]`), compared with the baselines like EQN."""
+    (`eqn[progressive-mse]`, `eqn[teacher-bce]`; an ensemble of teachers `eqn[teacher-ensemble-mse]`), compared with
+    the baselines like EQN."""
     r = cfg.get("regression") or {}
     if stage == "eqn" and r.get("name", "offline") != "offline":
-        return f"eqn[{r['name']}-{r.get('loss', 'mse')}]"
+        kind = "teacher-ensemble" if r["name"] == "teacher" and len(r.get("teachers") or []) > 1 else r["name"]
+        return f"eqn[{kind}-{r.get('loss', 'mse')}]"
     return stage
 
 

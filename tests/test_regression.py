@@ -161,6 +161,16 @@ def test_the_report_groups_runs_by_regression_variant(progressive, trained_run, 
     assert "| EQN [progressive-mse] |" in text and "EQN [progressive-mse] vs EQN" in text
 
 
+def test_the_report_tells_one_teacher_from_an_ensemble():
+    from eqn.report import variant
+
+    one = {"regression": {"name": "teacher", "loss": "bce", "teachers": ["a/baseline.ckpt"]}}
+    three = {"regression": {"name": "teacher", "loss": "mse", "teachers": ["a.ckpt", "b.ckpt", "c.ckpt"]}}
+    assert variant(one, "eqn") == "eqn[teacher-bce]"
+    assert variant(three, "eqn") == "eqn[teacher-ensemble-mse]"
+    assert variant(three, "coeqn") == "coeqn" and variant({}, "eqn") == "eqn"
+
+
 def test_the_best_checkpoint_is_chosen_among_the_regressed_epochs(tmp_path, data_dir, monkeypatch):
     """Validation MSE against the hard 0/10 targets favours the epochs before `start` (plain CoEQN training); a
     progressive run must keep a model trained on regressed targets. Here validation loss rises with every epoch."""
