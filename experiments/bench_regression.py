@@ -38,6 +38,7 @@ ROOT = tuned.ROOT
 from eqn.io import write_text  # noqa: E402
 
 TUNED_TRIALS = 16  # bench_tuned.py's budget per objective
+PLANNED, ROUNDS = 8, "4,8"  # the presets' trials per variant, grown in these equal rounds
 # variant -> (preset kind, tuned objective its setting comes from, extra overrides; {teacher} / {ensemble} are filled)
 VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "progressive_mse": ("progressive", "eqn", []),
@@ -135,10 +136,13 @@ def render(out: Path, variants: list[str], rounds: str, seeds: list[int]) -> str
               "searches complete" if min(done.values()) >= target else
               "**in progress**: " + ", ".join(f"{v} {d}" for v, d in done.items()) + f" of {target} trials")
     lines = ["# Label regression done differently: each variant at its own best, against the tuned baseline", "",
-             "GoEmotions, TextCNN, full data. Written by `python experiments/bench_regression.py` (resumable; "
-             "`--report-only` rewrites this file), after `experiments/bench_tuned.py`. Each variant's alpha and start "
-             "epoch are searched with the same budget (8 trials, sampler seed 0) on top of the tuned setting of the "
-             "objective that trains with its loss, selected on validation macro-F1. Status: " + status + ".", "",
+             "GoEmotions, TextCNN, full data. Written by `python experiments/bench_regression.py"
+             + (f" --rounds {rounds}" if rounds != ROUNDS else "") + "` (resumable; `--report-only` rewrites this "
+             "file), after `experiments/bench_tuned.py`. Each variant's alpha and start epoch are searched with the "
+             f"same budget ({target} trials, sampler seed 0"
+             + (f"; the presets plan {PLANNED}, and `--rounds {ROUNDS}` grows every search to it" if target < PLANNED
+                else "") + ") on top of the tuned setting of the objective that trains with its loss, selected on "
+             "validation macro-F1. Status: " + status + ".", "",
              "## Searches", "", "| variant | finished trials | best val macro-F1 | alpha, start | command |",
              "|---|---|---|---|---|"]
     for variant in variants:
@@ -161,7 +165,7 @@ def render(out: Path, variants: list[str], rounds: str, seeds: list[int]) -> str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "outputs" / "quality" / "tuned"))
-    parser.add_argument("--rounds", default="4,8")
+    parser.add_argument("--rounds", default=ROUNDS)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--no-matched", action="store_true",
