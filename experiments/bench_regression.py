@@ -71,19 +71,6 @@ def missing_inputs(out: Path) -> list[str]:
             for o in ("baseline", "eqn") if tuned.trials_done(out, tuned.study_name(o)) < TUNED_TRIALS]
 
 
-def tuned_seed_run(out: Path, objective: str, seed: int, dry: bool) -> None:
-    """bench_tuned.py's seed run of `objective` (remade when --out is fresh: a teacher, and a side of the report)."""
-    run_dir = out / "seeds" / f"{objective}-s{seed}"
-    if (run_dir / "metrics.json").exists():
-        return
-    args = [sys.executable, "-m", "eqn.run", *tuned.seed_args(objective, tuned.best(out, tuned.study_name(objective)),
-                                                              seed), f"hydra.run.dir={run_dir}"]
-    if dry:
-        print("$", *args)
-    elif tuned.sh(args) != 0:
-        sys.exit(f"bench_regression: the tuned {objective} run of seed {seed} failed; rerun this command")
-
-
 def search(out: Path, variant: str, n_trials: int, seeds: list[int], dry: bool) -> int:
     kind = VARIANTS[variant][0]
     args = [sys.executable, "-m", "eqn.run", "-m", f"hparams_search=regression_{kind}_goemotions_textcnn",
@@ -96,12 +83,15 @@ def search(out: Path, variant: str, n_trials: int, seeds: list[int], dry: bool) 
 
 
 def seed_run(out: Path, variant: str, seeds: list[int], seed: int, dry: bool) -> None:
+    """<out>/seeds/<variant>-s<seed>: a regression variant at its best, the matched-budget baseline, or bench_tuned.py's
+    run of a tuned objective (remade when --out is fresh: the teachers, and sides of the report)."""
     run_dir = out / "seeds" / f"{variant}-s{seed}"
     if (run_dir / "metrics.json").exists():
         return
-    if variant == "baseline_matched":
-        overrides = tuned.seed_args("baseline", tuned.best(out, tuned.study_name("baseline")), seed)
-        overrides.append("pipeline.budget=matched")
+    if variant in (*tuned.OBJECTIVES, "baseline_matched"):
+        objective = variant.removesuffix("_matched")
+        overrides = tuned.seed_args(objective, tuned.best(out, tuned.study_name(objective)), seed)
+        overrides += ["pipeline.budget=matched"] if variant == "baseline_matched" else []
     else:
         kind = VARIANTS[variant][0]
         found = tuned.best(out, study_name(variant))
@@ -111,10 +101,7 @@ def seed_run(out: Path, variant: str, seeds: list[int], seed: int, dry: bool) ->
         overrides = ["experiment=goemotions_textcnn_tuning", f"regression={kind}",
                      *variant_args(out, variant, seeds, seed), *tuned.best_params(found), f"seed={seed}",
                      "logger=csv", "pipeline.analyze=false"]
-    args = [sys.executable, "-m", "eqn.run", *overrides, f"hydra.run.dir={run_dir}"]
-    if dry:
-        print("$", *args)
-    elif tuned.sh(args) != 0:
+    if tuned.run_once(run_dir, overrides, dry) != 0:
         sys.exit(f"bench_regression: the {variant} run of seed {seed} failed; rerun this command")
 
 
@@ -186,11 +173,11 @@ def main() -> None:
             sys.exit("bench_regression: bench_tuned.py has not finished: " + "; ".join(waiting))
         if any(VARIANTS[v][0] == "teacher" for v in variants):  # the teachers, before any search needs them
             for seed in seeds:
-                tuned_seed_run(out, "baseline", seed, args.dry_run)
+                seed_run(out, "baseline", seeds, seed, args.dry_run)
         tuned.grow(out, {study_name(v): functools.partial(search, out, v, seeds=seeds, dry=args.dry_run)
                          for v in variants}, args.rounds, "bench_regression")
         for seed in seeds:  # the fair baseline (teachers, when a teacher variant ran)
-            tuned_seed_run(out, "baseline", seed, args.dry_run)
+            seed_run(out, "baseline", seeds, seed, args.dry_run)
         for variant in ranked(out, variants):  # best first: a study stopped early has its best variants' seeds
             for seed in seeds:
                 seed_run(out, variant, seeds, seed, args.dry_run)
@@ -198,7 +185,7 @@ def main() -> None:
             for seed in seeds:
                 seed_run(out, "baseline_matched", seeds, seed, args.dry_run)
         for seed in seeds:  # offline EQN (the paper's; bench_tuned.py measured it) beside them
-            tuned_seed_run(out, "eqn", seed, args.dry_run)
+            seed_run(out, "eqn", seeds, seed, args.dry_run)
     if args.dry_run:
         return
     tuned.save_journals(out, studies)

@@ -76,38 +76,49 @@ def search(out: Path, objective: str, n_trials: int) -> int:
                f"hydra.sweeper.n_trials={n_trials}", f"paths.output_dir={out}"])
 
 
+def load(out: Path, study: str):
+    """The Optuna study as its journal holds it (None before the study starts)."""
+    if not journal(out, study).exists():
+        return None
+    import optuna
+
+    from eqn.search import journal_storage
+
+    return optuna.load_study(study_name=study, storage=journal_storage(journal(out, study)))
+
+
 def best(out: Path, study: str) -> dict | None:
     """The study's best trial: its optimization_results.yaml, else its journal (a restored journal has no yaml until
     the sweep runs again); None before any trial finished."""
     path = out / "search" / study / "optimization_results.yaml"
     if path.exists():
         return yaml.safe_load(path.read_text())
-    if not journal(out, study).exists():
-        return None
-    import optuna
-
-    from eqn.search import journal_storage
-
-    loaded = optuna.load_study(study_name=study, storage=journal_storage(journal(out, study)))
-    if not any(t.state.name == "COMPLETE" for t in loaded.trials):
+    loaded = load(out, study)
+    if loaded is None or not any(t.state.name == "COMPLETE" for t in loaded.trials):
         return None
     return {"best_params": dict(loaded.best_trial.params), "best_value": float(loaded.best_value)}
 
 
 def trials_done(out: Path, study: str) -> int:
-    if not journal(out, study).exists():
-        return 0
-    import optuna
-
-    from eqn.search import journal_storage
-
-    loaded = optuna.load_study(study_name=study, storage=journal_storage(journal(out, study)))
-    return sum(t.state.name in ("COMPLETE", "PRUNED") for t in loaded.trials)
+    loaded = load(out, study)
+    return 0 if loaded is None else sum(t.state.name in ("COMPLETE", "PRUNED") for t in loaded.trials)
 
 
 def best_params(found: dict) -> list[str]:
     """A study's best setting as command-line overrides (floats written exactly)."""
     return [f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in found["best_params"].items()]
+
+
+def run_once(run_dir: Path, overrides: list[str], dry: bool = False) -> int:
+    """`python -m eqn.run <overrides>` into run_dir unless a run finished there (0 then, and in a dry run, which
+    prints the command)."""
+    if (run_dir / "metrics.json").exists():
+        return 0
+    args = [sys.executable, "-m", "eqn.run", *overrides, f"hydra.run.dir={run_dir}"]
+    if dry:
+        print("$", *args)
+        return 0
+    return sh(args)
 
 
 def seed_args(objective: str, found: dict, seed: int) -> list[str]:
@@ -211,10 +222,8 @@ def main() -> None:
         grow(out, {study_name(o): functools.partial(search, out, o) for o in OBJECTIVES}, args.rounds, "bench_tuned")
         for seed in seeds:
             for objective in OBJECTIVES:
-                run_dir = out / "seeds" / f"{objective}-s{seed}"
-                if not (run_dir / "metrics.json").exists():
-                    sh([sys.executable, "-m", "eqn.run", *seed_args(objective, best(out, study_name(objective)), seed),
-                        f"hydra.run.dir={run_dir}"])
+                run_once(out / "seeds" / f"{objective}-s{seed}",
+                         seed_args(objective, best(out, study_name(objective)), seed))
     save_journals(out, [study_name(o) for o in OBJECTIVES])
     text = render(out, time.perf_counter() - started, args.rounds, seeds)
     write_text(ROOT / "experiments" / "results" / "tuned.md", text, own=False)
