@@ -10,16 +10,18 @@ restored; never chosen on test), at its searched alpha and start. Each configura
 settings, the project's defaults for that backbone and dataset (the untuned grid's of quality.md, so its baseline
 seeds reproduce that grid's):
     baseline  `python -m eqn.run <config> pipeline=baseline seed=<s> logger=csv pipeline.analyze=false
-               hydra.run.dir=<out>/seeds/<config>-baseline-s<s>`
+               hydra.run.dir=<out>/seeds/<config>/baseline-s<s>`
     variant   `python -m eqn.run <config> regression=<kind> regression.alpha=<a> regression.start=<e>
-               regression.loss=<loss> [regression.teachers=[<out>/seeds/<config>-baseline-s<s>/checkpoints/baseline.ckpt]]
-               seed=<s> ... hydra.run.dir=<out>/seeds/<config>-<variant>-s<s>`
+               regression.loss=<loss> [regression.teachers=[<out>/seeds/<config>/baseline-s<s>/checkpoints/baseline.ckpt]]
+               seed=<s> ... hydra.run.dir=<out>/seeds/<config>/<variant>-s<s>`
 with the teacher of seed s the baseline of seed s. The variant's loss on a single-label dataset is the single-label
 classifier's own (soft cross-entropy for BCE: the baseline trains with cross-entropy there); its start epoch is capped
 at the last epoch (a one-epoch MiniLM applies its teacher before training). `--matched` adds the baseline at the EQN
 pipeline's budget (pipeline.budget=matched), the control of a teacher variant's extra training. Seeds run interleaved
 (baseline, then the variant, per seed), so a stopped study has paired seeds. Report: `python -m eqn.report <out>/seeds`
-to experiments/results/transfer.md with every command, and as its section of quality.md.
+to experiments/results/transfer.md with every command, and as its section of quality.md. Intensities against human
+ratings: `python experiments/bench_intensity.py --runs <out>/seeds --only goemotions_minilm --stages
+baseline,<variant> --name intensity_transfer` (GoEmotions models only).
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def winner(tuned_out: Path) -> tuple[str, dict]:
 
 
 def teacher(out: Path, config: str, seed: int) -> Path:
-    return out / "seeds" / f"{config}-baseline-s{seed}" / "checkpoints" / "baseline.ckpt"
+    return out / "seeds" / config / f"baseline-s{seed}" / "checkpoints" / "baseline.ckpt"
 
 
 def variant_overrides(out: Path, config: str, variant: str, found: dict, seeds: list[int], seed: int) -> list[str]:
@@ -74,7 +76,7 @@ def variant_overrides(out: Path, config: str, variant: str, found: dict, seeds: 
 
 
 def run(out: Path, config: str, stage: str, overrides: list[str], seed: int, dry: bool) -> None:
-    run_dir = out / "seeds" / f"{config}-{stage}-s{seed}"
+    run_dir = out / "seeds" / config / f"{stage}-s{seed}"
     if tuned.run_once(run_dir, [*overrides, f"seed={seed}", "logger=csv", "pipeline.analyze=false"], dry) != 0:
         sys.exit(f"bench_transfer: the {config} {stage} run of seed {seed} failed; rerun this command to continue")
 
@@ -83,7 +85,7 @@ def render(out: Path, variant: str, found: dict, configs: list[str], seeds: list
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     setting = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in found["best_params"].items())
     planned = [(c, s) for c in configs for s in seeds]
-    done = sum((out / "seeds" / f"{c}-{variant}-s{s}" / "metrics.json").exists() for c, s in planned)
+    done = sum((out / "seeds" / c / f"{variant}-s{s}" / "metrics.json").exists() for c, s in planned)
     lines = ["# The best label-regression variant on another backbone and other datasets", "",
              "Written by `python experiments/bench_transfer.py` (resumable; `--report-only` rewrites this file). "
              f"The variant is `{variant}`, first on validation macro-F1 in bench_regression.py's GoEmotions TextCNN "
@@ -97,9 +99,9 @@ def render(out: Path, variant: str, found: dict, configs: list[str], seeds: list
         overrides = variant_overrides(out, config, variant, found, seeds, 0)
         shown_overrides = " ".join(o.replace(str(out), str(shown)) for o in overrides[len(CONFIGS[config][0]):])
         lines.append(f"| {config} | `{' '.join(CONFIGS[config][0])}` | `{shown_overrides}` (seed 0) |")
-    lines += ["", *tuned.seeds_section(out, "*", f"Runs: `python -m eqn.run <settings> <pipeline=baseline | variant's "
+    lines += ["", *tuned.seeds_section(out, "*/*", f"Runs: `python -m eqn.run <settings> <pipeline=baseline | variant's "
                                                  f"overrides> seed=<s> logger=csv pipeline.analyze=false "
-                                                 f"hydra.run.dir={shown}/seeds/<configuration>-<side>-s<s>`; ",
+                                                 f"hydra.run.dir={shown}/seeds/<configuration>/<side>-s<s>`; ",
                                        report_dir=out / "report")]
     return "\n".join(lines) + "\n"
 
