@@ -1,5 +1,5 @@
-"""The label-regression variant best on GoEmotions TextCNN, on another backbone and other datasets (issue 22): does its
-gain over the fair baseline carry over?
+"""The label-regression variant best on GoEmotions TextCNN, on other backbones (CNN, MiniLM) and other datasets
+(emotion6, tsa3; issue 22): does its gain over the fair baseline carry over?
 
     python experiments/bench_transfer.py [--out outputs/quality/transfer] [--configs goemotions_minilm,...]
                                          [--seeds 0,1,2] [--matched] [--dry-run]
@@ -39,6 +39,7 @@ from eqn.io import write_text  # noqa: E402
 CONFIGS: dict[str, tuple[list[str], int, bool]] = {
     "emotion6_textcnn": (["data=emotion6", "model=textcnn"], 5, True),
     "tsa3_textcnn": (["data=tsa3", "model=textcnn"], 5, True),
+    "goemotions_cnn": (["data=goemotions", "model=cnn"], 5, False),
     "goemotions_minilm": (["data=goemotions", "model=minilm", "trainer.max_epochs=1",
                            "trainer.precision=bf16-mixed"], 1, False),
 }
@@ -86,7 +87,7 @@ def render(out: Path, variant: str, found: dict, configs: list[str], seeds: list
     setting = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in found["best_params"].items())
     planned = [(c, s) for c in configs for s in seeds]
     done = sum((out / "seeds" / c / f"{variant}-s{s}" / "metrics.json").exists() for c, s in planned)
-    lines = ["# The best label-regression variant on another backbone and other datasets", "",
+    lines = ["# The best label-regression variant on other backbones and other datasets", "",
              "Written by `python experiments/bench_transfer.py` (resumable; `--report-only` rewrites this file). "
              f"The variant is `{variant}`, first on validation macro-F1 in bench_regression.py's GoEmotions TextCNN "
              f"searches, at its searched {setting} (start capped at the last epoch). Both sides train with the "

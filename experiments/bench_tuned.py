@@ -182,7 +182,7 @@ def grow(out: Path, searches: dict[str, Callable[[int], int]], rounds: str, scri
 
 TUNED_SECTION = "## tuned: every objective at its own best setting"
 REGRESSION_SECTION = "## regression: label regression done differently, each variant at its own best"
-TRANSFER_SECTION = "## transfer: the best label-regression variant on another backbone and other datasets"
+TRANSFER_SECTION = "## transfer: the best label-regression variant on other backbones and other datasets"
 # quality.md's sections written by bench_tuned.py, bench_regression.py and bench_transfer.py, in this order at the end
 # of the file; bench_quality.py keeps them when it rewrites the rest
 KEPT_SECTIONS = (TUNED_SECTION, REGRESSION_SECTION, TRANSFER_SECTION)
