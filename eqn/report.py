@@ -191,7 +191,7 @@ def interval(low: float, high: float) -> str:
     return "–" if math.isnan(low) else f"[{low:+.4f}, {high:+.4f}]"
 
 
-def markdown(frame: pd.DataFrame, problems: list[str], comparisons: dict) -> str:
+def markdown(frame: pd.DataFrame, problems: list[str], comparisons: dict, resamples: int = 1000) -> str:
     lines = ["# EQN results", ""]
     if frame.empty:
         lines += ["No finished runs found.", ""]
@@ -216,8 +216,8 @@ def markdown(frame: pd.DataFrame, problems: list[str], comparisons: dict) -> str
             if f"{rule}/f1_macro" in frame:
                 lines += [f"## Test macro-F1, decision rule: {heading}", "", *table(f"{rule}/f1_macro")]
         lines += ["## Paired comparisons (test macro-F1, headline rule)", "",
-                  "Δ = first − second. Seeds: mean of per-seed differences with a 95% t-interval. Bootstrap: 1,000 "
-                  "paired resamples of the test rows, the difference averaged over seeds, 95% percentile interval "
+                  "Δ = first − second. Seeds: mean of per-seed differences with a 95% t-interval. Bootstrap: "
+                  f"{resamples:,} paired resamples of the test rows, the difference averaged over seeds, 95% percentile interval "
                   "and two-sided p. 'Significant' needs the seed interval to exclude 0 and p < 0.05.", "",
                   "| dataset | backbone | comparison | seeds | Δ (seeds) | 95% CI (seeds) | Δ (bootstrap) | 95% CI (bootstrap) "
                   "| p | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -293,7 +293,7 @@ def report(root: str | Path, out: str | Path | None = None, resamples: int = 100
         raise DataError(root, "no eqn runs here (no config.yaml with metrics.json below it)")
     comparisons = comparisons_of(frame, resamples)
     md, csv = out / "results.md", out / "results.csv"
-    write_text(md, markdown(frame, problems, comparisons))
+    write_text(md, markdown(frame, problems, comparisons, resamples))
     with atomic_path(csv) as tmp:
         summarise(frame).to_csv(tmp, index=False, float_format="%.6f")
     per_class = per_class_frame(comparisons)

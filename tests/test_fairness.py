@@ -120,6 +120,7 @@ def test_report_prints_intervals_and_significance(tmp_path):
     md, _ = report(tmp_path, resamples=300)
     text = md.read_text()
     assert "| toy | m | EQN vs baseline | 3 |" in text
+    assert "Bootstrap: 300 paired resamples" in text  # the count that was run, not a fixed one
     row = next(line for line in text.splitlines() if "EQN vs baseline | 3" in line)
     assert row.endswith("| EQN better |")
     coeqn = next(line for line in text.splitlines() if "CoEQN vs baseline | 3" in line)
