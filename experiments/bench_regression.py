@@ -3,6 +3,7 @@ baseline: does any variant beat it?
 
     python experiments/bench_regression.py [--out outputs/quality/tuned] [--rounds 4,8] [--seeds 0,1,2]
                                            [--variants progressive_mse,...] [--dry-run]
+    python experiments/bench_regression.py --searches-only   # only grow the searches (saves their journals)
     python experiments/bench_regression.py --report-only
 
 It continues bench_tuned.py (same --out) and needs its searches finished (their committed journals are restored into
@@ -157,6 +158,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--no-matched", action="store_true",
                         help="skip the matched-budget baseline's seed runs (made after every variant's)")
+    parser.add_argument("--searches-only", action="store_true",
+                        help="grow the searches and save their journals, no seed runs and no report (a study split "
+                             "across sessions: the report needs every seed run in one --out)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -176,6 +180,11 @@ def main() -> None:
                 seed_run(out, "baseline", seeds, seed, args.dry_run)
         tuned.grow(out, {study_name(v): functools.partial(search, out, v, seeds=seeds, dry=args.dry_run)
                          for v in variants}, args.rounds, "bench_regression")
+        if args.searches_only:
+            if not args.dry_run:
+                tuned.save_journals(out, studies)
+                print("bench_regression: searches grown to --rounds; journals saved to " + str(tuned.JOURNALS))
+            return
         for seed in seeds:  # the fair baseline (teachers, when a teacher variant ran)
             seed_run(out, "baseline", seeds, seed, args.dry_run)
         for variant in ranked(out, variants):  # best first: a study stopped early has its best variants' seeds
