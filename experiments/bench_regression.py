@@ -165,10 +165,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     out, seeds = Path(args.out).resolve(), [int(s) for s in args.seeds.split(",")]
-    variants = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        sys.exit(f"bench_regression: unknown variant(s) {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    variants = tuned.names(args.variants, VARIANTS, "variant(s)", "bench_regression")
     studies = [study_name(v) for v in variants]
     tuned.restore_journals(out, [*(tuned.study_name(o) for o in tuned.OBJECTIVES), *studies])
     if not args.report_only:

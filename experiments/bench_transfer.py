@@ -43,7 +43,7 @@ CONFIGS: dict[str, tuple[list[str], int, bool]] = {
     "goemotions_minilm": (["data=goemotions", "model=minilm", "trainer.max_epochs=1",
                            "trainer.precision=bf16-mixed"], 1, False),
 }
-SINGLE_LABEL_LOSS = {"bce": "ce", "mse": "mse", "ce": "ce"}
+SINGLE_LABEL_LOSS = {"bce": "ce"}  # a variant's loss -> the single-label classifier's own (others unchanged)
 
 
 def winner(tuned_out: Path) -> tuple[str, dict]:
@@ -68,12 +68,11 @@ def variant_overrides(out: Path, config: str, variant: str, found: dict, seeds: 
     params["regression.start"] = min(int(params["regression.start"]), epochs - 1)
     fill = {"teacher": str(teacher(out, config, seed)),
             "ensemble": ",".join(str(teacher(out, config, s)) for s in seeds)}
-    extra = [e.format(**fill) for e in extra if not e.startswith("regression.loss=")]
-    loss = next((e.split("=", 1)[1] for e in regression.VARIANTS[variant][2] if e.startswith("regression.loss=")),
-                "mse")
-    loss = SINGLE_LABEL_LOSS[loss] if single else loss
-    return [*settings, f"regression={kind}", *tuned.best_params({"best_params": params}), *extra,
-            f"regression.loss={loss}"]
+    extra = [e.format(**fill) for e in extra]
+    if single:
+        extra = [f"regression.loss={SINGLE_LABEL_LOSS.get(e.split('=', 1)[1], e.split('=', 1)[1])}"
+                 if e.startswith("regression.loss=") else e for e in extra]
+    return [*settings, f"regression={kind}", *tuned.best_params({"best_params": params}), *extra]
 
 
 def run(out: Path, config: str, stage: str, overrides: list[str], seed: int, dry: bool) -> None:
@@ -119,10 +118,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     out, seeds = Path(args.out).resolve(), [int(s) for s in args.seeds.split(",")]
-    configs = [c for c in args.configs.split(",") if c]
-    unknown = [c for c in configs if c not in CONFIGS]
-    if unknown:
-        sys.exit(f"bench_transfer: unknown configuration(s) {', '.join(unknown)} (known: {', '.join(CONFIGS)})")
+    configs = tuned.names(args.configs, CONFIGS, "configuration(s)", "bench_transfer")
     variant, found = winner(Path(args.tuned_out).resolve())
     if not args.report_only:
         for config in configs:

@@ -66,6 +66,15 @@ def save_journals(out: Path, studies: list[str]) -> None:
             write_text(JOURNALS / f"{study}.journal", journal(out, study).read_text(), own=False)
 
 
+def names(text: str, known, what: str, script: str) -> list[str]:
+    """A comma-separated choice among `known` (the command stops, naming the unknown ones and the choices)."""
+    chosen = [n for n in text.split(",") if n]
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        sys.exit(f"{script}: unknown {what} {', '.join(unknown)} (known: {', '.join(known)})")
+    return chosen
+
+
 def sh(args: list[str]) -> int:
     print("$", " ".join(shlex.quote(a) for a in args), flush=True)
     return subprocess.run(args, cwd=ROOT, check=False).returncode
