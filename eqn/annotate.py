@@ -353,9 +353,8 @@ def claim_parts(parts: Path, job: dict) -> None:
     """<output>.shards/job.json names the job whose chunks the folder holds; another job's folder is refused."""
     import json
     import os
-    import tempfile
 
-    from eqn.ownership import owns_file, record
+    from eqn.ownership import drop_temp, make_temp, owns_file, record
 
     record_path = parts / "job.json"
     if parts.exists() and not record_path.exists():
@@ -363,9 +362,8 @@ def claim_parts(parts: Path, job: dict) -> None:
                           "chunks of shards>1)")
     if not record_path.exists():
         parts.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=parts, prefix=".job.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(job, handle, sort_keys=True)
+        tmp = make_temp(parts, "job.json")
+        tmp.write_text(json.dumps(job, sort_keys=True))
         try:
             os.link(tmp, record_path)  # exactly one shard creates the record; the others read it
             os.chmod(record_path, 0o666 & ~umask())
@@ -373,7 +371,7 @@ def claim_parts(parts: Path, job: dict) -> None:
         except FileExistsError:
             pass
         finally:
-            os.unlink(tmp)
+            drop_temp(tmp)
     try:
         theirs = json.loads(record_path.read_text())
     except ValueError:

@@ -13,9 +13,7 @@ Loading never runs code: weights are safetensors, the rest JSON, the backbone cl
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -23,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from eqn.io import ConfigError, DataError, write_json, write_text
 from eqn.models.module import EQNModule, load_module, plain
-from eqn.ownership import check_output, replace_folder
+from eqn.ownership import check_output, drop_temp, make_temp, replace_folder
 
 FORMAT = "eqn-model/1"
 
@@ -127,14 +125,14 @@ def export(ckpt: str | Path, out: str | Path, metrics: dict | None = None, data_
     out = check_output(out, overwrite, inputs=[ckpt], folder=True)
     module = load_module(ckpt)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = make_temp(out.parent, out.name, directory=True)
     try:
         native = transformers_compatible(module)
         (export_transformers if native else export_eqn)(module, tmp)
         write_text(tmp / "README.md", model_card(module, metrics, data_name, native), own=False)
         replace_folder(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        drop_temp(tmp)
         raise
     return out
 

@@ -30,32 +30,49 @@ def umask() -> int:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, own: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. The file ends with
+    """Yield a temporary path beside `path`; put it at `path` only if the block succeeds. The file ends with
     the permissions an ordinary open() gives (0666 minus the umask). own=True (outputs): an existing `path` is
-    replaced only if eqn wrote it (eqn.ownership), and the new file is recorded as eqn's; own=False: private files
-    (caches, scratch)."""
+    replaced only if eqn wrote it (eqn.ownership), checked again at the moment of replacing: a file that appears at
+    `path` while the block runs, or an eqn file that changes, is never replaced (ConfigError, the temporary
+    removed); the new file is recorded as eqn's. own=False: private files (caches, scratch), replaced as they are."""
     path = Path(path)
-    if own and (path.exists() or path.is_symlink()):
-        from eqn.ownership import owns_file
-
-        if not owns_file(path):
-            raise ConfigError(f"{path}: exists and was not written by eqn (or was changed since); eqn never "
-                              "replaces it: move it away or choose another output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        if Path(tmp).exists():
-            os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replaces = None
     if own:
-        from eqn.ownership import record
+        from eqn.ownership import install_file, make_temp, owned_entry, recording_root
 
-        record(path)
+        if path.exists() or path.is_symlink():
+            entry = owned_entry(path)
+            if entry is None:
+                raise ConfigError(f"{path}: exists and was not written by eqn (or was changed since); eqn never "
+                                  "replaces it: move it away or choose another output")
+            replaces = entry["sha256"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recording_root(path)  # before any work: eqn can record what it writes here
+        tmp = make_temp(path.parent, path.name + ".tmp")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".eqn-tmp-{os.getpid()}-", suffix=f"-{path.name}.tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~umask())
+        from eqn.interrupt import fault_point
+
+        fault_point(f"write:{path.name}")  # the finished temporary exists, the output not yet
+        if own:
+            install_file(tmp, path, replaces)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if own:
+            from eqn.ownership import drop_temp_record
+
+            drop_temp_record(tmp)
 
 
 def write_text(path: str | os.PathLike, text: str, own: bool = True) -> None:

@@ -11,6 +11,8 @@ run_dir/
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +24,18 @@ from eqn.config import stage_plan
 from eqn.data.datamodule import EQNDataModule
 from eqn.interrupt import fault_point
 from eqn.io import ConfigError, digest, read_json, write_json, write_text
-from eqn.ownership import LEDGER, owns_file, owns_folder, remove_owned
+from eqn.ownership import (
+    LEDGER,
+    changed_entries,
+    clean_temps,
+    forbidden_folder,
+    foreign_entries,
+    owned_entry,
+    owns_file,
+    owns_folder,
+    remove_owned,
+    writing_run,
+)
 from eqn.stages import RunContext, artifact_name, fit, regress
 
 log = logging.getLogger(__name__)
@@ -69,13 +82,22 @@ class Pipeline(RunContext):
         dm = self.build_datamodule()
         self.check_fingerprint(dm)
         fault_point("open")
-        write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        write_text(self.run_dir / "tokenizer.json", dm.encoder.to_str())
+        with self.writing():
+            write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            write_text(self.run_dir / "tokenizer.json", dm.encoder.to_str())
         return dm
 
+    def writing(self):
+        """What eqn writes meanwhile under the run dir is recorded as this run's (restart removes only that)."""
+        return writing_run(self.run_dir, getattr(self, "run_tag", None) or self.run_id() or LEGACY)
+
     def run(self, dm: EQNDataModule | None = None) -> dict[str, float]:
-        cfg = self.cfg
         dm = dm if dm is not None else self.open()
+        with self.writing():
+            return self._run(dm)
+
+    def _run(self, dm: EQNDataModule) -> dict[str, float]:
+        cfg = self.cfg
         self.metrics.update({"data/skipped_rows": float(dm.data.skipped_rows),
                              **{f"data/{s}_rows": float(len(dm.split(s))) for s in ("train", "val", "test")}})
         started = time.perf_counter()
@@ -190,48 +212,108 @@ class Pipeline(RunContext):
                 f"{current[:12]}); use another hydra.run.dir, or pipeline.restart=true to discard it")
         if not self.is_main:
             return
-        (self.run_dir / LEDGER).parent.mkdir(exist_ok=True)
-        (self.run_dir / LEDGER).touch()  # from now on this folder is an eqn run dir
+        run_id = self.run_id()
+        if run_id is None:  # from now on this folder is an eqn run dir: it holds this run's record
+            import uuid
+
+            run_id = uuid.uuid4().hex
+            (self.run_dir / LEDGER).parent.mkdir(exist_ok=True)
+            (self.run_dir / LEDGER).touch()  # the run dir's own ledger records the run's files (and this record)
+            write_json(self.run_dir / RUN_RECORD, {"run": run_id, "format": "eqn-run/1"})
+        self.run_tag = run_id
         if self.cfg.pipeline.restart:
-            log.warning("pipeline.restart: discarding the finished stages in %s (only files eqn wrote)", self.run_dir)
+            log.warning("pipeline.restart: discarding the finished stages in %s (only files this run wrote)",
+                        self.run_dir)
+            only = None if run_id == LEGACY else run_id  # a legacy run's files carry no run id: all eqn's
             for name in RUN_OUTPUTS:
                 target = self.run_dir / name
                 if target.is_dir():
-                    remove_owned(target)
+                    remove_owned(target, run=only)
                 elif name not in KEPT_ON_RESTART and owns_file(target):
-                    remove_owned(target)
-        write_json(path, {"fingerprint": current})
+                    remove_owned(target, run=only)
+        with self.writing():
+            write_json(path, {"fingerprint": current})
+
+    def run_id(self) -> str | None:
+        """This run dir's run: the id in its record (.eqn/run.json, eqn's own), LEGACY for a run written before
+        runs had records (its fingerprint.json is eqn's), None for a folder that holds no eqn run."""
+        record = self.run_dir / RUN_RECORD
+        entry = owned_entry(record) if record.is_file() else None
+        if entry is not None:
+            try:
+                return str(read_json(record)["run"])
+            except (ValueError, KeyError, TypeError):
+                return None
+        if not record.exists() and owns_file(self.run_dir / "fingerprint.json"):
+            return LEGACY
+        return None
 
     def check_run_dir(self) -> None:
-        """Before any work: a folder that holds no eqn run is used only if empty (apart from Hydra's record) or
-        with pipeline.reuse_dir=true; eqn's own names in it must be eqn's files."""
+        """Before any work, before anything is written: the run dir may never be the working directory (or a parent
+        of it), home, a filesystem root or a folder holding the data; a folder that holds no eqn run (no run record
+        of eqn's) is used only if empty or with pipeline.reuse_dir=true, and then none of the names eqn writes may
+        exist in it; in an eqn run dir every file eqn writes must be eqn's and unchanged, and a restart may not
+        delete a teacher it needs."""
         if not self.is_main:
             return
-        eqn_run = (self.run_dir / LEDGER).is_file()
-        if not eqn_run:
+        cfg = self.cfg
+        why = forbidden_folder(self.run_dir, self.input_paths())
+        if why:
+            raise ConfigError(f"{self.run_dir}: {why}; eqn will not use it as a run dir (choose another "
+                              "hydra.run.dir)")
+        if not self.run_dir.exists():
+            self.probe_writable()
+            return
+        if self.run_id() is None:
             present = sorted(p.name for p in self.run_dir.iterdir() if not hydra_own(p))
-            if present and not self.cfg.pipeline.reuse_dir:
+            if present and not cfg.pipeline.reuse_dir:
                 raise ConfigError(f"{self.run_dir} is not empty and holds no eqn run ({', '.join(present[:5])}"
                                   f"{', ...' if len(present) > 5 else ''}); choose a new hydra.run.dir, or pass "
                                   "pipeline.reuse_dir=true to put eqn's files beside yours")
-            clash = [n for n in present if n in RUN_OUTPUTS or n == ".hydra"]
+            clash = [n for n in present if n in RUN_OUTPUTS or n in (".hydra", log_name())]
             if clash:
                 raise ConfigError(f"{self.run_dir}: {', '.join(clash)} would be written by eqn but already exist "
                                   "and are not eqn's; choose another hydra.run.dir")
+            self.probe_writable()
             return
+        self.probe_writable()
+        clean_temps(self.run_dir, recursive=True)  # what killed runs left: eqn's own temporaries
+        pending = self.run_dir / ".hydra" / "pending"  # an older eqn's record of a refused or killed start
+        if pending.is_dir() and {p.name for p in pending.iterdir()} <= {"config.yaml", "hydra.yaml", "overrides.yaml"}:
+            shutil.rmtree(pending)
         for name in RUN_OUTPUTS:
             target = self.run_dir / name
-            if not target.exists():
+            if not (target.exists() or target.is_symlink()):
                 continue
             if name in OWN_FOLDERS:
-                ok = owns_folder(target)
+                bad = foreign_entries(target) if owns_folder(target) or (target / LEDGER).is_file() else [target]
             elif name in CHECKED_DIRS:
-                ok = all(owns_file(f) for f in target.rglob("*") if f.is_file() and ".eqn" not in f.parts)
+                bad = [f for f in target.rglob("*") if f.is_file() and ".eqn" not in f.parts and not owns_file(f)]
+                bad += [f for f in target.iterdir() if name == "export" and f.is_dir() and not owns_folder(f)
+                        and f.name != ".eqn"]
+            elif name in DIRS:
+                bad = [] if target.is_dir() and not target.is_symlink() else [target]
+                for stage in stage_plan(cfg) if name == "stages" else []:
+                    bad += [f for f in (target / stage).glob("*.ckpt") if not owns_file(f)]
             else:
-                ok = target.is_dir() if name in DIRS else owns_file(target)
-            if not ok:
-                raise ConfigError(f"{target}: eqn writes here but found a file it did not write (or one changed "
+                bad = [] if owns_file(target) else [target]
+            bad = bad or (changed_entries(target) if target.is_dir() else [])
+            if bad:
+                raise ConfigError(f"{bad[0]}: eqn writes here but found a file it did not write (or one changed "
                                   "since); move it away or choose another hydra.run.dir")
+        if cfg.pipeline.restart and cfg.regression.name == "teacher":
+            for teacher in cfg.regression.teachers:
+                path = Path(teacher).expanduser()
+                if path.exists() and Path(os.path.realpath(path)).is_relative_to(os.path.realpath(self.run_dir)):
+                    raise ConfigError(f"regression.teachers: {teacher} lies in the run dir that "
+                                      "pipeline.restart=true would clear; copy or export it elsewhere first")
+
+    def input_paths(self) -> list[str]:
+        """The files and folders this run reads: a run dir may not hold them."""
+        d = self.cfg.data
+        paths = [d.get(k) for k in ("path", "train_path", "val_path", "test_path") if d.get(k)]
+        paths += [str(Path(self.cfg.paths.data_dir) / str(d.name))] if d.get("name") else []
+        return [p for p in paths if p and Path(p).expanduser().exists()]
 
 
 # What a run writes at the top of its run dir. Folders marked DIRS hold files of eqn's own (recorded in the run's
@@ -240,19 +322,23 @@ DIRS = ("stages", "checkpoints", "analysis", "logs", "export", "relabeled", "hub
 OWN_FOLDERS = ("relabeled", "hub_dataset")
 CHECKED_DIRS = ("checkpoints", "analysis", "export")  # every file in them is eqn's (Lightning writes elsewhere)
 KEPT_ON_RESTART = ("config.yaml", "fingerprint.json")
+RUN_RECORD = Path(".eqn") / "run.json"  # an eqn run dir holds this: the id its files are recorded under
+LEGACY = "legacy"  # a run dir written before runs had records: its files carry no run id
 RUN_OUTPUTS = ("config.yaml", "tokenizer.json", "fingerprint.json", "metrics.json", "relabeled_train.csv",
                "relabeled_train.parquet", *DIRS)
 
 
 def hydra_own(path: Path) -> bool:
-    """What Hydra writes into a run dir before eqn starts (its record and job log) and eqn's own lock/ledger."""
-    if path.name in (".eqn", ".lock"):
-        return True
-    if path.name == ".hydra":
-        return all(p.name == "pending" for p in path.iterdir())
+    """eqn's own lock and ledger, which any eqn writer may leave in a folder (eqn.run writes nothing else into a
+    run dir before accepting it: Hydra's record and job log come after, see eqn.run)."""
+    return path.name in (".eqn", ".lock")
+
+
+def log_name() -> str:
+    """The job log eqn.run writes into an accepted run dir (Hydra's name for it: <job name>.log)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return path.name == f"{HydraConfig.get().job.name}.log"
+        return f"{HydraConfig.get().job.name}.log"
     except ValueError:
-        return False
+        return "run.log"

@@ -76,18 +76,15 @@ def dataset_card(name: str, label_names: list[str], scale: float, model: str, me
 def write_dataset(run_dir: Path, dataset, card: str) -> None:
     """relabeled/ (datasets.save_to_disk + README.md card) and relabeled_train.parquet, each written atomically;
     an existing relabeled/ is replaced only if every file in it is eqn's."""
-    import shutil
-    import tempfile
+    from eqn.ownership import drop_temp, make_temp, replace_folder
 
-    from eqn.ownership import replace_folder
-
-    tmp = Path(tempfile.mkdtemp(prefix=".relabeled.", dir=run_dir))
+    tmp = make_temp(run_dir, "relabeled", directory=True)
     try:
         dataset.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(card, encoding="utf-8")
         replace_folder(tmp, run_dir / "relabeled")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        drop_temp(tmp)
         raise
     with atomic_path(run_dir / "relabeled_train.parquet") as out:
         dataset.to_parquet(str(out))
@@ -97,22 +94,21 @@ def dataset_folder(run_dir: Path, overwrite: bool = False) -> Path:
     """A folder laid out for the hub (README.md card + data/train.parquet) from a finished run's relabeled/:
     <run>/hub_dataset; an existing one is replaced only with overwrite=True and only if it is eqn's own."""
     import shutil
-    import tempfile
 
     from eqn.io import DataError
-    from eqn.ownership import check_output, replace_folder
+    from eqn.ownership import check_output, drop_temp, make_temp, replace_folder
 
     source = run_dir / "relabeled"
     if not (source / "README.md").exists() or not (run_dir / "relabeled_train.parquet").exists():
         raise DataError(run_dir, "no relabeled/ dataset here (a finished pipeline=eqn run writes one)")
     folder = check_output(run_dir / "hub_dataset", overwrite, folder=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".hub_dataset.", dir=run_dir))
+    tmp = make_temp(run_dir, "hub_dataset", directory=True)
     try:
         (tmp / "data").mkdir()
         shutil.copy(source / "README.md", tmp / "README.md")
         shutil.copy(run_dir / "relabeled_train.parquet", tmp / "data" / "train.parquet")
         replace_folder(tmp, folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        drop_temp(tmp)
         raise
     return folder

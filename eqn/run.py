@@ -4,9 +4,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import shutil
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -75,27 +74,56 @@ def run_in(cfg: DictConfig, run_dir: str) -> dict[str, float]:
     gc.freeze()
     _frozen = True
     pipeline = Pipeline(cfg, run_dir)
+    pipeline.check_run_dir()  # before the lock: a refused run writes nothing into the folder
     with interruptible(), (RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext()):
-        try:
-            dm = pipeline.open()
-        except ConfigError:
-            discard_hydra_record(Path(run_dir))  # a refused resume leaves the run dir as it was
-            raise
-        keep_hydra_record(Path(run_dir))
-        return pipeline.run(dm)
+        dm = pipeline.open()
+        with job_log(Path(run_dir), rank_zero_only.rank == 0):
+            if rank_zero_only.rank == 0:
+                with pipeline.writing():
+                    write_hydra_record(Path(run_dir), cfg)
+            return pipeline.run(dm)
 
 
-def keep_hydra_record(run_dir: Path) -> None:
-    """Hydra writes its record to .hydra/pending (conf/config.yaml); it becomes .hydra/ once the run is accepted."""
-    pending = run_dir / ".hydra" / "pending"
-    if pending.is_dir():
-        for f in pending.iterdir():
-            os.replace(f, run_dir / ".hydra" / f.name)
-        pending.rmdir()
+@contextmanager
+def job_log(run_dir: Path, main: bool):
+    """Hydra's job log (<run dir>/<job name>.log), opened only now that the run dir has accepted the run."""
+    try:
+        name = HydraConfig.get().job.name
+    except ValueError:  # called without Hydra (tests, notebooks)
+        name = None
+    if not main or name is None:
+        yield
+        return
+    handler = logging.FileHandler(run_dir / f"{name}.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
-def discard_hydra_record(run_dir: Path) -> None:
-    shutil.rmtree(run_dir / ".hydra" / "pending", ignore_errors=True)
+def write_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
+    """Hydra's record of the job (.hydra/config.yaml, hydra.yaml, overrides.yaml), written once the run dir has
+    accepted the run; a record eqn did not write (a run of an older eqn, Hydra's own) is left as it is."""
+    from eqn.io import write_text
+    from eqn.ownership import owns_file
+
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return
+    record = {"config.yaml": OmegaConf.to_yaml(cfg),
+              "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)})),
+              "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hydra_cfg.overrides.task)))}
+    for name, text in record.items():
+        path = run_dir / ".hydra" / name
+        if path.exists() and not owns_file(path):
+            log.warning("%s: not written by this eqn (an older run's record); left as it is", path)
+            continue
+        write_text(path, text)
 
 
 def main() -> float | None:

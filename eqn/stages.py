@@ -28,7 +28,7 @@ from eqn.data.datamodule import EQNDataModule
 from eqn.interrupt import fault_point
 from eqn.io import ConfigError, atomic_path, load_tensors, read_json, save_tensors, write_json
 from eqn.models.module import EQNModule, build_module, load_module, plain
-from eqn.ownership import record, record_tree
+from eqn.ownership import record_tree
 from eqn.predict import predict_splits
 from eqn.relabeled import dataset_card, hf_dataset, write_dataset, write_intensity_csv
 from eqn.stage_logging import StageLogger
@@ -42,16 +42,19 @@ class RunContext:
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.metrics: dict[str, float] = {}
+        self._predict_trainer: Trainer | None = None
+
+    def probe_writable(self) -> None:
+        """The run dir can be created and written (tried, not inferred: permission bits do not bind root)."""
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / f".write-test-{os.getpid()}"
+            probe = self.run_dir / f".eqn-write-test-{os.getpid()}"
             probe.touch()
             probe.unlink()
         except OSError as err:
             raise ConfigError(f"run dir {self.run_dir} is not writable ({err.strerror}); choose another "
                               "hydra.run.dir") from None
-        self.metrics: dict[str, float] = {}
-        self._predict_trainer: Trainer | None = None
 
     def build_trainer(self, stage: str | None, callbacks: list, logger: Any = False, **overrides) -> Trainer:
         return instantiate(self.cfg.trainer, callbacks=callbacks, logger=logger,
@@ -93,11 +96,30 @@ class OwnedCheckpoint(ModelCheckpoint):
         self._last_global_step_saved = trainer.global_step
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        """Lightning's save, made atomic: written to an eqn temporary, recorded, then renamed into place (a kill
+        leaves the previous checkpoint, never a torn one; a file eqn did not write there is never replaced)."""
+        from weakref import proxy
+
+        from eqn.ownership import drop_temp, install_file, make_temp, owned_entry
+
         # Lightning names last.ckpt in last_model_path before saving it (ModelCheckpoint._save_last_checkpoint)
         self.save_weights_only = filepath != self.last_model_path
-        super()._save_checkpoint(trainer, filepath)
-        if trainer.is_global_zero and Path(filepath).is_file():
-            record(filepath)
+        target = Path(filepath)
+        if trainer.is_global_zero:
+            previous = owned_entry(target) if target.exists() else None
+            tmp = make_temp(target.parent, target.name)
+            try:
+                trainer.save_checkpoint(str(tmp), self.save_weights_only)
+                install_file(tmp, target, previous["sha256"] if previous else None)
+            finally:
+                drop_temp(tmp)
+        else:
+            trainer.save_checkpoint(filepath, self.save_weights_only)  # collective; only rank 0 writes
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
 
 def artifact_name(cfg: DictConfig, round_: int) -> str:

@@ -73,8 +73,6 @@ WRITERS: dict[str, Callable] = {"goemotions": write_goemotions, "emotion6": writ
 def download(name: str, data_dir: str | Path, overwrite: bool = False) -> Path:
     """Fetch into a temporary folder, verify it with the dataset's reader, then move the files in. An existing file
     with the same content is kept; one with other content is refused unless overwrite=True and eqn wrote it."""
-    import shutil
-    import tempfile
 
     if name in KAGGLE:
         raise DataError(Path(data_dir) / name, f"not on the Hugging Face hub; get it with: {KAGGLE[name]}")
@@ -93,7 +91,9 @@ def download(name: str, data_dir: str | Path, overwrite: bool = False) -> Path:
 
     ds = datasets.load_dataset(hub_id, config)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.download.", dir=data_dir))
+    from eqn.ownership import drop_temp, make_temp
+
+    staging = make_temp(Path(data_dir), f"{name}.download", directory=True)
     try:
         WRITERS[name](ds, staging / name)
         data = sources.load(name, staging)
@@ -103,7 +103,7 @@ def download(name: str, data_dir: str | Path, overwrite: bool = False) -> Path:
                                         f"{rows}; nothing was written")
         install(staging / name, folder, overwrite)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        drop_temp(staging)
     return folder
 
 
