@@ -107,6 +107,9 @@ class Annotator:
 
     def set_columns(self, prefix: str = "", emotions_column: str | None = None) -> None:
         """Output column names: `prefix` + each label, and the decisions column (default `prefix` + 'emotions')."""
+        from eqn.data.sources import check_label_names
+
+        check_label_names(self.label_names, "this model's labels")
         self.label_columns_prefix = prefix
         self.label_columns = [f"{prefix}{n}" for n in self.label_names]
         self.emotions_column = emotions_column or f"{prefix}emotions"
@@ -222,12 +225,17 @@ class Annotator:
             raise DataError(source, f"text {texts[bad]!r} in column {text_column!r} is missing or not a string",
                             lines[bad] if lines else bad + 1)
         scores = self.scores(texts, batch_size)
-        out = intensity_frame({c: frame[c].tolist() for c in frame.columns}, self.intensities(scores),
+        out = intensity_frame({c: frame[c].astype(object) for c in frame.columns}, self.intensities(scores),
                               self.label_columns)
         out[self.emotions_column] = self.emotions(scores)
         return out
 
-    def annotate(self, texts: list[str], batch_size: int = BATCH_SIZE) -> pd.DataFrame:
+    def annotate(self, texts: list[str] | str, batch_size: int = BATCH_SIZE) -> pd.DataFrame:
+        """A DataFrame: one row per text (a single string is one text), its intensities and decisions."""
+        if isinstance(texts, str):
+            texts = [texts]
+        elif not hasattr(texts, "__iter__"):
+            raise TypeError(f"annotate() takes a text or a list of texts, not {type(texts).__name__}")
         return self.annotate_frame(pd.DataFrame({"text": list(texts)}, dtype=object), "text", batch_size)
 
 
@@ -311,7 +319,7 @@ def write_annotated(annotator: Annotator, chunks, out_path: Path, fmt: str, text
         try:
             for chunk in chunks:
                 frame = annotator.annotate_frame(chunk.frame, text_column, batch_size, source, chunk.lines)
-                writer = writer or ChunkWriter(target, fmt, chunk.frame.shape[1])
+                writer = writer or ChunkWriter(target, fmt, chunk.frame.shape[1], str(out_path))
                 writer.write(frame, chunk)
                 n += len(chunk.frame)
                 bar.update(len(chunk.frame))

@@ -265,6 +265,13 @@ def validate(cfg: DictConfig) -> None:
         v = cfg.data[key]
         if v is not None and v <= 0:
             problems.append(f"data.{key}={v}: must be positive (or null for all rows)")
+    if cfg.data.get("labels"):
+        from eqn.data.sources import check_label_names
+
+        try:
+            check_label_names(list(cfg.data.labels), "data.labels")
+        except ConfigError as err:
+            problems.append(str(err))
     if cfg.model.tokenizer.kind not in ("word", "pretrained"):
         problems.append(f"model.tokenizer.kind={cfg.model.tokenizer.kind!r}: choose 'word' or 'pretrained'")
     d = cfg.data

@@ -132,10 +132,25 @@ class FastScorer:
         self.report: dict = stored or {}
 
     def _stored(self) -> dict | None:
+        """The cached choice, if it is one this model can use: a known engine and one finite, non-negative margin
+        per label (a malformed or foreign file is ignored, and calibration writes a good one over it)."""
+        import math
+
         try:
-            return json.loads((self.folder / "choice.json").read_text())
+            stored = json.loads((self.folder / "choice.json").read_text())
         except (OSError, ValueError):
             return None
+        labels = len(self.module.hparams.label_names)
+        margin = stored.get("margin") if isinstance(stored, dict) else None
+        margins = margin if isinstance(margin, list) else [margin]
+        ok = (stored.get("engine") in (*self.CANDIDATES, "fp32") if isinstance(stored, dict) else False) and (
+            len(margins) in (1, labels) and all(isinstance(m, (int, float)) and not isinstance(m, bool)
+                                                and math.isfinite(m) and m >= 0 for m in margins))
+        if not ok:
+            log.warning("precision=fast: %s is not a valid choice for this model; calibrating again",
+                        self.folder / "choice.json")
+            return None
+        return stored
 
     def build(self, name: str):
         if name == "onnxruntime-int8":

@@ -11,7 +11,9 @@ from eqn.io import atomic_path
 
 def intensity_frame(columns: dict, intensities: torch.Tensor, label_names: list[str]) -> pd.DataFrame:
     """Given columns first, then one column per label: intensities rounded to 2 decimals."""
-    frame = pd.DataFrame(columns)
+    # each given column keeps its values as they are (a list of ints with a None would become floats: 7 -> 7.0)
+    frame = pd.DataFrame({k: pd.Series(v, dtype=object) if not isinstance(v, pd.Series) else v.reset_index(drop=True)
+                          for k, v in columns.items()})
     values = intensities.detach().cpu().double().numpy().round(2)
     return pd.concat([frame, pd.DataFrame(values, columns=list(label_names), index=frame.index)], axis=1)
 
@@ -24,8 +26,10 @@ def label_columns(label_names: list[str]) -> list[str]:
 
 def write_intensity_csv(path: Path, columns: dict, intensities: torch.Tensor, label_names: list[str]) -> None:
     frame = intensity_frame(columns, intensities, label_columns(label_names))
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.2f")
+    from eqn.tables import write_csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        write_csv(frame, handle, float_format="%.2f")
 
 
 def hf_dataset(ids: list[str], texts: list[str], intensities: torch.Tensor, label_names: list[str],

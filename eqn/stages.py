@@ -178,11 +178,12 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
                 export(final, run.run_dir / "export" / stage, {**run.metrics, **metrics}, dm.name, overwrite=True)
                 fault_point(f"fit:{stage}:exported")
             logger.log_stage_outputs(stage, run.run_dir, dm.split("test").texts)
-            if (run.run_dir / "logs" / stage).is_dir():  # the loggers' files of this stage are eqn's too
-                record_tree(run.run_dir / "logs" / stage)
             if before_done is not None:
                 before_done()
             write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
+    # the loggers' files of this stage are eqn's too, recorded once the logger has closed them (finalize writes)
+    if run.is_main and (run.run_dir / "logs" / stage).is_dir():
+        record_tree(run.run_dir / "logs" / stage)
     run.barrier()
     run.metrics.update(metrics)
     return final

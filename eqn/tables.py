@@ -9,6 +9,7 @@ as JSON text; a JSONL row keeps exactly its own keys.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -61,29 +62,55 @@ def read_chunks(source: str, text_column: str, chunk_size: int, header: bool = T
     check_input(source)
     try:
         if source == "-":
-            yield from _lines(sys.stdin, text_column, chunk_size)
+            stdin = getattr(sys.stdin, "buffer", None)
+            handle = io.TextIOWrapper(stdin, encoding="utf-8-sig", newline="\n") if stdin is not None else sys.stdin
+            yield from _lines(handle, text_column, chunk_size)
             return
         path = Path(source)
         suffix = path.suffix.lower()
         if suffix == ".txt":
-            with open(path, encoding="utf-8-sig", newline="") as handle:
+            with open(path, encoding="utf-8-sig", newline="\n") as handle:
                 yield from _lines(handle, text_column, chunk_size)
         elif suffix in (".jsonl", ".json"):
             yield from _jsonl(path, text_column, chunk_size)
         else:
             yield from _delimited(path, suffix == ".tsv", text_column, chunk_size, header)
     except UnicodeDecodeError as err:
-        raise DataError(source, f"is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        if source == "-":
+            raise DataError("stdin", f"is not UTF-8 text ({err.reason})") from None
+        offset, line = first_bad_byte(Path(source))
+        raise DataError(source, f"is not UTF-8 text ({err.reason}: byte at offset {offset})", line) from None
     except OSError as err:
         raise DataError(source, f"cannot be read ({err.strerror})") from None
 
 
+def first_bad_byte(path: Path) -> tuple[int | None, int | None]:
+    """The file offset and line of the first byte that is not UTF-8 (a decoder's own offset counts from the start
+    of the block it was reading, not of the file)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        for block in [*iter(lambda: handle.read(1 << 16), b""), None]:
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous block
+            try:
+                decoder.decode(block or b"", final=block is None)
+            except UnicodeDecodeError as err:
+                start = offset - pending + err.start
+                with open(path, "rb") as again:
+                    return start, again.read(start).count(b"\n") + 1
+            offset += len(block or b"")
+    return None, None
+
+
 def _lines(handle: IO[str], text_column: str, chunk_size: int) -> Iterator[Chunk]:
-    """One text per line, every line (an empty line is an empty text); only the line break is removed."""
+    """One text per line, every line (an empty line is an empty text); only the line break (\\n or \\r\\n) is
+    removed: a lone carriage return is part of the text."""
     texts: list[str] = []
     first = 1
     for line in handle:
-        texts.append(line[:-2] if line.endswith("\r\n") else line.rstrip("\n"))
+        texts.append(line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith("\n") else line)
         if len(texts) == chunk_size:
             yield Chunk(pd.DataFrame({text_column: texts}, dtype=object), list(range(first, first + len(texts))))
             first, texts = first + len(texts), []
@@ -130,36 +157,53 @@ def _json_chunk(rows: list[dict], lines: list[int], columns: list[str]) -> Chunk
 
 
 def _delimited(path: Path, tsv: bool, text_column: str, chunk_size: int, header: bool) -> Iterator[Chunk]:
+    """Every record is a row: a blank line is a row with one empty field (an empty text when the file has one
+    column); a row with more or fewer fields than the first is refused, naming its line."""
     sep, quoting = ("\t", csv.QUOTE_NONE) if tsv else (",", csv.QUOTE_MINIMAL)
+    csv.field_size_limit(sys.maxsize)
     with open(path, encoding="utf-8-sig", newline="") as handle:
-        first_row = next(csv.reader(handle, delimiter=sep, quoting=quoting), None)
-    if first_row is None:
-        raise DataError(path, "input is empty")
-    if header:
-        duplicate = sorted({c for c in first_row if first_row.count(c) > 1})
-        if duplicate:
-            raise DataError(path, f"duplicate column name(s) {duplicate} in the header", 1)
-        if text_column not in first_row:
-            raise DataError(path, f"no column {text_column!r}; the input has {first_row} (set text_column=...)", 1)
-    elif not tsv and len(first_row) > 1:
-        raise DataError(path, f"has {len(first_row)} comma-separated fields; with header=false a CSV row must be one "
-                              "field, the text (quote texts that contain commas, give the file a header and "
-                              "text_column=..., or use a .txt file: one text per line)", 1)
-    names = first_row if header else [text_column, *(f"column_{i}" for i in range(1, len(first_row)))]
-    try:
-        reader = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, chunksize=chunk_size,
-                             encoding="utf-8-sig", header=0 if header else None, quoting=quoting)
-        line = 2 if header else 1
-        for frame in reader:
-            if frame.shape[1] != len(names):
-                raise DataError(path, f"rows have {frame.shape[1]} fields, the first row {len(names)}", line)
-            frame.columns = names  # the header exactly as written (pandas renames empty and repeated names)
-            yield Chunk(frame.astype(object), list(range(line, line + len(frame))))
-            line += len(frame)
-    except pd.errors.EmptyDataError:
-        raise DataError(path, "input is empty") from None
-    except pd.errors.ParserError as err:
-        raise DataError(path, f"cannot be read: {' '.join(str(err).split())}") from None
+        reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=not tsv)
+        try:
+            first_row = next(reader, None)
+            if first_row is None:
+                raise DataError(path, "input is empty")
+            if header:
+                duplicate = sorted({c for c in first_row if first_row.count(c) > 1})
+                if duplicate:
+                    raise DataError(path, f"duplicate column name(s) {duplicate} in the header", 1)
+                if text_column not in first_row:
+                    raise DataError(path, f"no column {text_column!r}; the input has {first_row} (set text_column=...)",
+                                    1)
+            elif not tsv and len(first_row) > 1:
+                raise DataError(path, f"has {len(first_row)} comma-separated fields; with header=false a CSV row must "
+                                      "be one field, the text (quote texts that contain commas, give the file a header "
+                                      "and text_column=..., or use a .txt file: one text per line)", 1)
+            names = first_row if header else [text_column, *(f"column_{i}" for i in range(1, len(first_row)))]
+            rows: list[list[str]] = [] if header else [first_row or [""]]
+            lines: list[int] = [] if header else [1]
+            start = reader.line_num + 1
+            for fields in reader:
+                fields = fields or [""]  # a blank line
+                if len(fields) != len(names):
+                    raise DataError(path, f"row has {len(fields)} field{'s' * (len(fields) != 1)}, the "
+                                          f"{'header' if header else 'first row'} {len(names)}", start)
+                rows.append(fields)
+                lines.append(start)
+                start = reader.line_num + 1
+                if len(rows) == chunk_size:
+                    yield _table_chunk(rows, lines, names)
+                    rows, lines = [], []
+        except csv.Error as err:
+            raise DataError(path, f"cannot be read: {err}", reader.line_num) from None
+    if rows:
+        yield _table_chunk(rows, lines, names)
+
+
+def _table_chunk(rows: list[list[str]], lines: list[int], names: list[str]) -> Chunk:
+    columns = list(zip(*rows))
+    frame = pd.DataFrame({i: pd.Series(c, dtype=object) for i, c in enumerate(columns)})
+    frame.columns = names  # the header exactly as written
+    return Chunk(frame, lines)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -177,8 +221,9 @@ def _json_text(value):
 class ChunkWriter:
     """Writes annotated chunks as they come (memory does not grow with the input): CSV, TSV, JSONL or Parquet."""
 
-    def __init__(self, target: Path | IO[str], fmt: str, input_columns: int):
+    def __init__(self, target: Path | IO[str], fmt: str, input_columns: int, name: str | None = None):
         self.fmt, self.parquet, self.input_columns = fmt, None, input_columns
+        self.name = name or (str(target) if not hasattr(target, "write") else "output")  # for errors: never a temp
         self.own = not hasattr(target, "write")
         self.handle = None if fmt == "parquet" else (
             open(target, "w", encoding="utf-8", newline="") if self.own else target)
@@ -198,12 +243,15 @@ class ChunkWriter:
             if self.fmt == "tsv":
                 bad = given.apply(lambda col: col.str.contains(r"[\t\r\n]", regex=True, na=False)).any(axis=1)
                 if bad.any():
-                    raise DataError(self.path if self.own else "output", "a value holds a tab or line break, which "
+                    raise DataError(self.name, "a value holds a tab or line break, which "
                                     "TSV cannot carry; choose .csv, .jsonl or .parquet output", chunk.lines[int(
                                         bad.to_numpy().argmax())])
             out = pd.concat([given, frame.iloc[:, self.input_columns:]], axis=1)
-            out.to_csv(self.handle, sep="\t" if self.fmt == "tsv" else ",", index=False, header=self.first,
-                       quoting=csv.QUOTE_NONE if self.fmt == "tsv" else csv.QUOTE_MINIMAL, lineterminator="\n")
+            if self.fmt == "tsv":
+                out.to_csv(self.handle, sep="\t", index=False, header=self.first, quoting=csv.QUOTE_NONE,
+                           lineterminator="\n")
+            else:
+                write_csv(out, self.handle, header=self.first)
         self.first = False
 
     def _parquet(self, frame: pd.DataFrame) -> None:
@@ -215,8 +263,8 @@ class ChunkWriter:
             if self.parquet is None:
                 self.parquet = pq.ParquetWriter(str(self.path), table.schema)
             self.parquet.write_table(table.cast(self.parquet.schema))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
-            raise DataError(self.path, "Parquet needs one type per column, and the input's values do not have one "
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as err:
+            raise DataError(self.name, "Parquet needs one type per column, and the input's values do not have one "
                             f"({' '.join(str(err).split())[:160]}); choose .jsonl or .csv output") from None
 
     def close(self) -> None:
@@ -226,6 +274,30 @@ class ChunkWriter:
             self.handle.close()
         elif self.handle is not None:
             self.handle.flush()
+
+
+def write_csv(frame: pd.DataFrame, handle: IO[str], header: bool = True, float_format: str | None = None) -> None:
+    """RFC 4180 CSV, "\\n" line ends: a field holding a comma, quote, line feed *or carriage return* is quoted (the
+    csv module quotes only the line terminator's characters, so a lone "\\r" went out bare and split the row on
+    reading)."""
+    text = frame.select_dtypes(include="object")
+    bare_cr = any(text[c].map(lambda v: isinstance(v, str) and "\r" in v).any() for c in text.columns) or (
+        header and any("\r" in str(c) for c in frame.columns))
+    if not bare_cr:
+        frame.to_csv(handle, index=False, header=header, float_format=float_format, lineterminator="\n")
+        return
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=header, float_format=float_format, lineterminator="\r\n",
+                 quoting=csv.QUOTE_MINIMAL)  # with "\r\n" as terminator both characters force quotes...
+    for fields in csv.reader(io.StringIO(buffer.getvalue(), newline="")):
+        # ...then each record is written again with "\n", its fields quoted where they held a "\r"
+        handle.write(('""' if fields == [""] else ",".join(_quoted(f) for f in fields)) + "\n")
+
+
+def _quoted(field: str) -> str:
+    if not any(c in field for c in ',"\r\n'):
+        return field
+    return '"' + field.replace('"', '""') + '"'
 
 
 def _json_value(value):

@@ -78,7 +78,8 @@ def trained_run(tmp_path_factory):
 LONG_FIRST = ("test_sweeps.py::test_seeded_2x2x2", "test_search.py::test_smoke_search_resumes", "test_distributed.py::",
               "test_annotate.py::test_two_processes", "test_smoke_grid.py::test_minilm", "test_share.py::test_minilm",
               "test_fresh_clone.py::", "test_interruptions.py::test_refused", "test_interruptions.py::test_real_signal",
-              "test_sweeps.py::test_submitit", "test_resume.py::test_sigkill", "test_search.py::")
+              "test_sweeps.py::test_submitit", "test_resume.py::test_sigkill", "test_search.py::", "test_races.py::test_kill",
+              "test_races.py::test_a_refused_run")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -92,3 +92,23 @@ def test_per_label_margins_flag_every_row_a_bounded_error_could_change():
     for _ in range(30):
         noise = (torch.rand(int(kept.sum()), 6, generator=gen) * 2 - 1) * scorer.margin
         assert decisions(scores[kept] + noise, thresholds) == base
+
+
+@pytest.mark.parametrize("bad", [{"engine": "bf16", "margin": [0.1, 0.2]}, {"engine": "bf16", "margin": "x"},
+                                 {"engine": "gpu-magic", "margin": 0.1}, [1, 2], {"engine": "bf16", "margin": -1}])
+def test_a_malformed_cached_choice_is_ignored_and_rebuilt(bert_module, tmp_path, monkeypatch, bad):
+    import json
+
+    from eqn.fast import FastScorer, model_digest
+
+    monkeypatch.setenv("EQN_CACHE_DIR", str(tmp_path))
+    module, texts = bert_module
+    choice = tmp_path / "fast" / model_digest(module) / "choice.json"
+    choice.parent.mkdir(parents=True)
+    choice.write_text(json.dumps(bad))
+    scorer = FastScorer(module)
+    assert not scorer.calibrated and scorer.name == "fp32"  # not trusted: calibrates on first use
+    out = Annotator(module, precision="fast").annotate(texts[:40])
+    assert out["emotions"].tolist() == Annotator(module).annotate(texts[:40])["emotions"].tolist()
+    stored = json.loads(choice.read_text())  # rewritten: one margin, or one per label
+    assert stored != bad and FastScorer(module)._stored() == stored

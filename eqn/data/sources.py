@@ -155,6 +155,10 @@ def csv_records(path: Path, delimiter: str = ",", header: bool = True) -> Iterat
             continue
         if header and columns is None:
             columns = [c.strip() for c in fields]
+            duplicate = sorted({c for c in columns if columns.count(c) > 1})
+            if duplicate:
+                raise DataError(path, f"duplicate column name(s) {duplicate} in the header (which one is meant is "
+                                      "not knowable: rename one)", reader.line_num)
             continue
         line = reader.line_num
         if columns is not None:
@@ -445,6 +449,8 @@ def custom(data_dir: Path, path: str | None = None, train_path: str | None = Non
         probe = RowChecker(p, None, on_bad_rows, drop_empty_text, label_separator)
         raw[split] = list(custom_rows(p, text_column, label_column, id_column, probe.bad))
         skipped += probe.skipped  # unreadable rows (bad JSON, ragged)
+    if labels:
+        check_label_names(list(labels), "data.labels")
     names = list(labels) if labels else _label_union(raw, label_separator, paths)
     splits, seen_multi = {}, False
     for split, rows in raw.items():
@@ -459,6 +465,16 @@ def custom(data_dir: Path, path: str | None = None, train_path: str | None = Non
         splits["train"], splits["val"] = carve(splits["train"], val_fraction, seed + 1, stratify=not is_multi)
     name = Path(given["train"]).stem
     return LabelledData(f"custom:{name}", names, is_multi, splits, list(paths.values()), skipped)
+
+
+def check_label_names(names: list, where: str) -> None:
+    """Label names become column names: each must be a non-empty string, and no two alike."""
+    empty = [i for i, n in enumerate(names) if not isinstance(n, str) or not n.strip()]
+    if empty:
+        raise ConfigError(f"{where}: label {empty[0] + 1} of {len(names)} is empty; every label needs a name")
+    duplicate = sorted({n for n in names if names.count(n) > 1})
+    if duplicate:
+        raise ConfigError(f"{where}: duplicate label name(s) {duplicate}; every label needs its own name")
 
 
 def label_tokens(raw: object, sep: str | None) -> list[str]:
