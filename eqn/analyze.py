@@ -127,7 +127,13 @@ def analyze_run(run_dir: str | Path, others: list[str | Path] = (), metrics: dic
     collected: dict = {}
     for d in [*others, run_dir]:  # this run's values win
         if (Path(d) / "metrics.json").exists():
-            collected.update(read_json(Path(d) / "metrics.json"))
+            values = read_json(Path(d) / "metrics.json")
+            if not isinstance(values, dict):
+                from eqn.io import DataError
+
+                raise DataError(Path(d) / "metrics.json", f"is a JSON {type(values).__name__}, not eqn's metrics "
+                                                         "(an object of metric names and values)")
+            collected.update(values)
     metrics = {**collected, **(metrics or {})}
     stage = next((s for s in ("eqn", "coeqn") if (run_dir / "stages" / s / "test_scores.safetensors").exists()), None)
     summary: dict = {"run_dir": str(run_dir)}

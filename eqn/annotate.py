@@ -115,7 +115,7 @@ class Annotator:
         self.emotions_column = emotions_column or f"{prefix}emotions"
         if self.emotions_column in self.label_columns:
             raise ConfigError(f"this model has a label named {self.emotions_column!r}, which would share a column with "
-                              "the decisions; pass emotions_column=<another name> (or prefix=...)")
+                              "the decisions; pass emotions_column=<another name>")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", precision: str = "fp32",
@@ -217,8 +217,11 @@ class Annotator:
         self.set_columns(self.label_columns_prefix, self.emotions_column)
         clash = sorted(set(frame.columns) & set(self.added_columns()))
         if clash:
+            how = (f"choose another prefix= than {self.label_columns_prefix!r}, or rename them" if
+                   self.label_columns_prefix else "pass prefix=<text> (e.g. prefix=eqn_ gives eqn_joy, eqn_emotions) "
+                   "or rename them")
             raise DataError(source, f"input column(s) {clash} would be overwritten by the annotation's columns; "
-                                    "pass prefix=<text> (e.g. prefix=eqn_ gives eqn_joy, eqn_emotions) or rename them")
+                                    + how)
         texts = frame[text_column].tolist()
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
@@ -270,7 +273,11 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
     parts = out_path.with_name(out_path.name + ".shards")
     job = shard_job(ckpt, input, chunk_size, text_column, header, precision, fmt, prefix, emotions_column
                     ) if shards > 1 else None
-    if job is not None and not parts.exists() and merged_by(out_path) == digest(job):
+    if job is not None and merged_by(out_path) == digest(job):
+        if parts.exists():  # what a killed shard left (its temporaries, the job record): eqn's own only
+            from eqn.ownership import remove_owned
+
+            remove_owned(parts)
         print(f"{out_path}: already merged from this job's shards; nothing to do", file=sys.stderr)
         return {"texts": None, "annotated_here": 0, "seconds": 0.0, "texts_per_s": 0.0, "output": str(out_path),
                 "complete": True}
@@ -454,6 +461,10 @@ def main(argv: list[str] | None = None) -> None:
         annotate_file(**args)
     except (DataError, ConfigError) as err:
         sys.exit(f"eqn.annotate: {err}")
+    except KeyboardInterrupt:
+        print(f"eqn.annotate: interrupted; nothing was written to {args['output']} (finished shard chunks are kept: "
+              "rerun the same command to resume)", file=sys.stderr)
+        sys.exit(130)
     except OSError as err:
         sys.exit(f"eqn.annotate: {err.filename or args['output']}: {err.strerror or err}")
 

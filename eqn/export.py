@@ -171,7 +171,9 @@ def resolve_model(source: str | Path) -> Path:
     path = Path(source)
     if path.exists():
         return path
-    if "/" in str(source) and not str(source).startswith((".", "/", "~")):
+    if path.is_symlink():
+        raise DataError(path, "is a link that leads nowhere (a loop or a missing target)")
+    if looks_like_repo_id(str(source)):
         from huggingface_hub import snapshot_download
 
         from eqn.config import hub_model_problem
@@ -186,6 +188,14 @@ def resolve_model(source: str | Path) -> Path:
             raise DataError(source, f"not a local file or folder, and the hub download failed: "
                                     f"{' '.join(str(err).split())[:200]}") from None
     raise DataError(path, "checkpoint or model folder not found")
+
+
+def looks_like_repo_id(source: str) -> bool:
+    """owner/name, as the hub spells repo ids: one slash, no file suffix, not a path (./x, /x, ~/x, x/y/z)."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}", source)) and not source.endswith(
+        (".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".json")) and ".." not in source
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, repo_type: str = "model") -> str:
@@ -227,6 +237,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"eqn.export: missing ckpt ({USAGE})")
     if dataset and "run" not in args and "ckpt" not in args:
         sys.exit(f"eqn.export: missing run ({USAGE})")
+    if args.get("push_to_hub"):  # before any work: an upload that cannot happen writes no export either
+        from eqn.data.sources import offline_flag
+
+        if offline_flag():
+            sys.exit(f"eqn.export: push_to_hub={args['push_to_hub']}: {offline_flag()}=1 is set in the environment; "
+                     "unset it to upload (nothing was written)")
     try:
         if dataset:
             from eqn.relabeled import dataset_folder

@@ -450,8 +450,7 @@ def remove_owned(target: Path, run: str | None = None) -> list[Path]:
     temporaries there, and the folders this leaves empty (a folder holding only its ledger counts as empty);
     everything else stays."""
     target = Path(target)
-    if target.is_dir():
-        clean_temps(target, recursive=True)
+    cleaned = clean_temps(target, recursive=True) if target.is_dir() else []
     files = [target] if target.is_file() else [
         p for p in target.rglob("*") if p.is_file() and ".eqn" not in p.relative_to(target).parts]
     removed = []
@@ -461,7 +460,7 @@ def remove_owned(target: Path, run: str | None = None) -> list[Path]:
             path.unlink()
             forget(path)
             removed.append(path)
-    emptied = {q for p in removed for q in p.parents if q == target or q.is_relative_to(target)}
+    emptied = {q for p in [*removed, *cleaned] for q in Path(p).parents if q == target or q.is_relative_to(target)}
     for folder in sorted(emptied, key=lambda q: -len(q.parts)):
         if folder.is_dir() and not folder.is_symlink() and _only_ledger(folder):
             (folder / LEDGER).unlink(missing_ok=True)
@@ -525,6 +524,8 @@ def check_output(out: str | os.PathLike, overwrite: bool = False, inputs: Iterab
             raise ConfigError(f"{out}: exists and was not written by eqn (or was changed since); eqn never replaces "
                               "it: choose another output path")
     check_writable(out)
+    if not folder:
+        recording_root(out)  # eqn can record that it wrote the output (decided now, not after the work)
     return out
 
 

@@ -128,10 +128,31 @@ def write_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
 
 def main() -> float | None:
     """`python -m eqn.run`: the output folder is checked before Hydra creates it (one line, not Hydra's traceback)."""
-    problem = output_dir_problem(sys.argv[1:])
+    problem = output_dir_problem(sys.argv[1:]) or override_problem(sys.argv[1:])
     if problem:  # (no logging yet: Python's last-resort handler would print it a second time)
         sys.exit(f"eqn: error: {problem}")
     return hydra_main()
+
+
+def override_problem(argv: list[str]) -> str | None:
+    """A single run's overrides, composed once before Hydra starts: a misspelt key or a value of the wrong type is
+    one line (Hydra's own report is 6-8). Sweeps (-m) and Hydra's flags are left to Hydra."""
+    if any(a.startswith("-") for a in argv):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"),
+                                   version_base="1.3"):
+            compose("config", overrides=list(argv))
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        noise = ("full_key:", "reference_type", "object_type", "Set the environment", "To append to your config")
+        text = "\n".join(str(e) for e in (err, err.__cause__) if e is not None).split("Config search path:")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
+        return " ".join(dict.fromkeys(lines))[:400] or type(err).__name__
+    return None
 
 
 def output_dir_problem(argv: list[str]) -> str | None:

@@ -46,7 +46,8 @@ def check_input(source: str) -> None:
         return
     path = Path(source)
     if not path.exists():
-        raise DataError(path, "input file not found")
+        raise DataError(path, "is a link that leads nowhere (a loop or a missing target)" if path.is_symlink()
+                        else "input file not found")
     if path.is_dir():
         raise DataError(path, "input is a directory, not a file")
     if path.suffix.lower() not in INPUTS:
@@ -262,7 +263,12 @@ class ChunkWriter:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self.parquet is None:
                 self.parquet = pq.ParquetWriter(str(self.path), table.schema)
-            self.parquet.write_table(table.cast(self.parquet.schema))
+            schema = self.parquet.schema
+            for got, want in zip(table.schema, schema):  # a cast would change values (0 -> "0"): refused
+                if got.type != want.type and not pa.types.is_null(got.type):
+                    raise pa.ArrowInvalid(f"column {got.name!r} holds {got.type} values in a later chunk, "
+                                          f"{want.type} before")
+            self.parquet.write_table(table.cast(schema))  # only all-missing columns are cast
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as err:
             raise DataError(self.name, "Parquet needs one type per column, and the input's values do not have one "
                             f"({' '.join(str(err).split())[:160]}); choose .jsonl or .csv output") from None

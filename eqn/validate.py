@@ -26,30 +26,24 @@ NAMES = ("pearson", "spearman")
 def read_ratings(path: str | Path, text_column: str = "text", emotion_column: str = "emotion",
                  rating_column: str = "rating") -> pd.DataFrame:
     """The ratings table (text, emotion, rating as float, line); bad rows are a DataError naming the line."""
+    from eqn.tables import read_chunks
+
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "ratings file not found" if not path.exists() else "is not a file")
     suffix = path.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=True, dtype=False)
-            first_line = 1
-        elif suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                                quoting=3 if suffix == ".tsv" else 0)  # TSV: no quoting (csv.QUOTE_NONE)
-            first_line = 2
-        else:
-            raise DataError(path, f"unsupported ratings file type {suffix!r}: use .csv, .tsv or .jsonl")
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(path, f"cannot be read: {str(err).splitlines()[0]}") from None
+    if suffix not in (".jsonl", ".json", ".csv", ".tsv"):
+        raise DataError(path, f"unsupported ratings file type {suffix!r}: use .csv, .tsv or .jsonl")
+    # annotation's readers: every row with its true line (after blank lines and multi-line fields too)
+    chunks = list(read_chunks(str(path), text_column, 1 << 30))
+    frame = pd.concat([c.frame for c in chunks], ignore_index=True) if chunks else pd.DataFrame()
+    all_lines = [n for c in chunks for n in c.lines]
     missing = [c for c in (text_column, emotion_column, rating_column) if c not in frame.columns]
     if missing:
         raise DataError(path, f"missing column(s) {missing}; the file has {list(frame.columns)}", 1)
     if frame.empty:
         raise DataError(path, "no ratings in the file")
-    lines = np.arange(len(frame)) + first_line
+    lines = np.asarray(all_lines)
     ratings = pd.to_numeric(frame[rating_column], errors="coerce")
     bad = ~np.isfinite(ratings.to_numpy(dtype=float))
     if bad.any():

@@ -40,6 +40,21 @@ def files(trained_run, tmp_path_factory):
     shutil.copytree(trained_run, f["badscores"])
     (f["badscores"] / "stages" / "eqn" / "test_scores.safetensors").write_bytes(b"garbage")
     f["missing"] = tmp / "no_such_file.csv"
+    f["bigints"] = tmp / "bigints.jsonl"
+    f["bigints"].write_text(json.dumps({"text": "a", "n": 2 ** 70}) + "\n")
+    f["ratingsobj"] = tmp / "ratings.jsonl"
+    f["ratingsobj"].write_text(json.dumps({"text": "a", "emotion": "joy", "rating": 1}) + "\n[1, 2]\n")
+    f["listmetrics"] = tmp / "listmetrics"
+    shutil.copytree(trained_run, f["listmetrics"])
+    (f["listmetrics"] / "metrics.json").write_text("[1, 2]\n")
+    f["loop"] = tmp / "loop.csv"
+    os.symlink(f["loop"], f["loop"])
+    f["ckptloop"] = tmp / "loop.ckpt"
+    os.symlink(f["ckptloop"], f["ckptloop"])
+    f["ragged"] = tmp / "ragged.csv"
+    f["ragged"].write_text("text,id\na,1\nb\nc,3\n")
+    f["lateutf"] = tmp / "late.csv"
+    f["lateutf"].write_bytes(b"text\n" + b"x" * 300000 + b"\n\xff\n")
     return f
 
 
@@ -63,6 +78,17 @@ CASES = [
     ("eqn.annotate", ["ckpt={ckpt}", "input={mixed}", "output={tmp}/o.parquet"], "Parquet needs one type"),
     ("eqn.annotate", ["ckpt=nobody/no-model", "input={inp}", "output={tmp}/o.csv"], "HF_HUB_OFFLINE=1 is set"),
     ("eqn.annotate", ["ckpt={ckpt}", "input=-", "output={tmp}/o.csv", "shards=2"], "needs an input file"),
+    ("eqn.annotate", ["ckpt={ckpt}", "input={bigints}", "output={tmp}/o.parquet"], "o.parquet: Parquet needs one"),
+    ("eqn.annotate", ["ckpt={ckpt}", "input={loop}", "output={tmp}/o.csv"], "link that leads nowhere"),
+    ("eqn.annotate", ["ckpt={ckptloop}", "input={inp}", "output={tmp}/o.csv"], "link that leads nowhere"),
+    ("eqn.annotate", ["ckpt=runs/nothing/eqn.ckpt", "input={inp}", "output={tmp}/o.csv"], "checkpoint or model folder "
+                                                                                          "not found"),
+    ("eqn.annotate", ["ckpt={ckpt}", "input={ragged}", "output={tmp}/o.csv"], "line 3: row has 1 field, the header 2"),
+    ("eqn.annotate", ["ckpt={ckpt}", "input={lateutf}", "output={tmp}/o.csv"], "line 3: is not UTF-8 text (invalid "
+                                                                                "start byte: byte at offset 300006)"),
+    ("eqn.validate", ["ckpt={ckpt}", "ratings={ratingsobj}"], "ratings.jsonl, line 2: a JSONL row must be an object"),
+    ("eqn.analyze", ["{listmetrics}"], "is a JSON list, not eqn's metrics"),
+    ("eqn.export", ["ckpt={ckpt}", "out={tmp}/pushed", "push_to_hub=me/model"], "nothing was written"),
     ("eqn.export", ["run={run}"], "add dataset=true"),
     ("eqn.export", ["ckpt={ckpt}", "out={afile}"], "exists and is a file"),
     ("eqn.export", ["ckpt={ckpt}", "out={tmp}/m", "private=maybe"], "private='maybe': must be true or false"),
@@ -144,3 +170,91 @@ def test_a_hub_model_offline_and_not_cached_stops_in_one_line(tmp_path):
     message = str(err.value)
     assert "nobody/not-cached-model: neither a local folder nor in the Hugging Face cache" in message
     assert "HF_HUB_OFFLINE=1 is set" in message and "huggingface-cli download" in message and "\n" not in message
+
+
+def test_non_utf8_stdin_is_one_line(files, monkeypatch, capsys):
+    import io
+
+    from eqn.annotate import main
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"fine\n\xff\xfe bad\n"), encoding="utf-8"))
+    with pytest.raises(SystemExit) as exit_:
+        main([f"ckpt={files['ckpt']}", "input=-", f"output={files['tmp'] / 'stdin.csv'}"])
+    assert "stdin: is not UTF-8 text" in str(exit_.value.code) and "\n" not in str(exit_.value.code)
+    assert not (files["tmp"] / "stdin.csv").exists()
+
+
+def test_a_shard_after_the_merge_says_already_merged_with_a_stale_temporary(files, tmp_path, capsys):
+    import socket
+
+    from eqn.annotate import main
+    from eqn.ownership import ledger_root
+
+    inp = tmp_path / "in.csv"
+    inp.write_text("text\n" + "".join(f"t {i}\n" for i in range(20)))
+    args = [f"ckpt={files['ckpt']}", f"input={inp}", f"output={tmp_path / 'o.csv'}", "chunk_size=5", "shards=2",
+            "progress=false"]
+    for shard in (0, 1):
+        main([*args, f"shard={shard}"])
+    parts = tmp_path / "o.csv.shards"
+    parts.mkdir()
+    stale = parts / ".eqn-tmp-99999-0badf00d-chunk-00000001.csv.tmp"  # what a killed late shard left
+    stale.write_text("half a chunk")
+    with open(ledger_root(stale) / ".eqn" / "owned.jsonl", "a") as ledger:  # noted by a process now gone
+        ledger.write(json.dumps({"path": stale.relative_to(ledger_root(stale)).as_posix(), "temp": True,
+                                 "pid": 2 ** 22 + 7, "host": socket.gethostname(), "time": 0}) + "\n")
+    main([*args, "shard=1"])  # exits 0
+    assert "already merged" in capsys.readouterr().err and not parts.exists()
+
+
+def test_a_shared_folder_whose_ledger_eqn_cannot_write(files, tmp_path, monkeypatch):
+    """The nearest ledger belongs to someone else: eqn records its output in a ledger of the output's own folder,
+    decided before any work, and a rerun with overwrite=true knows the file as eqn's."""
+    import eqn.ownership as ownership
+    from eqn.annotate import annotate_file
+
+    shared = tmp_path / "shared"
+    (shared / ".eqn").mkdir(parents=True)
+    (shared / ".eqn" / "owned.jsonl").write_text("")
+    theirs = shared / ".eqn" / "owned.jsonl"
+    real = ownership._can_append
+    monkeypatch.setattr(ownership, "_can_append", lambda root: root != shared and real(root))
+    out = shared / "mine" / "out.csv"
+    out.parent.mkdir()
+    annotate_file(str(files["ckpt"]), str(files["inp"]), str(out), progress=False)
+    assert theirs.read_text() == "" and ownership.owns_file(out)
+    annotate_file(str(files["ckpt"]), str(files["inp"]), str(out), progress=False, overwrite=True)
+    from eqn.io import ConfigError
+
+    with pytest.raises(ConfigError, match="owned.jsonl is not writable"):  # no folder of its own to record in
+        annotate_file(str(files["ckpt"]), str(files["inp"]), str(shared / "top.csv"), progress=False)
+    assert not (shared / "top.csv").exists()
+
+
+def test_sigint_during_annotation_is_one_line_and_130(files, tmp_path):
+    import signal
+    import time
+
+    inp = tmp_path / "many.txt"
+    inp.write_text("".join(f"text number {i} is here\n" for i in range(200000)))
+    proc = subprocess.Popen([sys.executable, "-m", "eqn.annotate", f"ckpt={files['ckpt']}", f"input={inp}",
+                             f"output={tmp_path / 'o.csv'}", "progress=false", "chunk_size=1000"], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".eqn-tmp-*")) and time.time() < deadline:  # the output is being written
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().count("\n") == 0 and "interrupted" in err, err[-3000:]
+    assert not (tmp_path / "o.csv").exists() and not list(tmp_path.glob(".eqn-tmp-*"))
+
+
+def test_hydra_override_mistakes_are_one_line():
+    from eqn.run import override_problem
+
+    assert "could not be converted to Integer" in override_problem(["trainer.max_epochs=abc"])
+    assert "Key 'max_epoch' not in 'TrainerConfig'" in override_problem(["trainer.max_epoch=3"])
+    assert override_problem(["trainer.max_epochs=3", "hydra.run.dir=/tmp/x"]) is None
+    done = subprocess.run([sys.executable, "-m", "eqn.run", "trainer.max_epoch=3"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # the command itself: one line, exit 1
+    assert done.returncode == 1 and done.stderr.strip().count("\n") == 0 and "max_epoch" in done.stderr, done.stderr

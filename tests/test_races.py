@@ -257,6 +257,7 @@ def test_a_refused_run_writes_nothing_into_the_folder(tmp_path):
 
 
 def killed(module: str, argv: list[str], point: str, cwd=ROOT) -> None:
+    """`python -m module argv`, killed with SIGKILL (no handler, no cleanup) at the fault point `point`."""
     done = subprocess.run([sys.executable, "-m", module, *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "EQN_FAULT_AT": point, "EQN_FAULT_SIGNAL": "9"})
     assert done.returncode == -9, (point, done.stderr[-2000:])
@@ -285,28 +286,26 @@ def test_kill_during_the_pipelines_temporary_folders_then_resume(tmp_path):
 
 
 def test_kill_during_annotation_shards_export_and_dataset_then_rerun(ckpt, trained_run, texts, tmp_path):
-    out = tmp_path / "out.csv"
-    base = [f"ckpt={ckpt}", f"input={texts}", "progress=false"]
-    killed("eqn.annotate", [*base, f"output={out}"], "write:out.csv")
-    assert temps(tmp_path) and not out.exists()
     from eqn.annotate import main as annotate
-
-    annotate([*base, f"output={out}"])
-    assert not temps(tmp_path)
-    sharded = tmp_path / "sharded.csv"
-    shard_args = [*base, f"output={sharded}", "chunk_size=10", "shards=2"]
-    killed("eqn.annotate", [*shard_args, "shard=0"], "write:chunk-00000000.csv")
-    for shard in (0, 1):
-        annotate([*shard_args, f"shard={shard}"])
-    assert sharded.read_bytes() == out.read_bytes() and not temps(tmp_path)
-    model = tmp_path / "model"
-    killed("eqn.export", [f"ckpt={ckpt}", f"out={model}"], "folder:model")
     from eqn.export import main as exporter
 
+    single = tmp_path / "single.csv"
+    annotate([f"ckpt={ckpt}", f"input={texts}", "progress=false", f"output={single}"])
+    sharded = tmp_path / "sharded.csv"
+    args = [f"ckpt={ckpt}", f"input={texts}", "progress=false", f"output={sharded}", "chunk_size=10", "shards=2"]
+    annotate([*args, "shard=0"])
+    killed("eqn.annotate", [*args, "shard=1"], "write:sharded.csv")  # the output's temporary (chunks: the same path)
+    assert temps(tmp_path) and not sharded.exists()
+    annotate([*args, "shard=1"])
+    assert sharded.read_bytes() == single.read_bytes() and not temps(tmp_path)
+    model = tmp_path / "model"
+    killed("eqn.export", [f"ckpt={ckpt}", f"out={model}"], "folder:model")
+    assert temps(tmp_path)
     exporter([f"ckpt={ckpt}", f"out={model}"])
     assert owns_folder(model) and not temps(tmp_path)
     run_dir = tmp_path / "copy"
     shutil.copytree(trained_run, run_dir)
     killed("eqn.export", [f"run={run_dir}", "dataset=true"], "folder:hub_dataset")
+    assert temps(run_dir)
     exporter([f"run={run_dir}", "dataset=true"])
     assert owns_folder(run_dir / "hub_dataset") and not temps(run_dir)

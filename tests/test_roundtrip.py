@@ -3,6 +3,7 @@
 input format -> every output format -> read back equal to the input, row for row, or refused in one line where the
 output format cannot carry a value (TSV: tabs and line breaks; Parquet: one type per column, int64)."""
 import csv
+import os
 import json
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def as_text(value):
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=int(os.environ.get("EQN_HYPOTHESIS_EXAMPLES", "90")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(case=tables())
 def test_every_value_round_trips_through_every_format(annotator, tmp_path_factory, case):

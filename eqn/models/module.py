@@ -192,9 +192,16 @@ def load_module(path: str | Path, map_location: str = "cpu") -> EQNModule:
     (weights_only=True), the backbone from eqn's allow-list. Anything else is one DataError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "checkpoint not found" if not path.exists() else "is not a checkpoint file")
+        raise DataError(path, "is a link that leads nowhere (a loop or a missing target)" if path.is_symlink() and
+                        not path.exists() else "checkpoint not found" if not path.exists() else
+                        "is not a checkpoint file")
     import zipfile
 
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as err:
+        raise DataError(path, f"cannot be read ({err.strerror or err})") from None
     try:
         if not zipfile.is_zipfile(path):  # every checkpoint torch.save has written since 1.6 is a zip archive
             raise DataError(path, "not a PyTorch checkpoint (truncated or corrupt file)")
