@@ -309,3 +309,15 @@ def test_kill_during_annotation_shards_export_and_dataset_then_rerun(ckpt, train
     assert temps(run_dir)
     exporter([f"run={run_dir}", "dataset=true"])
     assert owns_folder(run_dir / "hub_dataset") and not temps(run_dir)
+
+
+def test_restart_refuses_a_user_folder_in_relabeled_before_any_training(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run(tiny(tmp_path, "pipeline=eqn", "pipeline.analyze=false"), run_dir=str(run_dir))
+    (run_dir / "relabeled" / "mine").mkdir()  # an empty folder of the user's inside eqn's dataset folder
+    import eqn.pipeline
+
+    monkeypatch.setattr(eqn.pipeline, "fit", lambda *a, **k: pytest.fail("trained before refusing"))
+    with pytest.raises(ConfigError, match="relabeled/mine: eqn writes here"):
+        run(tiny(tmp_path, "pipeline=eqn", "pipeline.analyze=false", "pipeline.restart=true"), run_dir=str(run_dir))
+    assert (run_dir / "relabeled" / "mine").is_dir() and owns_file(run_dir / "relabeled" / "README.md")
