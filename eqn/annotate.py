@@ -65,7 +65,7 @@ class RankBatches:
         return len(self._mine())
 
 
-PRECISIONS = ("fp32", "bf16", "int8", "fast")
+PRECISIONS = ("fp32", "bf16", "int8", "fast", "auto")  # auto: bf16 where the hardware has it, else fp32
 
 
 def check_device(device: str) -> None:
@@ -81,6 +81,10 @@ class Annotator:
         check_device(device)
         if precision not in PRECISIONS:
             raise ConfigError(f"precision={precision!r}: choose one of {list(PRECISIONS)}")
+        from eqn.precision import annotation_precision
+
+        self.asked_precision = precision
+        precision, self.precision_reason = annotation_precision(precision, device)
         if precision in ("int8", "fast") and not str(device).startswith("cpu"):
             raise ConfigError(f"precision={precision} is CPU-only (int8 weights); use bf16 on a GPU")
         self.module = module.to(device).eval()
@@ -285,6 +289,8 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
         check_output(out_path, overwrite, inputs=[input, ckpt])
     annotator = Annotator.from_checkpoint(ckpt, device, precision, devices)
     annotator.set_columns(prefix, emotions_column)
+    if annotator.asked_precision == "auto":
+        print(f"precision=auto: {annotator.precision} ({annotator.precision_reason})", file=sys.stderr)
     if job is not None:
         claim_parts(parts, job)
     started, n, done = time.perf_counter(), 0, 0
@@ -444,7 +450,7 @@ def merge_parts(parts: Path, count: int, out_path: Path, fmt: str, job: str | No
 
 
 USAGE = ("usage: python -m eqn.annotate ckpt=<checkpoint|folder|hub id> input=<file|-> output=<file|-> "
-         "[text_column=text] [batch_size=64] [chunk_size=20000] [overwrite=true] [precision=fp32|fast|bf16|int8] "
+         "[text_column=text] [batch_size=64] [chunk_size=20000] [overwrite=true] [precision=fp32|fast|bf16|int8|auto] "
          "[shards=K shard=i] [devices=N] [header=false] [prefix=eqn_] [emotions_column=emotions]")
 
 

@@ -42,6 +42,12 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict[str, float]:
     """Run the configured pipeline (also callable from tests with a composed config)."""
     quiet_lightning()
     config.validate(cfg)
+    if str(cfg.trainer.get("precision")) == "auto":  # bf16 only where the hardware has it (eqn/precision.py)
+        from eqn.precision import training_precision
+
+        chosen, why = training_precision("auto", cfg.trainer.get("accelerator", "auto"))
+        OmegaConf.update(cfg, "trainer.precision", chosen)
+        log.info("trainer.precision=auto: %s (%s)", chosen, why)
     if cfg.get("print_config"):
         print(OmegaConf.to_yaml(cfg, resolve=True))
     if run_dir is None:

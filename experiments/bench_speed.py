@@ -177,6 +177,10 @@ def main() -> None:
     predict_scores(trainer, module, dm.predict_loader("train"), n)
     regress_s = time.perf_counter() - started
 
+    from eqn.precision import native_bf16, training_precision
+
+    auto, auto_why = training_precision("auto", "cpu")  # what trainer.precision=auto / precision=auto choose here
+    auto_ratio = per_s["eqn_bf16"] / per_s["eqn_fp32"]
     peak_flops = matmul_flops()
     peak_flops_bf16 = matmul_flops(dtype=torch.bfloat16)
     per_token = train_flops_per_token(module, real_tokens / n)
@@ -196,6 +200,8 @@ def main() -> None:
         "train_flops_per_real_token": per_token,
         "mfu_eqn_fp32": tokens_per_s["eqn_fp32"] * per_token / peak_flops,
         "mfu_eqn_bf16": tokens_per_s["eqn_bf16"] * per_token / peak_flops_bf16,
+        "precision_auto": {"chosen": auto, "why": auto_why, "native_bf16": native_bf16("cpu")[0],
+                           "bf16_vs_fp32_training_speed": auto_ratio},
     }
     write_json(args.out, result, own=False)  # the project's results file
     print("\n| run | samples/s | tokens/s | median s |\n|---|---|---|---|")
@@ -210,6 +216,8 @@ def main() -> None:
           f"{result['regression_pass_texts_per_s']:.0f} texts/s; peak RSS {result['peak_rss_mib']:.0f} MiB")
     print(f"matmul {peak_flops / 1e9:.1f} GFLOP/s fp32, {peak_flops_bf16 / 1e9:.1f} GFLOP/s bf16; training reaches "
           f"{100 * result['mfu_eqn_fp32']:.1f}% of fp32 and {100 * result['mfu_eqn_bf16']:.1f}% of bf16 peak")
+    print(f"precision=auto chooses {auto} here: {auto_why}; measured bf16/fp32 training speed {auto_ratio:.2f}x"
+          + ("" if (auto == "bf16-mixed") == (auto_ratio > 1) else " (the measurement disagrees with the CPU flags)"))
     print(f"wrote {args.out}")
 
 

@@ -41,7 +41,7 @@ CONFIGS: dict[str, tuple[list[str], int, bool]] = {
     "tsa3_textcnn": (["data=tsa3", "model=textcnn"], 5, True),
     "goemotions_cnn": (["data=goemotions", "model=cnn"], 5, False),
     "goemotions_minilm": (["data=goemotions", "model=minilm", "trainer.max_epochs=1",
-                           "trainer.precision=bf16-mixed"], 1, False),
+                           "trainer.precision=auto"], 1, False),
 }
 SINGLE_LABEL_LOSS = {"bce": "ce"}  # a variant's loss -> the single-label classifier's own (others unchanged)
 
