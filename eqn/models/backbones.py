@@ -134,7 +134,8 @@ class Bert(nn.Module):
     """
 
     def __init__(self, pretrained: str, pooling: str = "pooler", random_init: bool = False,
-                 config_overrides: dict | None = None, hf_config: dict | None = None, **_):
+                 config_overrides: dict | None = None, hf_config: dict | None = None, lora: dict | None = None,
+                 **_):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
@@ -149,9 +150,11 @@ class Bert(nn.Module):
             config = AutoConfig.from_pretrained(pretrained, **(config_overrides or {}))
             self.encoder = (AutoModel.from_config(config, **extra) if random_init
                             else AutoModel.from_pretrained(pretrained, config=config, **extra))
-        self.encoder.train()  # from_pretrained returns eval mode; Lightning would keep dropout off
         self.hf_config = self.encoder.config.to_dict()
         self.output_dim = self.encoder.config.hidden_size
+        if lora:  # a parameter-efficient delta (peft LoRA): the encoder frozen, low-rank updates trained
+            self.encoder = with_lora(self.encoder, lora)
+        self.encoder.train()  # from_pretrained returns eval mode; Lightning would keep dropout off
 
     def forward(self, input_ids, attention_mask):
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
@@ -160,6 +163,35 @@ class Bert(nn.Module):
         if self.pooling == "cls":
             return out.last_hidden_state[:, 0]
         return masked_mean(out.last_hidden_state, attention_mask)
+
+
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
+# named sets of BERT modules for model.backbone.lora.target_modules (a list of module names works too)
+LORA_TARGETS = {"qv": ["query", "value"], "attention": ["query", "key", "value", "attention.output.dense"],
+                "all": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]}
+
+
+def with_lora(encoder: nn.Module, lora: dict) -> nn.Module:
+    """`encoder` wrapped by peft's LoRA: {r, alpha, dropout, target_modules} (BERT names: query, key, value,
+    attention.output.dense, intermediate.dense, output.dense); only the LoRA matrices train."""
+    from peft import LoraConfig, get_peft_model
+
+    unknown = sorted(set(lora) - set(LORA_KEYS))
+    if unknown:
+        raise ValueError(f"model.backbone.lora: unknown key(s) {unknown}; use {list(LORA_KEYS)}")
+    r = int(lora.get("r", 8))
+    if r < 1:
+        raise ValueError(f"model.backbone.lora.r={r}: must be at least 1")
+    targets = lora.get("target_modules") or "qv"
+    if isinstance(targets, str):
+        if targets not in LORA_TARGETS:
+            raise ValueError(f"model.backbone.lora.target_modules={targets!r}: name one of {list(LORA_TARGETS)} or "
+                             "give a list of module names")
+        targets = LORA_TARGETS[targets]
+    alpha = lora.get("alpha")
+    config = LoraConfig(r=r, lora_alpha=float(2 * r if alpha is None else alpha),
+                        lora_dropout=float(lora.get("dropout") or 0.0), target_modules=list(targets), bias="none")
+    return get_peft_model(encoder, config)
 
 
 @torch.no_grad()
