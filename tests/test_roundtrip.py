@@ -3,8 +3,8 @@
 input format -> every output format -> read back equal to the input, row for row, or refused in one line where the
 output format cannot carry a value (TSV: tabs and line breaks; Parquet: one type per column, int64)."""
 import csv
-import os
 import json
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
