@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import Callback
@@ -65,7 +66,8 @@ class RankBatches:
         return len(self._mine())
 
 
-PRECISIONS = ("fp32", "bf16", "int8", "fast", "auto")  # auto: bf16 where the hardware has it, else fp32
+PRECISIONS = ("fp32", "bf16", "int8", "fast", "auto")
+LONG_TEXTS = ("truncate", "windows")  # a text longer than the model's max_length: cut, or max over windows  # auto: bf16 where the hardware has it, else fp32
 
 
 def check_device(device: str) -> None:
@@ -77,7 +79,8 @@ class Annotator:
     """precision: fp32; bf16 (autocast, CPU or GPU); int8 (dynamic quantisation of the Linear layers, CPU); fast (the
     fastest path, then fp32 for every row whose decisions it could have got wrong: fp32's `emotions`; eqn/fast.py)."""
 
-    def __init__(self, module: EQNModule, device: str = "cpu", precision: str = "fp32", devices: int = 1):
+    def __init__(self, module: EQNModule, device: str = "cpu", precision: str = "fp32", devices: int = 1,
+                 long_texts: str = "truncate"):
         check_device(device)
         if precision not in PRECISIONS:
             raise ConfigError(f"precision={precision!r}: choose one of {list(PRECISIONS)}")
@@ -105,6 +108,9 @@ class Annotator:
             self.fast = FastScorer(self.module)
         self.precision, self.devices = precision, devices
         self.device, self.max_length = device, int(module.hparams.get("max_length", 128))
+        if long_texts not in LONG_TEXTS:
+            raise ConfigError(f"long_texts={long_texts!r}: choose one of {list(LONG_TEXTS)}")
+        self.long_texts, self.long = long_texts, 0  # how texts longer than max_length are scored; how many were
         self.encoder = TextEncoder.from_str(module.hparams.encoder)
         self.label_names: list[str] = list(module.hparams.label_names)
         self.label_columns_prefix, self.label_columns, self.emotions_column = "", list(self.label_names), "emotions"
@@ -123,14 +129,14 @@ class Annotator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", precision: str = "fp32",
-                        devices: int = 1) -> "Annotator":
+                        devices: int = 1, long_texts: str = "truncate") -> "Annotator":
         """A run checkpoint, an exported model folder, or a hub repo id of one."""
         from eqn.export import load_folder, resolve_model
 
         check_device(device)  # before loading: a CUDA-saved tensor on a CPU machine would be a confusing error
         path = resolve_model(path)
         module = load_folder(path, device) if path.is_dir() else load_module(path, map_location=device)
-        return cls(module, device, precision, devices)
+        return cls(module, device, precision, devices, long_texts)
 
     @property
     def thresholds(self) -> torch.Tensor:
@@ -138,22 +144,38 @@ class Annotator:
 
     @torch.inference_mode()
     def scores(self, texts: list[str], batch_size: int = BATCH_SIZE) -> torch.Tensor:
-        """(N x C) intensities; batches sorted by length so padding stays small. Texts are cut to
-        MAX_CHARS_PER_TOKEN x max_length characters first: the model sees at most max_length tokens anyway."""
+        """(N x C) intensities; batches sorted by length so padding stays small. A text longer than the model's
+        max_length tokens is cut there (long_texts="truncate": texts are first cut to MAX_CHARS_PER_TOKEN x
+        max_length characters, more than the model sees) or scored in overlapping windows of max_length tokens, each
+        label's intensity the maximum over the windows (long_texts="windows"); `self.long` counts such texts."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
+        windows = self.long_texts == "windows"
         limit = MAX_CHARS_PER_TOKEN * self.max_length
-        ids, lengths = self.encoder.encode([t[:limit] for t in texts], self.max_length, parallel=True)
-        ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
-        if self.devices > 1 and len(texts) > batch_size:  # whole batches per rank: at least two batches
-            return self.scores_distributed(ids, lengths, batch_size)
+        ids, lengths, owner = self.encoder.encode_windows(
+            texts if windows else [t[:limit] for t in texts], self.max_length, parallel=True,
+            overlap=max(1, self.max_length // 4) if windows else None)
+        long = self.encoder.overflowed | (np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > limit
+                                          if not windows else False)
+        self.long += int(long.sum())
+        ids, lengths, owner = torch.from_numpy(ids), torch.from_numpy(lengths), torch.from_numpy(owner)
+        if self.devices > 1 and len(lengths) > batch_size:  # whole batches per rank: at least two batches
+            return self.per_text(self.scores_distributed(ids, lengths, batch_size), owner, len(texts))
         if self.fast is not None and not self.fast.calibrated:  # first use of this model: pick the engine
             first = torch.arange(min(len(lengths), CALIBRATION_TEXTS))
             self.fast.calibrate(ids[first], lengths[first], batch_size, self.scores_local, self.thresholds,
                                 bool(self.module.hparams.multi_label))
         if self.fast is not None and self.fast.engine is not None:
-            return self.scores_fast(ids, lengths, batch_size)
-        return self.scores_local(ids, lengths, batch_size)
+            return self.scores_fast(ids, lengths, batch_size, owner, len(texts))
+        return self.per_text(self.scores_local(ids, lengths, batch_size), owner, len(texts))
+
+    @staticmethod
+    def per_text(window_scores: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+        """Each text's scores: the maximum, label by label, over its windows (one window: its scores)."""
+        if len(owner) == n:
+            return window_scores
+        out = torch.full((n, window_scores.shape[1]), float("-inf"), dtype=window_scores.dtype)
+        return out.scatter_reduce(0, owner.long().unsqueeze(1).expand_as(window_scores), window_scores, "amax")
 
     def scores_local(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         def score(batch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -164,15 +186,19 @@ class Annotator:
 
         return length_sorted_scores(score, ids, lengths, batch_size, len(self.label_names))
 
-    def scores_fast(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """The fast engine's scores; fp32's for the rows whose decisions the engine could have got wrong."""
+    def scores_fast(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int, owner: torch.Tensor,
+                    n: int) -> torch.Tensor:
+        """The fast engine's scores; fp32's for the texts whose decisions the engine could have got wrong (judged on
+        each text's own scores, after its windows are combined: every window of such a text is rescored)."""
         fast = self.fast.engine_scores(ids, lengths, batch_size)
-        need = self.fast.uncertain(fast, self.thresholds, bool(self.module.hparams.multi_label)).nonzero().flatten()
+        texts = self.fast.uncertain(self.per_text(fast, owner, n), self.thresholds,
+                                    bool(self.module.hparams.multi_label))
+        need = texts[owner.long()].nonzero().flatten()
         if len(need):
             fast[need] = self.scores_local(ids[need], lengths[need], batch_size)
-        self.fast.rows += len(lengths)
-        self.fast.rescored += len(need)
-        return fast
+        self.fast.rows += n
+        self.fast.rescored += int(texts.sum())
+        return self.per_text(fast, owner, n)
 
     def scores_distributed(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         """Lightning `trainer.predict` over `devices` processes (ddp_spawn), rows gathered back by index: the same
@@ -252,7 +278,8 @@ class Annotator:
 def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text", batch_size: int = BATCH_SIZE,
                   chunk_size: int = 20000, overwrite: bool = False, device: str = "cpu", progress: bool = True,
                   header: bool = True, precision: str = "fp32", shards: int = 1, shard: int = 0,
-                  devices: int = 1, prefix: str = "", emotions_column: str | None = None) -> dict:
+                  devices: int = 1, prefix: str = "", emotions_column: str | None = None,
+                  long_texts: str = "truncate") -> dict:
     """Annotate a file chunk by chunk: the output holds exactly the input's rows, in order, with its columns and
     values unchanged, then one intensity column per label and the decisions. With shards=K, this call does shard
     `shard` (chunks c with c % K == shard), each chunk written atomically under <output>.shards/ (a finished chunk
@@ -267,6 +294,8 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
         raise ConfigError(f"shard={shard!r}: must lie in 0..{shards - 1} (shards={shards})")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}: choose one of {list(PRECISIONS)}")
+    if long_texts not in LONG_TEXTS:
+        raise ConfigError(f"long_texts={long_texts!r}: choose one of {list(LONG_TEXTS)}")
     fmt = output_format(output)
     check_input(input)
     if output == "-" and shards > 1:
@@ -275,8 +304,8 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
         raise ConfigError("shards>1 needs an input file (every shard reads the input), not stdin")
     out_path = Path(output)
     parts = out_path.with_name(out_path.name + ".shards")
-    job = shard_job(ckpt, input, chunk_size, text_column, header, precision, fmt, prefix, emotions_column
-                    ) if shards > 1 else None
+    job = shard_job(ckpt, input, chunk_size, text_column, header, precision, fmt, prefix, emotions_column,
+                    long_texts) if shards > 1 else None
     if job is not None and merged_by(out_path) == digest(job):
         if parts.exists():  # what a killed shard left (its temporaries, the job record): eqn's own only
             from eqn.ownership import remove_owned
@@ -287,7 +316,7 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
                 "complete": True}
     if output != "-":
         check_output(out_path, overwrite, inputs=[input, ckpt])
-    annotator = Annotator.from_checkpoint(ckpt, device, precision, devices)
+    annotator = Annotator.from_checkpoint(ckpt, device, precision, devices, long_texts)
     annotator.set_columns(prefix, emotions_column)
     if annotator.asked_precision == "auto":
         print(f"precision=auto: {annotator.precision} ({annotator.precision_reason})", file=sys.stderr)
@@ -317,7 +346,12 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
     stats = {"texts": n, "annotated_here": done, "seconds": seconds, "texts_per_s": done / max(seconds, 1e-9),
              "output": str(out_path), "complete": output == "-" or out_path.exists()}
     where = out_path if stats["complete"] else f"{out_path} (waiting for the other shards)"
-    print(f"annotated {done} texts in {seconds:.1f} s ({stats['texts_per_s']:.0f} texts/s) -> {where}", file=sys.stderr)
+    stats["longer_than_max"] = annotator.long
+    longer = (f"; {annotator.long} longer than the model's {annotator.max_length} tokens: "
+              + ("scored in overlapping windows (max per label)" if long_texts == "windows" else
+                 "cut there (long_texts=windows scores them whole)")) if annotator.long else ""
+    print(f"annotated {done} texts in {seconds:.1f} s ({stats['texts_per_s']:.0f} texts/s){longer} -> {where}",
+          file=sys.stderr)
     return stats
 
 
@@ -351,7 +385,7 @@ def write_annotated(annotator: Annotator, chunks, out_path: Path, fmt: str, text
 
 
 def shard_job(ckpt: str, input: str, chunk_size: int, text_column: str, header: bool, precision: str, fmt: str,
-              prefix: str, emotions_column: str | None) -> dict:
+              prefix: str, emotions_column: str | None, long_texts: str = "truncate") -> dict:
     """What makes a shard job's chunks: the model's and the input's content, and every option that changes rows."""
     from eqn.export import resolve_model
 
@@ -359,7 +393,7 @@ def shard_job(ckpt: str, input: str, chunk_size: int, text_column: str, header: 
     files = sorted(p for p in model.rglob("*") if p.is_file() and ".eqn" not in p.parts) if model.is_dir() else [model]
     return {"model": digest({}, files), "input": digest({}, [input]), "chunk_size": chunk_size,
             "text_column": text_column, "header": header, "precision": precision, "format": fmt, "prefix": prefix,
-            "emotions_column": emotions_column}
+            "emotions_column": emotions_column, **({"long_texts": long_texts} if long_texts != "truncate" else {})}
 
 
 def merged_by(out_path: Path) -> str | None:
@@ -451,7 +485,8 @@ def merge_parts(parts: Path, count: int, out_path: Path, fmt: str, job: str | No
 
 USAGE = ("usage: python -m eqn.annotate ckpt=<checkpoint|folder|hub id> input=<file|-> output=<file|-> "
          "[text_column=text] [batch_size=64] [chunk_size=20000] [overwrite=true] [precision=fp32|fast|bf16|int8|auto] "
-         "[shards=K shard=i] [devices=N] [header=false] [prefix=eqn_] [emotions_column=emotions]")
+         "[shards=K shard=i] [devices=N] [header=false] [prefix=eqn_] [emotions_column=emotions] "
+         "[long_texts=truncate|windows]")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -459,7 +494,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse(argv if argv is not None else sys.argv[1:], "eqn.annotate", USAGE,
                  known=("ckpt", "input", "output", "text_column", "batch_size", "chunk_size", "overwrite", "device",
-                        "progress", "header", "precision", "shards", "shard", "devices", "prefix", "emotions_column"),
+                        "progress", "header", "precision", "shards", "shard", "devices", "prefix", "emotions_column",
+                        "long_texts"),
                  required=("ckpt", "input", "output"), aliases={"trainer.devices": "devices"},
                  ints={"batch_size": 1, "chunk_size": 1, "shards": 1, "shard": 0, "devices": 1},
                  bools=("overwrite", "progress", "header"))

@@ -46,14 +46,35 @@ class TextEncoder:
 
     def encode(self, texts: list[str], max_length: int, parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(N x max_len) int32 ids padded with pad_id, and the N lengths (each >= 1). `parallel` tokenises on every
-        core even where TOKENIZERS_PARALLELISM=false (set for training, whose data loader workers fork)."""
-        self.tokenizer.enable_truncation(max_length)
-        with tokenizer_threads(parallel):
-            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
-        self.tokenizer.no_truncation()
-        rows = [e.ids for e in encodings]
+        core even where TOKENIZERS_PARALLELISM=false (set for training, whose data loader workers fork).
+        `self.overflowed` marks the texts that were longer than max_length (and cut)."""
+        ids, lengths, _ = self.encode_windows(texts, max_length, parallel, overlap=None)
+        return ids, lengths
+
+    def encode_windows(self, texts: list[str], max_length: int, parallel: bool = False, overlap: int | None = 0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like encode, but a text longer than max_length becomes several windows of max_length tokens, each
+        overlapping the one before by `overlap` tokens (overlap=None: only the first window, the text cut).
+        Returns (ids, lengths, owner): owner[i] is the text that window i belongs to."""
+        self.tokenizer.enable_truncation(max_length, stride=overlap or 0)
+        try:
+            with tokenizer_threads(parallel):
+                encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        finally:
+            self.tokenizer.no_truncation()
+        self.overflowed = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings))
+        if overlap is None:
+            owner = np.arange(len(encodings))
+            rows = [e.ids for e in encodings]
+        else:
+            windows = [[e, *e.overflowing] for e in encodings]
+            owner = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
+            rows = [w.ids for ws in windows for w in ws]
+        return (*self._pad(rows, len(rows)), owner)
+
+    def _pad(self, rows: list[list[int]], n: int) -> tuple[np.ndarray, np.ndarray]:
         counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        ids = np.full((len(texts), int(counts.max(initial=1))), self.pad_id, dtype=np.int32)
+        ids = np.full((n, int(counts.max(initial=1))), self.pad_id, dtype=np.int32)
         ids[np.arange(ids.shape[1]) < counts[:, None]] = np.fromiter(
             itertools.chain.from_iterable(rows), dtype=np.int32, count=int(counts.sum()))
         lengths = np.maximum(counts, 1)  # an empty text is one padding token
