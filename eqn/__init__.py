@@ -6,8 +6,9 @@ targets.py (init, regress) -> pipeline.py (fit CoEQN -> regress -> fit EQN) -> a
 __version__ = "0.1.0"
 
 
-def load(checkpoint: str, device: str = "cpu", precision: str = "fp32", long_texts: str = "truncate"):
-    """A model for annotation: `load(x).annotate([...])`, x a run checkpoint, an exported folder or a hub id.
+def load(checkpoint: str | None = None, device: str = "cpu", precision: str = "fp32", long_texts: str = "truncate"):
+    """A model for annotation: `load(x).annotate([...])`, x a run checkpoint, an exported folder or a hub id; with
+    no argument, eqn's built-in annotator (eqn/builtin.py).
     long_texts: "truncate" (a text longer than the model's max length is cut) or "windows" (overlapping windows,
     each label's intensity the maximum over them). Loading never runs code from the file."""
     from eqn.annotate import Annotator

@@ -67,6 +67,7 @@ class RankBatches:
 
 
 PRECISIONS = ("fp32", "bf16", "int8", "fast", "auto")
+BUILTIN = "builtin"  # ckpt=builtin (or no ckpt): the annotator shipped in the package
 LONG_TEXTS = ("truncate", "windows")  # a text longer than the model's max_length: cut, or max over windows  # auto: bf16 where the hardware has it, else fp32
 
 
@@ -128,12 +129,17 @@ class Annotator:
                               "the decisions; pass emotions_column=<another name>")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", precision: str = "fp32",
+    def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu", precision: str = "fp32",
                         devices: int = 1, long_texts: str = "truncate") -> "Annotator":
-        """A run checkpoint, an exported model folder, or a hub repo id of one."""
+        """A run checkpoint, an exported model folder, a hub repo id of one, or None / "builtin": the built-in
+        annotator (eqn/builtin.py)."""
         from eqn.export import load_folder, resolve_model
 
         check_device(device)  # before loading: a CUDA-saved tensor on a CPU machine would be a confusing error
+        if path is None or str(path) == BUILTIN:
+            from eqn.builtin import load_builtin
+
+            return cls(load_builtin(device=device), device, precision, devices, long_texts)
         path = resolve_model(path)
         module = load_folder(path, device) if path.is_dir() else load_module(path, map_location=device)
         return cls(module, device, precision, devices, long_texts)
@@ -275,7 +281,7 @@ class Annotator:
 # ------------------------------------------------------------------------------ files
 
 
-def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text", batch_size: int = BATCH_SIZE,
+def annotate_file(ckpt: str | None, input: str, output: str, text_column: str = "text", batch_size: int = BATCH_SIZE,
                   chunk_size: int = 20000, overwrite: bool = False, device: str = "cpu", progress: bool = True,
                   header: bool = True, precision: str = "fp32", shards: int = 1, shard: int = 0,
                   devices: int = 1, prefix: str = "", emotions_column: str | None = None,
@@ -286,6 +292,7 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
     is never redone; the folder records which job made its chunks, and another job's chunks are refused); the
     shard that finds every chunk done merges them, in input order, into <output> (byte-identical to one process).
     Every argument, the input and the output path are checked before the model is loaded."""
+    ckpt = BUILTIN if ckpt in (None, "") else ckpt
     for key, value in (("batch_size", batch_size), ("chunk_size", chunk_size), ("shards", shards),
                        ("devices", devices)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -315,8 +322,13 @@ def annotate_file(ckpt: str, input: str, output: str, text_column: str = "text",
         return {"texts": None, "annotated_here": 0, "seconds": 0.0, "texts_per_s": 0.0, "output": str(out_path),
                 "complete": True}
     if output != "-":
-        check_output(out_path, overwrite, inputs=[input, ckpt])
+        check_output(out_path, overwrite, inputs=[input] + ([ckpt] if ckpt != BUILTIN else []))
     annotator = Annotator.from_checkpoint(ckpt, device, precision, devices, long_texts)
+    if ckpt == BUILTIN:
+        from eqn.builtin import describe
+
+        print(f"model: {describe(annotator.module.builtin)} (eqn's built-in annotator; `python -m eqn.annotate "
+              "about` prints its card)", file=sys.stderr)
     annotator.set_columns(prefix, emotions_column)
     if annotator.asked_precision == "auto":
         print(f"precision=auto: {annotator.precision} ({annotator.precision_reason})", file=sys.stderr)
@@ -389,8 +401,14 @@ def shard_job(ckpt: str, input: str, chunk_size: int, text_column: str, header: 
     """What makes a shard job's chunks: the model's and the input's content, and every option that changes rows."""
     from eqn.export import resolve_model
 
-    model = resolve_model(ckpt)
-    files = sorted(p for p in model.rglob("*") if p.is_file() and ".eqn" not in p.parts) if model.is_dir() else [model]
+    if ckpt == BUILTIN:
+        import eqn.builtin as builtin
+
+        model = builtin.FOLDER
+        files = [model / builtin.SPEC, model / builtin.WEIGHTS]
+    else:
+        model = resolve_model(ckpt)
+        files = sorted(p for p in model.rglob("*") if p.is_file() and ".eqn" not in p.parts) if model.is_dir() else [model]
     return {"model": digest({}, files), "input": digest({}, [input]), "chunk_size": chunk_size,
             "text_column": text_column, "header": header, "precision": precision, "format": fmt, "prefix": prefix,
             "emotions_column": emotions_column, **({"long_texts": long_texts} if long_texts != "truncate" else {})}
@@ -483,7 +501,7 @@ def merge_parts(parts: Path, count: int, out_path: Path, fmt: str, job: str | No
     return True
 
 
-USAGE = ("usage: python -m eqn.annotate ckpt=<checkpoint|folder|hub id> input=<file|-> output=<file|-> "
+USAGE = ("usage: python -m eqn.annotate [ckpt=<checkpoint|folder|hub id|builtin>] input=<file|-> output=<file|-> "
          "[text_column=text] [batch_size=64] [chunk_size=20000] [overwrite=true] [precision=fp32|fast|bf16|int8|auto] "
          "[shards=K shard=i] [devices=N] [header=false] [prefix=eqn_] [emotions_column=emotions] "
          "[long_texts=truncate|windows]")
@@ -492,15 +510,25 @@ USAGE = ("usage: python -m eqn.annotate ckpt=<checkpoint|folder|hub id> input=<f
 def main(argv: list[str] | None = None) -> None:
     from eqn.cli import parse
 
-    args = parse(argv if argv is not None else sys.argv[1:], "eqn.annotate", USAGE,
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if argv[:1] == ["about"]:  # the built-in annotator's model card
+        import eqn.builtin as builtin
+
+        try:
+            builtin.read_spec()
+        except DataError as err:
+            sys.exit(f"eqn.annotate: {err}")
+        print((builtin.FOLDER / builtin.CARD).read_text(encoding="utf-8"))
+        return
+    args = parse(argv, "eqn.annotate", USAGE,
                  known=("ckpt", "input", "output", "text_column", "batch_size", "chunk_size", "overwrite", "device",
                         "progress", "header", "precision", "shards", "shard", "devices", "prefix", "emotions_column",
                         "long_texts"),
-                 required=("ckpt", "input", "output"), aliases={"trainer.devices": "devices"},
+                 required=("input", "output"), aliases={"trainer.devices": "devices"},
                  ints={"batch_size": 1, "chunk_size": 1, "shards": 1, "shard": 0, "devices": 1},
                  bools=("overwrite", "progress", "header"))
     try:
-        annotate_file(**args)
+        annotate_file(**{"ckpt": None, **args})
     except (DataError, ConfigError) as err:
         sys.exit(f"eqn.annotate: {err}")
     except KeyboardInterrupt:

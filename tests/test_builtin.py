@@ -1,0 +1,99 @@
+"""The built-in annotator's machinery on a tiny stand-in: a LoRA run on a small base encoder is packed into the
+shipped layout (safetensors + JSON + card), loads with its delta merged into the base (the same scores as the run's
+own checkpoint, no LoRA at runtime), and a different or tampered base or weights file is refused in one line."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from eqn.annotate import Annotator
+from eqn.builtin import CARD, SPEC, WEIGHTS, load_builtin, pack
+from eqn.io import DataError
+from eqn.models.module import load_module
+from eqn.run import run
+from tests.conftest import compose_config
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    from transformers import BertConfig, BertModel
+
+    from eqn.config import minilm_path
+
+    tmp = tmp_path_factory.mktemp("builtin")
+    base = tmp / "base"
+    torch.manual_seed(0)
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+              add_pooling_layer=False).save_pretrained(base)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(f"{minilm_path()}/{name}", base / name)
+    cfg = compose_config("model=minilm", f"model.pretrained={base}", "pipeline=baseline", "data.max_train_samples=64",
+                         "data.max_eval_samples=32", "trainer.max_epochs=1", "logger=none", "model.optimizer.lr=1e-2",
+                         "+model.backbone.lora={r: 4, target_modules: all}", tmp_path=tmp)
+    run(cfg, run_dir=str(tmp / "run"))
+    ckpt = tmp / "run" / "checkpoints" / "baseline.ckpt"
+    folder = pack(ckpt, tmp / "shipped", {"name": "tiny", "version": "0", "command": "pytest"})
+    return ckpt, folder, base
+
+
+def test_the_packed_delta_is_small_and_merges_into_the_base(packed):
+    ckpt, folder, base = packed
+    assert sorted(p.name for p in folder.iterdir()) == sorted([SPEC, WEIGHTS, CARD])
+    from safetensors.torch import load_file
+
+    assert all("lora_" in k or k.startswith("head.") for k in load_file(str(folder / WEIGHTS)))
+    module = load_builtin(folder, base)
+    assert not any("lora" in n for n, _ in module.named_parameters())  # merged: a plain encoder
+    texts = ["thank you so much!", "this is the worst day", ""]
+    merged = Annotator(module).annotate(texts)
+    original = Annotator(load_module(ckpt)).annotate(texts)
+    names = list(module.hparams.label_names)
+    assert abs(merged[names].to_numpy() - original[names].to_numpy()).max() <= 0.011  # rounding to 2 decimals
+    assert merged["emotions"].tolist() == original["emotions"].tolist()
+    spec = json.loads((folder / SPEC).read_text())
+    assert spec["thresholds"] == pytest.approx(load_module(ckpt).thresholds.tolist(), abs=1e-6)
+    assert "CC BY 4.0" in (folder / CARD).read_text() and "Apache-2.0" in (folder / CARD).read_text()
+
+
+def test_a_different_or_tampered_base_or_weights_file_is_refused(packed, tmp_path):
+    _, folder, base = packed
+    other = tmp_path / "base"
+    shutil.copytree(base, other)
+    data = bytearray((other / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (other / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="is not the base encoder the built-in annotator was trained on"):
+        load_builtin(folder, other)
+    shipped = tmp_path / "shipped"
+    shutil.copytree(folder, shipped)
+    weights = bytearray((shipped / WEIGHTS).read_bytes())
+    weights[-1] ^= 1
+    (shipped / WEIGHTS).write_bytes(bytes(weights))
+    with pytest.raises(DataError, match="does not match the SHA-256 recorded"):
+        load_builtin(shipped, base)
+    (shipped / SPEC).unlink()
+    with pytest.raises(DataError, match="no built-in annotator in this install"):
+        load_builtin(shipped, base)
+
+
+def test_annotate_without_a_checkpoint_names_the_model_or_says_none_is_shipped(packed, tmp_path, monkeypatch, capsys):
+    import eqn.builtin
+    from eqn.annotate import main
+
+    _, folder, base = packed
+    inp = tmp_path / "in.txt"
+    inp.write_text("what a day\nthanks!\n")
+    monkeypatch.setattr(eqn.builtin, "FOLDER", folder)
+    monkeypatch.setattr(eqn.builtin, "base_folder", lambda: base)
+    main([f"input={inp}", f"output={tmp_path / 'o.csv'}", "progress=false"])
+    err = capsys.readouterr().err
+    assert "model: tiny 0 (eqn's built-in annotator" in err
+    main(["about"])
+    assert "# tiny 0" in capsys.readouterr().out
+    import eqn
+
+    assert eqn.load().annotate("what a day")["emotions"].tolist()  # eqn.load() with no argument: the same model
+    monkeypatch.setattr(eqn.builtin, "FOLDER", tmp_path / "none")
+    with pytest.raises(SystemExit, match="no built-in annotator in this install"):
+        main([f"input={inp}", f"output={tmp_path / 'p.csv'}"])
