@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from eqn.io import DataError
 
 FOLDER = Path(__file__).resolve().parent / "builtin"
@@ -93,12 +91,12 @@ def load_builtin(folder: Path | None = None, base: Path | None = None, device: s
                        stage="builtin", max_length=spec["max_length"], threshold=spec.get("threshold"))
     tensors = load_file(str(weights))
     missing, unexpected = module.load_state_dict(tensors, strict=False)
-    delta = [k for k in missing if "lora_" in k or k.startswith("head.")]
+    delta = [k for k in missing if "lora_" in k or k.startswith("head.") or ".modules_to_save." in k]
     if unexpected or delta:
         raise DataError(weights, f"does not fit the recorded model (unexpected {unexpected[:3]}, missing {delta[:3]})")
-    with torch.no_grad():
-        module.backbone.encoder = module.backbone.encoder.merge_and_unload()  # a plain encoder: no LoRA at runtime
-    module.hparams.backbone = {**module.hparams.backbone, "lora": None}
+    from eqn.models.backbones import merge_lora
+
+    merge_lora(module)  # a plain encoder: no LoRA at runtime
     module.builtin = spec
     return module.to(device).eval()
 
@@ -120,7 +118,7 @@ def pack(ckpt: str | Path, folder: Path | None = None, about: dict | None = None
     folder = Path(folder or FOLDER)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
-               if "lora_" in k or k.startswith("head.")}
+               if "lora_" in k or k.startswith("head.") or ".modules_to_save." in k}
     save_file(tensors, str(folder / WEIGHTS), metadata={"format": FORMAT})
     about = dict(about or {})
     spec = {"format": FORMAT, "name": about.pop("name", "eqn-goemotions-minilm"), "version": about.pop("version", "1"),

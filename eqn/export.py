@@ -122,8 +122,10 @@ def export(ckpt: str | Path, out: str | Path, metrics: dict | None = None, data_
            overwrite: bool = False) -> Path:
     """Write the model folder atomically (a temporary folder renamed into place). An existing `out` is replaced
     only with overwrite=True and only if it is an eqn export folder whose files are unchanged."""
+    from eqn.models.backbones import merge_lora
+
     out = check_output(out, overwrite, inputs=[ckpt], folder=True)
-    module = load_module(ckpt)
+    module = merge_lora(load_module(ckpt))  # a LoRA delta exports merged: a plain model
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp(out.parent, out.name, directory=True)
     try:

@@ -24,13 +24,13 @@ def packed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("builtin")
     base = tmp / "base"
     torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-              add_pooling_layer=False).save_pretrained(base)
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+              ).save_pretrained(base)
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(f"{minilm_path()}/{name}", base / name)
     cfg = compose_config("model=minilm", f"model.pretrained={base}", "pipeline=baseline", "data.max_train_samples=64",
                          "data.max_eval_samples=32", "trainer.max_epochs=1", "logger=none", "model.optimizer.lr=1e-2",
-                         "+model.backbone.lora={r: 4, target_modules: all}", tmp_path=tmp)
+                         "+model.backbone.lora={r: 4, target_modules: all}", "model.backbone.pooling=pooler", tmp_path=tmp)
     run(cfg, run_dir=str(tmp / "run"))
     ckpt = tmp / "run" / "checkpoints" / "baseline.ckpt"
     folder = pack(ckpt, tmp / "shipped", {"name": "tiny", "version": "0", "command": "pytest"})
@@ -42,7 +42,9 @@ def test_the_packed_delta_is_small_and_merges_into_the_base(packed):
     assert sorted(p.name for p in folder.iterdir()) == sorted([SPEC, WEIGHTS, CARD])
     from safetensors.torch import load_file
 
-    assert all("lora_" in k or k.startswith("head.") for k in load_file(str(folder / WEIGHTS)))
+    shipped = load_file(str(folder / WEIGHTS))
+    assert all("lora_" in k or k.startswith("head.") or ".pooler.modules_to_save." in k for k in shipped)
+    assert any(".pooler.modules_to_save." in k for k in shipped)  # the pooler trains in full beside the delta
     module = load_builtin(folder, base)
     assert not any("lora" in n for n, _ in module.named_parameters())  # merged: a plain encoder
     texts = ["thank you so much!", "this is the worst day", ""]

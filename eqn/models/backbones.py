@@ -189,9 +189,24 @@ def with_lora(encoder: nn.Module, lora: dict) -> nn.Module:
                              "give a list of module names")
         targets = LORA_TARGETS[targets]
     alpha = lora.get("alpha")
+    # a pooler (pooled output -> head, the transformers-native layout) trains in full beside the delta: frozen, it
+    # would keep the base's untuned projection (384 x 384 for MiniLM: 0.6 MB more to ship)
+    pooler = ["pooler"] if getattr(encoder, "pooler", None) is not None else None
     config = LoraConfig(r=r, lora_alpha=float(2 * r if alpha is None else alpha),
-                        lora_dropout=float(lora.get("dropout") or 0.0), target_modules=list(targets), bias="none")
+                        lora_dropout=float(lora.get("dropout") or 0.0), target_modules=list(targets), bias="none",
+                        modules_to_save=pooler)
     return get_peft_model(encoder, config)
+
+
+@torch.no_grad()
+def merge_lora(module: nn.Module) -> nn.Module:
+    """An EQNModule whose encoder carries a LoRA delta, made plain: the delta merged into the weights (and a pooler
+    trained beside it put in place), so it computes the same as a fully fine-tuned model with no LoRA at runtime."""
+    backbone = module.backbone
+    if isinstance(backbone, Bert) and hasattr(backbone.encoder, "merge_and_unload"):
+        backbone.encoder = backbone.encoder.merge_and_unload()
+        module.hparams.backbone = {**module.hparams.backbone, "lora": None}
+    return module
 
 
 @torch.no_grad()
