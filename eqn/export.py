@@ -60,7 +60,10 @@ def export_transformers(module: EQNModule, folder: Path) -> None:
     h = module.hparams
     names = list(h.label_names)
     config = BertConfig(**{k: v for k, v in h.backbone["hf_config"].items() if k not in ("architectures",)})
-    config.update({"num_labels": len(names), "problem_type": "regression", "classifier_dropout": h.head_dropout,
+    # what transformers' pipeline applies to the logits: EQN's are intensities already (regression: none); a BCE
+    # classifier's are logits of independent labels (sigmoid), a CE one's of one label (softmax)
+    problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(h.objective, "regression")
+    config.update({"num_labels": len(names), "problem_type": problem, "classifier_dropout": h.head_dropout,
                    "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)},
                    "architectures": ["BertForSequenceClassification"], "eqn": eqn_config(module)})
     model = BertForSequenceClassification(config)
@@ -98,9 +101,11 @@ def model_card(module: EQNModule, metrics: dict | None, data_name: str | None, h
              f"Thresholds: {', '.join(f'{n} {t:.2f}' for n, t in zip(h.label_names, module.thresholds.tolist()))}.", "",
              "## Use", ""]
     if hf_native:
+        apply = {"bce": "sigmoid", "ce": "softmax"}.get(h.objective, "none")
         lines += ["```python", "from transformers import pipeline",
                   'annotate = pipeline("text-classification", model="<this folder or repo>", top_k=None, '
-                  'function_to_apply="none")', 'annotate(["I did not expect that, thank you so much!"])', "```", ""]
+                  f'function_to_apply="{apply}")', 'annotate(["I did not expect that, thank you so much!"])',
+                  "```", "", f"Each score × {h.scale:g} is eqn's intensity." if apply != "none" else "", ""]
     lines += ["```python", "import eqn", 'model = eqn.load("<this folder or repo>")',
               'model.annotate(["I did not expect that, thank you so much!"])  # DataFrame: intensities + emotions', "```",
               "", "## Training data", "",
@@ -124,14 +129,23 @@ def export(ckpt: str | Path, out: str | Path, metrics: dict | None = None, data_
     only with overwrite=True and only if it is an eqn export folder whose files are unchanged."""
     from eqn.models.backbones import merge_lora
 
-    out = check_output(out, overwrite, inputs=[ckpt], folder=True)
-    module = merge_lora(load_module(ckpt))  # a LoRA delta exports merged: a plain model
+    builtin = str(ckpt) == "builtin"
+    out = check_output(out, overwrite, inputs=[] if builtin else [ckpt], folder=True)
+    if builtin:  # eqn's built-in annotator, its delta merged into the base
+        from eqn.builtin import FOLDER, load_builtin, read_spec
+
+        module, data_name = load_builtin(), "goemotions"
+        metrics = metrics or {}
+        card_extra = (FOLDER / "MODEL_CARD.md").read_text(encoding="utf-8")
+        read_spec()
+    else:
+        module, card_extra = merge_lora(load_module(ckpt)), None  # a LoRA delta exports merged: a plain model
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp(out.parent, out.name, directory=True)
     try:
         native = transformers_compatible(module)
         (export_transformers if native else export_eqn)(module, tmp)
-        write_text(tmp / "README.md", model_card(module, metrics, data_name, native), own=False)
+        write_text(tmp / "README.md", card_extra or model_card(module, metrics, data_name, native), own=False)
         replace_folder(tmp, out)
     except BaseException:
         drop_temp(tmp)
@@ -219,14 +233,17 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, repo_ty
     return str(getattr(info, "commit_url", repo_id))
 
 
-USAGE = ("usage: python -m eqn.export ckpt=<checkpoint> [out=<folder>] [overwrite=true] [push_to_hub=<repo id>] "
+USAGE = ("usage: python -m eqn.export ckpt=<checkpoint>|builtin [out=<folder>] [overwrite=true] [push_to_hub=<repo id>] "
          "[private=true] | run=<run dir> dataset=true [overwrite=true] [push_to_hub=<repo id>]")
 
 
 def main(argv: list[str] | None = None) -> None:
     from eqn.cli import parse
 
-    args = parse(argv if argv is not None else sys.argv[1:], "eqn.export", USAGE,
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if argv[:1] == ["builtin"]:  # python -m eqn.export builtin out=<folder>: the built-in annotator
+        argv = ["ckpt=builtin", *argv[1:]]
+    args = parse(argv, "eqn.export", USAGE,
                  known=("ckpt", "out", "push_to_hub", "private", "dataset", "run", "overwrite"),
                  bools=("private", "dataset", "overwrite"))
     dataset, overwrite = args.get("dataset", False), args.get("overwrite", False)
@@ -255,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
             folder = dataset_folder(run_dir, overwrite)
             repo_type = "dataset"
         else:
+            if args["ckpt"] == "builtin" and not args.get("out"):
+                raise ConfigError("python -m eqn.export builtin needs out=<folder>")
             folder = export(args["ckpt"], args.get("out") or Path(args["ckpt"]).with_suffix(""), overwrite=overwrite)
             repo_type = "model"
         print(f"exported {folder}")

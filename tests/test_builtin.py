@@ -99,3 +99,40 @@ def test_annotate_without_a_checkpoint_names_the_model_or_says_none_is_shipped(p
     monkeypatch.setattr(eqn.builtin, "FOLDER", tmp_path / "none")
     with pytest.raises(SystemExit, match="no built-in annotator in this install"):
         main([f"input={inp}", f"output={tmp_path / 'p.csv'}"])
+
+
+def test_a_lora_model_exports_as_a_standard_transformers_folder(packed, tmp_path):
+    """Pooled output -> dropout -> Linear with the delta merged: transformers' own classes give eqn's scores."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from eqn.export import export
+
+    ckpt, _, _ = packed
+    folder = export(ckpt, tmp_path / "hf")
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = ["thank you so much!", "this is the worst day"]
+    with torch.no_grad():
+        logits = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits
+    ours = Annotator(load_module(ckpt)).scores(texts)
+    assert torch.allclose(torch.sigmoid(logits), ours, atol=1e-5)  # BCE: scores are probabilities
+
+
+def test_export_builtin_gives_a_pipeline_with_eqns_scores(packed, tmp_path, monkeypatch):
+    import eqn.builtin
+    from eqn.export import main
+
+    _, folder, base = packed
+    monkeypatch.setattr(eqn.builtin, "FOLDER", folder)
+    monkeypatch.setattr(eqn.builtin, "base_folder", lambda: base)
+    main(["builtin", f"out={tmp_path / 'hf'}"])
+    from transformers import pipeline
+
+    annotate = pipeline("text-classification", model=str(tmp_path / "hf"), top_k=None)  # sigmoid: multi-label
+    texts = ["thank you so much!", "this is the worst day"]
+    ours = Annotator.from_checkpoint().scores(texts)
+    labels = list(load_builtin(folder, base).hparams.label_names)
+    for row, got in zip(ours.tolist(), annotate(texts)):
+        theirs = {d["label"]: d["score"] for d in got}
+        assert max(abs(theirs[n] - s) for n, s in zip(labels, row)) < 1e-5
+    assert (tmp_path / "hf" / "README.md").read_text() == (folder / CARD).read_text()
