@@ -7,7 +7,15 @@
 model) and a rating on any numeric scale. For each emotion (and all rows pooled) it prints Pearson and Spearman
 r between the model's 0-10 intensity and the ratings, each with a 95% bootstrap interval over rows; with
 `ckpt2` the same for a second model side by side (e.g. EQN vs the classifier baseline, whose intensity is
-10 x probability).
+10 x probability). Without ckpt=, the built-in annotator.
+
+    python -m eqn.validate [ckpt=<checkpoint>] emobank=../shared/data/emobank/emobank.csv [ckpt2=...]
+
+EmoBank (Buechel & Hahn 2017, CC BY-SA 4.0: 10,062 sentences of seven genres rated by people for valence and arousal,
+1-5; read from the data dir, never copied) checks intensities against people on text that is not Reddit: the
+model's valence (mean intensity of GoEmotions' positive labels minus that of its negative ones) against the rated
+valence, its arousal (the strongest emotion intensity, neutral aside) against the rated arousal, over all sentences
+and per genre (from meta.tsv beside emobank.csv).
 """
 from __future__ import annotations
 
@@ -106,6 +114,77 @@ def validate(ckpts: dict[str, str], ratings: pd.DataFrame, source: str | Path = 
     return pd.DataFrame(rows)
 
 
+# GoEmotions' sentiment grouping (Demszky et al. 2020, Table 2): valence = mean positive - mean negative intensity
+POSITIVE = ("admiration", "amusement", "approval", "caring", "desire", "excitement", "gratitude", "joy", "love",
+            "optimism", "pride", "relief")
+NEGATIVE = ("anger", "annoyance", "disappointment", "disapproval", "disgust", "embarrassment", "fear", "grief",
+            "nervousness", "remorse", "sadness")
+
+
+def read_emobank(path: str | Path) -> pd.DataFrame:
+    """EmoBank (Buechel & Hahn 2017; CC BY-SA 4.0; read from the data dir, never copied): id, split, V, A, D, text
+    (1-5 ratings; the authors' weighted reader/writer average), with each sentence's genre from meta.tsv beside it
+    when present; the one empty text is left out."""
+    from eqn.tables import read_chunks
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "EmoBank file not found (emobank.csv from JULIELab/EmoBank, corpus/)")
+    chunks = list(read_chunks(str(path), "text", 1 << 30))
+    frame = pd.concat([c.frame for c in chunks], ignore_index=True)
+    missing = [c for c in ("id", "V", "A", "text") if c not in frame.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; EmoBank's emobank.csv has id,split,V,A,D,text", 1)
+    lines = [n for c in chunks for n in c.lines]
+    frame["line"] = lines
+    for column in ("V", "A"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=float))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(path, f"{column} rating {frame[column].iloc[i]!r} is not a number", int(frame.line.iloc[i]))
+        frame[column] = values.astype(float)
+    frame = frame[frame.text.str.strip() != ""].reset_index(drop=True)
+    meta = path.with_name("meta.tsv")
+    if meta.is_file():
+        genres = pd.read_csv(meta, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+        frame["genre"] = frame.id.map(dict(zip(genres.id, genres.category))).fillna("unknown")
+    else:
+        frame["genre"] = "unknown"
+    return frame
+
+
+def dimension_scores(intensity: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
+    """A model's view of valence (mean intensity of GoEmotions' positive labels minus that of its negative ones) and
+    arousal (the strongest intensity of any emotion label, neutral left out)."""
+    missing = [n for n in (*POSITIVE, *NEGATIVE) if n not in labels]
+    if missing:
+        raise DataError("ckpt", f"EmoBank's valence needs GoEmotions' labels; this model lacks {missing[:4]}")
+    col = {n: j for j, n in enumerate(labels)}
+    emotions = [j for n, j in col.items() if n != "neutral"]
+    return {"valence": intensity[:, [col[n] for n in POSITIVE]].mean(1) - intensity[:, [col[n] for n in NEGATIVE]].mean(1),
+            "arousal": intensity[:, emotions].max(1)}
+
+
+def validate_emobank(ckpts: dict[str, str | None], bank: pd.DataFrame, resamples: int = 1000) -> pd.DataFrame:
+    """One row per (model, dimension, genre) plus 'all' genres: the model's valence against V and its arousal
+    against A, Pearson and Spearman with 95% bootstrap intervals."""
+    from eqn import load
+
+    rows = []
+    for name, ckpt in ckpts.items():
+        annotator = load(ckpt)
+        intensity = annotator.intensities(annotator.scores(bank.text.tolist())).numpy()
+        dims = dimension_scores(intensity, annotator.label_names)
+        for dim, rating in (("valence", "V"), ("arousal", "A")):
+            groups = [("all", np.ones(len(bank), dtype=bool))] + [
+                (g, (bank.genre == g).to_numpy()) for g in sorted(bank.genre.unique()) if g != "unknown"]
+            for genre, mask in groups:
+                r = correlations(dims[dim][mask], bank[rating].to_numpy()[mask], resamples)
+                rows.append({"model": name, "checkpoint": str(ckpt or "builtin"), "emotion": f"{dim} ({genre})", **r})
+    return pd.DataFrame(rows)
+
+
 def render(frame: pd.DataFrame) -> str:
     def cell(row, name):
         if np.isnan(row[name]):
@@ -119,7 +198,8 @@ def render(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-USAGE = ("usage: python -m eqn.validate ckpt=<checkpoint> ratings=<file> [ckpt2=<checkpoint>] [output=report.csv] "
+USAGE = ("usage: python -m eqn.validate [ckpt=<checkpoint>] ratings=<file>|emobank=<emobank.csv> [ckpt2=<checkpoint>] "
+         "[output=report.csv] "
          "[overwrite=true] [text_column=text] [emotion_column=emotion] [rating_column=rating] [resamples=1000]")
 
 
@@ -129,19 +209,24 @@ def main(argv: list[str] | None = None) -> None:
     from eqn.ownership import check_output
 
     args = parse(argv if argv is not None else sys.argv[1:], "eqn.validate", USAGE,
-                 known=("ckpt", "ckpt2", "ratings", "output", "overwrite", "text_column", "emotion_column",
-                        "rating_column", "resamples"), required=("ckpt", "ratings"), ints={"resamples": 1},
-                 bools=("overwrite",))
+                 known=("ckpt", "ckpt2", "ratings", "emobank", "output", "overwrite", "text_column", "emotion_column",
+                        "rating_column", "resamples"), ints={"resamples": 1}, bools=("overwrite",))
+    if ("ratings" in args) == ("emobank" in args):
+        sys.exit(f"eqn.validate: give ratings=<file> or emobank=<emobank.csv> (one of them) ({USAGE})")
+    args.setdefault("ckpt", None)  # none: the built-in annotator
     try:
         if "output" in args:
             if Path(args["output"]).suffix.lower() != ".csv":
                 raise ConfigError(f"output={args['output']}: the report is CSV; name it *.csv")
             check_output(args["output"], args.get("overwrite", False),
-                         inputs=[args["ratings"], args["ckpt"], args.get("ckpt2")])
-        ratings = read_ratings(args["ratings"], args.get("text_column", "text"), args.get("emotion_column", "emotion"),
-                               args.get("rating_column", "rating"))
+                         inputs=[args.get("ratings") or args["emobank"], args["ckpt"], args.get("ckpt2")])
         ckpts = {"ckpt": args["ckpt"], **({"ckpt2": args["ckpt2"]} if "ckpt2" in args else {})}
-        frame = validate(ckpts, ratings, args["ratings"], args.get("resamples", 1000))
+        if "emobank" in args:
+            frame = validate_emobank(ckpts, read_emobank(args["emobank"]), args.get("resamples", 1000))
+        else:
+            ratings = read_ratings(args["ratings"], args.get("text_column", "text"),
+                                   args.get("emotion_column", "emotion"), args.get("rating_column", "rating"))
+            frame = validate(ckpts, ratings, args["ratings"], args.get("resamples", 1000))
         print(render(frame))
         if "output" in args:
             with atomic_path(args["output"]) as tmp:
