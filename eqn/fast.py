@@ -1,8 +1,9 @@
 """precision=fast: score with the fastest path available, then score again in fp32 every row whose decision that path
 could have got wrong, so that the `emotions` column equals fp32's.
 
-- Candidates (transformer encoders): ONNX Runtime with int8 weights (per channel; `pip install eqn[fast]`),
-  PyTorch's dynamic int8, bf16 autocast. Word backbones (ANN, CNN, LSTM, TextCNN) are fast in fp32 already: for them
+- Candidates (transformer encoders): ONNX Runtime in fp32 with all its graph optimisations (errors near 1e-6, so
+  its margins hand back almost no rows) and with int8 weights (per channel; both `pip install eqn[fast]`), PyTorch's
+  dynamic int8, bf16 autocast. Word backbones (ANN, CNN, LSTM, TextCNN) are fast in fp32 already: for them
   `fast` is fp32.
 - Calibration, once per model: the first texts annotated (up to 512) are scored in fp32 and with every candidate.
   A candidate's margins, one per label, are 2 x its largest absolute error on that label's scores there (a factor-2
@@ -58,14 +59,15 @@ class _Logits(torch.nn.Module):
 
 
 class OrtEngine:
-    """ONNX Runtime session over the int8 model; returns logits like the module."""
+    """ONNX Runtime session (all graph optimisations) over the model exported in fp32, or with int8 weights;
+    returns logits like the module."""
 
-    def __init__(self, module, folder: Path):
+    def __init__(self, module, folder: Path, int8: bool = True):
         import onnxruntime as ort
 
-        path = folder / "model.int8.onnx"
+        path = folder / ("model.int8.onnx" if int8 else "model.fp32.onnx")
         if not path.exists():
-            export_int8(module, folder)
+            export_onnx(module, folder, int8)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = torch.get_num_threads()
@@ -76,11 +78,9 @@ class OrtEngine:
         return torch.from_numpy(out)
 
 
-def export_int8(module, folder: Path) -> None:
-    """The module as ONNX (dynamic batch and length), then its weights quantised to int8 per channel."""
+def export_onnx(module, folder: Path, int8: bool) -> None:
+    """The module as ONNX (dynamic batch and length) in fp32, then (int8) its weights quantised per channel."""
     import tempfile
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     folder.mkdir(parents=True, exist_ok=True)
     ids = torch.ones(2, 8, dtype=torch.long)
@@ -91,9 +91,14 @@ def export_int8(module, folder: Path) -> None:
                           output_names=["logits"], opset_version=17, dynamo=False,
                           dynamic_axes={"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"},
                                         "logits": {0: "batch"}})
-        quantize_dynamic(str(fp32), str(Path(tmp) / "model.int8.onnx"), weight_type=QuantType.QInt8,
-                         per_channel=True)
-        os.replace(Path(tmp) / "model.int8.onnx", folder / "model.int8.onnx")
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(fp32), str(Path(tmp) / "model.int8.onnx"), weight_type=QuantType.QInt8,
+                             per_channel=True)
+            os.replace(Path(tmp) / "model.int8.onnx", folder / "model.int8.onnx")
+        else:
+            os.replace(fp32, folder / "model.fp32.onnx")
 
 
 def torch_int8(module):
@@ -117,7 +122,7 @@ class FastScorer:
     """Picks, per model, the engine that annotates fastest *including* the fp32 rescoring its error forces, and keeps
     its margin; both are measured once (calibration) and stored in the cache."""
 
-    CANDIDATES = ("onnxruntime-int8", "torch-int8", "bf16")
+    CANDIDATES = ("onnxruntime-fp32", "onnxruntime-int8", "torch-int8", "bf16")
 
     def __init__(self, module):
         self.module = module
@@ -153,9 +158,9 @@ class FastScorer:
         return stored
 
     def build(self, name: str):
-        if name == "onnxruntime-int8":
+        if name in ("onnxruntime-int8", "onnxruntime-fp32"):
             try:
-                return OrtEngine(self.module, self.folder)
+                return OrtEngine(self.module, self.folder, int8=name.endswith("int8"))
             except ImportError:
                 log.info("precision=fast: onnxruntime/onnx not installed (pip install eqn[fast])")
                 return None
