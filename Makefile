@@ -3,6 +3,8 @@
 # make lint  : ruff check (configuration in pyproject.toml); .ci/run runs it before the tests
 # make bench : speed benchmarks (bench_speed.py: training; bench_annotate.py: annotation at scale; bench_sweep.py: parallel sweeps)
 # make data NAME=<dataset> : download a dataset from the Hugging Face hub into the data dir
+# make annotator : rebuild the built-in annotator from scratch (experiments/build_annotator.py: train the recipe chosen
+#                  on validation by experiments/bench_annotator.py, calibrate, test once, pack eqn/builtin/, annotator.md)
 # make quality : quality studies (bench_quality.py, hours on 2 cores), then intensities vs human ratings (bench_intensity.py)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +14,7 @@ TORCH  ?= torch==2.13.0
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-all lint bench quality data clean
+.PHONY: install run test test-all lint bench quality data clean annotator
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +44,9 @@ bench: install
 
 data: install
 	$(PY) -m eqn.data download $(NAME)
+
+annotator: install
+	$(PY) experiments/build_annotator.py $(ARGS)
 
 quality: install
 	$(PY) experiments/bench_quality.py

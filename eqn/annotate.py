@@ -91,7 +91,9 @@ class Annotator:
         precision, self.precision_reason = annotation_precision(precision, device)
         if precision in ("int8", "fast") and not str(device).startswith("cpu"):
             raise ConfigError(f"precision={precision} is CPU-only (int8 weights); use bf16 on a GPU")
-        self.module = module.to(device).eval()
+        from eqn.models.backbones import merge_lora
+
+        self.module = merge_lora(module).to(device).eval()  # a LoRA delta merged: a plain model at inference
         if hasattr(self.module.backbone, "fold"):  # TextCNN/CNN: convolutions become table lookups
             self.module.backbone.fold()
         if precision == "int8":

@@ -1,0 +1,240 @@
+"""Build the built-in annotator from scratch (make annotator; issue 31): train the chosen recipe on all of GoEmotions'
+training split, calibrate it on validation, test it once, check its intensities against people, pack it into
+eqn/builtin/ and write experiments/results/annotator.md.
+
+    python experiments/build_annotator.py [--out outputs/annotator/final] [--seeds 0,1,2]
+    python experiments/build_annotator.py --recipe pipeline=baseline '+model.backbone.lora={r: 8}' ... # a given recipe
+
+1. Recipe: the candidate whose search (experiments/bench_annotator.py) found the best validation macro-F1, at its
+   best setting — validation only, never test (--recipe gives one instead). It must be a LoRA delta (the package
+   ships at most 10 MB: a LoRA delta and the head, merged into the packaged base at load).
+2. Seeds: `python -m eqn.run experiment=annotator <recipe> seed=<s> hydra.run.dir=<out>/seeds/annotator/baseline-s<s>`
+   for each seed, and EQN trained the same way (pipeline=eqn, the same model settings) for the comparison of
+   intensities with people (…/eqn-s<s>). The first seed is shipped.
+3. Calibration: one temperature for all labels, fitted on validation (it keeps every decision); kept if it lowers
+   the mean per-label ECE on validation. Per-label ECE on test is reported before and after.
+4. People: EmoBank (valence, arousal; `eqn.validate emobank=`) for the shipped model and EQN side by side; VADER's
+   rated tweets through experiments/bench_intensity.py over the seeds.
+5. Speed: texts/s on the test texts at fp32, precision=fast and precision=auto, side by side in this process; peak
+   RSS.
+Deterministic on one CPU: the same command rewrites the same files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+from bench_annotator import CANDIDATES, JOURNALS, study  # noqa: E402
+
+from eqn.io import write_text  # noqa: E402
+
+RESULTS = ROOT / "experiments" / "results" / "annotator.md"
+ANCHORS = [("Demszky et al. 2020, BERT-base (thresholds tuned on val)", 0.46),
+           ("monologg/bert-base-cased-goemotions-original", 0.488),
+           ("MiniLMv2-L6 distilled from roberta-large", 0.487),
+           ("roberta-base, threshold 0.5", 0.450),
+           ("frozen all-MiniLM-L6-v2 + linear head, threshold 0.5", 0.26)]
+
+
+def sh(args: list[str]) -> int:
+    print("$", " ".join(shlex.quote(a) for a in args), flush=True)
+    return subprocess.run(args, cwd=ROOT, check=False).returncode
+
+
+def chosen_recipe(out_search: Path) -> tuple[list[str], str]:
+    """The search with the best validation macro-F1 (over the candidates that finished trials) at its best setting,
+    with its preset's own settings (the LoRA block) written out."""
+    import bench_tuned
+
+    bench_tuned.JOURNALS = JOURNALS
+    bench_tuned.restore_journals(out_search, [study(c) for c in CANDIDATES])
+    found = {c: bench_tuned.best(out_search, study(c)) for c in CANDIDATES}
+    found = {c: f for c, f in found.items() if f}
+    if not found:
+        sys.exit("build_annotator.py: no finished search trial; run experiments/bench_annotator.py first")
+    best = max(found, key=lambda c: found[c]["best_value"])
+    params = bench_tuned.best_params(found[best])
+    pipeline = {"full": "baseline", "lora": "baseline", "eqn": "eqn", "teacher": "eqn"}[best]
+    recipe = [f"pipeline={pipeline}", *params]
+    if best == "lora":
+        lora = {k.split(".")[-1]: v for k, v in found[best]["best_params"].items() if ".lora." in k}
+        recipe = [f"pipeline={pipeline}", "+model.backbone.lora={" + ", ".join(
+            f"{k}: {v}" for k, v in {"alpha": "null", "dropout": 0.05, **lora}.items()) + "}",
+                  *[p for p in params if ".lora." not in p]]
+    why = ", ".join(f"{c} {f['best_value']:.4f}" for c, f in sorted(found.items(), key=lambda kv: -kv[1]["best_value"]))
+    return recipe, f"{best} (best validation macro-F1 of the searches: {why})"
+
+
+def train(run_dir: Path, overrides: list[str]) -> None:
+    if (run_dir / "metrics.json").exists():
+        return
+    if sh([sys.executable, "-m", "eqn.run", *overrides, f"hydra.run.dir={run_dir}"]) != 0:
+        sys.exit(f"build_annotator.py: training {run_dir} stopped; rerun this command to resume it")
+
+
+def splits(ckpt: Path, extra: list[str]):
+    """(val texts, val gold, test texts, test gold) of GoEmotions as the run saw them."""
+    from omegaconf import OmegaConf
+
+    from eqn.data.datamodule import EQNDataModule
+
+    cfg = OmegaConf.load(ckpt.parent.parent / "config.yaml")
+    dm = EQNDataModule(cfg.data.name, cfg.data.data_dir, tokenizer={}, encoder=(ckpt.parent.parent / "tokenizer.json"
+                                                                              ).read_text(),
+                       max_eval_samples=cfg.data.max_eval_samples, max_train_samples=10).prepare()
+    return dm.split("val").texts, dm.gold["val"], dm.split("test").texts, dm.gold["test"]
+
+
+def calibrate(module, val_texts, val_gold, test_texts, test_gold) -> dict:
+    import copy
+
+    from eqn.annotate import Annotator
+    from eqn.calibration import ece, fit_temperature, fold_temperature
+
+    annotator = Annotator(copy.deepcopy(module))  # (an Annotator merges the LoRA delta in place; this one stays LoRA)
+    val, test = annotator.scores(val_texts), annotator.scores(test_texts)
+    logits = torch.logit(val.clamp(1e-7, 1 - 1e-7))
+    t = fit_temperature(logits, val_gold, per_label=False)
+    before = {"val": ece(val, val_gold), "test": ece(test, test_gold)}
+    shifted = {s: torch.sigmoid(torch.logit(x.clamp(1e-7, 1 - 1e-7)) / t) for s, x in (("val", val), ("test", test))}
+    after = {"val": ece(shifted["val"], val_gold), "test": ece(shifted["test"], test_gold)}
+    keep = bool(after["val"].mean() < before["val"].mean())
+    if keep:
+        fold_temperature(module, t)
+    return {"temperature": float(t[0]), "kept": keep,
+            "ece_test_before": before["test"].tolist(), "ece_test_after": after["test"].tolist(),
+            "ece_val_before_mean": float(before["val"].mean()), "ece_val_after_mean": float(after["val"].mean())}
+
+
+def speed(ckpt_module, texts: list[str]) -> dict:
+    from eqn.annotate import Annotator
+
+    out = {}
+    for precision in ("fp32", "fast", "auto"):
+        annotator = Annotator(ckpt_module, precision=precision)
+        annotator.scores(texts[:256])  # warm-up (fast: calibrates its engine once)
+        started = time.perf_counter()
+        scores = annotator.scores(texts)
+        seconds = time.perf_counter() - started
+        out[precision] = {"texts_per_s": len(texts) / seconds, "emotions": annotator.emotions(scores),
+                          "engine": getattr(annotator.fast, "name", annotator.precision)}
+    same = np.mean([a == b for a, b in zip(out["fp32"]["emotions"], out["fast"]["emotions"])])
+    return {k: {"texts_per_s": v["texts_per_s"], "engine": v["engine"]} for k, v in out.items()} | {
+        "fast_same_emotions": float(same), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "annotator" / "final"))
+    parser.add_argument("--search", default=str(ROOT / "outputs" / "annotator"))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--recipe", nargs="*", help="overrides of the recipe instead of the searches' choice")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every training (tests)")
+    parser.add_argument("--folder", default=None, help="where to pack (default: eqn/builtin)")
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--emobank", default=None, help="emobank.csv (default: the data dir's)")
+    parser.add_argument("--no-eqn", action="store_true", help="skip the EQN comparison runs")
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    recipe, why = (args.recipe, "given with --recipe") if args.recipe else chosen_recipe(Path(args.search).resolve())
+    if not any("lora" in r for r in recipe):
+        sys.exit(f"build_annotator.py: the chosen recipe ({why}) is not a LoRA delta; the package ships at most 10 MB "
+                 "(a LoRA delta and the head): choose a LoRA recipe with --recipe")
+    print(f"recipe: {' '.join(recipe)} — {why}", flush=True)
+    base = ["experiment=annotator", *recipe, *args.extra]
+    for s in seeds:
+        train(out / "seeds" / "annotator" / f"baseline-s{s}", [*base, f"seed={s}"])
+        if not args.no_eqn:
+            eqn = [o for o in base if not o.startswith(("pipeline=", "+model.backbone.lora", "model.backbone.lora"))]
+            train(out / "seeds" / "annotator" / f"eqn-s{s}", [*eqn, "pipeline=eqn", f"seed={s}"])
+    from eqn import builtin
+    from eqn.models.module import load_module
+    from eqn.validate import read_emobank, validate_emobank
+
+    shipped_run = out / "seeds" / "annotator" / f"baseline-s{seeds[0]}"
+    ckpt = shipped_run / "checkpoints" / "baseline.ckpt"
+    metrics = json.loads((shipped_run / "metrics.json").read_text())
+    module = load_module(ckpt)
+    val_texts, val_gold, test_texts, test_gold = splits(ckpt, args.extra)
+    calibration = calibrate(module, val_texts, val_gold, test_texts, test_gold)
+    calibrated = out / "calibrated.ckpt"
+    from eqn.stages import save_final_checkpoint
+
+    if calibrated.exists():
+        calibrated.unlink()
+    save_final_checkpoint(module, calibrated)
+    names = list(module.hparams.label_names)
+    support = test_gold.sum(0).tolist()
+    per_label = {n: {"val_f1": metrics.get(f"baseline/val/f1/{n}"), "test_f1": metrics.get(f"baseline/test/f1/{n}"),
+                     "support": int(support[j])} for j, n in enumerate(names)}
+    command = "make annotator  # python experiments/build_annotator.py"
+    seed_metrics = [json.loads((out / "seeds" / "annotator" / f"baseline-s{s}" / "metrics.json").read_text())
+                    for s in seeds]
+    figures = {"test macro-F1 (thresholds tuned on val)": {"value": metrics["baseline/test/f1_macro"], "command": command},
+               "test micro-F1": {"value": metrics["baseline/test/f1_micro"], "command": command},
+               "test macro-F1 at threshold 0.5": {"value": metrics["baseline/test/fixed/f1_macro"], "command": command},
+               f"test macro-F1, mean of {len(seeds)} seeds": {
+                   "value": float(np.mean([m["baseline/test/f1_macro"] for m in seed_metrics])), "command": command}}
+    emobank = Path(args.emobank) if args.emobank else None
+    if emobank is None:
+        from eqn.config import default_data_dir
+
+        emobank = Path(default_data_dir()) / "emobank" / "emobank.csv"
+    people = None
+    if emobank.is_file():
+        ckpts = {"annotator": str(calibrated)}
+        if not args.no_eqn:
+            ckpts["EQN"] = str(out / "seeds" / "annotator" / f"eqn-s{seeds[0]}" / "checkpoints" / "eqn.ckpt")
+        people = validate_emobank(ckpts, read_emobank(emobank))
+    timing = speed(load_module(calibrated), test_texts)
+    folder = Path(args.folder) if args.folder else None
+    data_digest = builtin._sha256(Path(shipped_run / "fingerprint.json"))
+    builtin.pack(calibrated, folder, {"command": command, "recipe": recipe, "recipe_choice": why,
+                                      "fingerprint_sha256": data_digest, "figures": figures, "per_label": per_label,
+                                      "calibration": {k: v for k, v in calibration.items() if "ece_test" not in k}})
+    write_text(args.results, render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing,
+                                    names), own=False)
+    print(f"packed {folder or builtin.FOLDER}; wrote {args.results}")
+
+
+def render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing, names) -> str:
+    lines = ["# The built-in annotator", "", "`make annotator` (`python experiments/build_annotator.py`) wrote this "
+             "file, the model card and eqn/builtin/.", "", f"Recipe: `{' '.join(recipe)}` — {why}.", "",
+             "## Quality (GoEmotions test, once)", "", "| figure | value |", "|---|---|"]
+    lines += [f"| {k} | {v['value']:.4f} |" for k, v in figures.items()]
+    lines += ["", "Per seed: " + ", ".join(f"seed {s} {m['baseline/test/f1_macro']:.4f}" for s, m in zip(seeds, seed_metrics)),
+              "", "Published anchors (test macro-F1): " + "; ".join(f"{n} {v:.3f}" for n, v in ANCHORS), "",
+              "| label | val F1 | test F1 | support | ECE before | ECE after |", "|---|---|---|---|---|---|"]
+    for j, n in enumerate(names):
+        p = per_label[n]
+        lines.append(f"| {n} | {p['val_f1'] or 0:.3f} | {p['test_f1'] or 0:.3f} | {p['support']} | "
+                     f"{calibration['ece_test_before'][j]:.4f} | {calibration['ece_test_after'][j]:.4f} |")
+    lines += ["", f"## Calibration: one temperature {calibration['temperature']:.3f} fitted on validation, "
+              f"{'kept' if calibration['kept'] else 'not kept'} (mean val ECE {calibration['ece_val_before_mean']:.4f} "
+              f"-> {calibration['ece_val_after_mean']:.4f}; every decision unchanged)", ""]
+    if people is not None:
+        from eqn.validate import render as render_people
+
+        lines += ["## Intensities against people: EmoBank", "", render_people(people), ""]
+    lines += ["## Speed (test texts, this CPU, side by side)", "", "| precision | engine | texts/s |", "|---|---|---|"]
+    lines += [f"| {k} | {v['engine']} | {v['texts_per_s']:.0f} |" for k, v in timing.items() if isinstance(v, dict)]
+    lines += ["", f"precision=fast keeps fp32's emotions on {100 * timing['fast_same_emotions']:.1f} % of rows; peak "
+              f"RSS {timing['peak_rss_mib']:.0f} MiB.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""make annotator's path on tiny data: a given LoRA recipe trained, calibrated, tested, checked against EmoBank's
+layout, timed, packed into a folder that loads as the built-in annotator, and annotator.md written."""
+import json
+import shutil
+import subprocess
+import sys
+
+import torch
+
+from tests.conftest import ROOT
+
+
+def test_build_annotator_on_tiny_data(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from eqn.builtin import SPEC, load_builtin
+    from eqn.config import minilm_path
+
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+              ).save_pretrained(base)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(f"{minilm_path()}/{name}", base / name)
+    folder, results = tmp_path / "shipped", tmp_path / "annotator.md"
+    args = [sys.executable, "experiments/build_annotator.py", "--out", str(tmp_path / "final"), "--seeds", "0",
+            "--no-eqn", "--folder", str(folder), "--results", str(results),
+            "--emobank", str(ROOT / "tests" / "fixtures" / "emobank" / "emobank.csv"),
+            "--recipe", "pipeline=baseline", "+model.backbone.lora={r: 4, target_modules: qv}",
+            "model.optimizer.lr=1e-2",
+            "--extra", f"model.pretrained={base}", "data.max_train_samples=64", "data.max_eval_samples=64",
+            "trainer.max_epochs=1", f"paths.cache_dir={tmp_path / 'cache'}"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={"EQN_CACHE_DIR": str(tmp_path / "cache"), **__import__("os").environ})
+    assert done.returncode == 0, done.stderr[-3000:]
+    spec = json.loads((folder / SPEC).read_text())
+    assert spec["recipe"][0] == "pipeline=baseline" and "test macro-F1 (thresholds tuned on val)" in spec["figures"]
+    assert set(spec["per_label"]) == set(spec["labels"]) and spec["calibration"]["temperature"] > 0
+    text = results.read_text()
+    assert "## Intensities against people: EmoBank" in text and "valence (all)" in text and "texts/s" in text
+    module = load_builtin(folder, base)
+    assert module.thresholds.tolist() == __import__("pytest").approx(spec["thresholds"], abs=1e-6)
