@@ -79,7 +79,7 @@ LONG_FIRST = ("test_sweeps.py::test_seeded_2x2x2", "test_search.py::test_smoke_s
               "test_annotate.py::test_two_processes", "test_smoke_grid.py::test_minilm", "test_share.py::test_minilm",
               "test_fresh_clone.py::", "test_interruptions.py::test_refused", "test_interruptions.py::test_real_signal",
               "test_sweeps.py::test_submitit", "test_resume.py::test_sigkill", "test_search.py::", "test_races.py::test_kill",
-              "test_races.py::test_a_refused_run")
+              "test_races.py::test_a_refused_run", "test_build_annotator.py::", "test_builtin.py::")
 
 
 def pytest_collection_modifyitems(config, items):

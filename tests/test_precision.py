@@ -30,7 +30,8 @@ def test_training_and_annotation_say_what_auto_chose(trained_run, tmp_path, monk
 
     monkeypatch.setenv("EQN_NATIVE_BF16", "0")
     cfg = compose_config("data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=1",
-                         "logger=none", "pipeline=baseline", "trainer.precision=auto", tmp_path=tmp_path)
+                         "logger=none", "pipeline=baseline", "trainer.precision=auto", "model.backbone.embed_dim=32",
+                         "model.backbone.num_filters=16", tmp_path=tmp_path)
     with caplog.at_level("INFO"):
         run(cfg, run_dir=str(tmp_path / "run"))
     assert "trainer.precision=auto: 32-true (EQN_NATIVE_BF16=0)" in caplog.text
