@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--emobank", default=None, help="emobank.csv (default: the data dir's)")
     parser.add_argument("--no-eqn", action="store_true", help="skip the EQN comparison runs")
+    parser.add_argument("--no-vader", action="store_true", help="skip VADER's rated tweets (bench_intensity.py)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -199,6 +200,12 @@ def main() -> None:
         if not args.no_eqn:
             ckpts["EQN"] = str(out / "seeds" / "annotator" / f"eqn-s{seeds[0]}" / "checkpoints" / "eqn.ckpt")
         people = validate_emobank(ckpts, read_emobank(emobank))
+    vader = None
+    if not (args.no_eqn or args.no_vader):  # VADER's rated tweets, the annotator vs EQN over the seeds (ranks: the
+        # shared temperature changes none)
+        code = sh([sys.executable, "experiments/bench_intensity.py", "--runs", str(out / "seeds"), "--only",
+                   "annotator", "--stages", "baseline,eqn", "--name", "intensity_annotator"])
+        vader = "experiments/results/intensity_annotator.md" if code == 0 else f"bench_intensity.py failed ({code})"
     timing = speed(load_module(calibrated), test_texts)
     folder = Path(args.folder) if args.folder else None
     data_digest = builtin._sha256(Path(shipped_run / "fingerprint.json"))
@@ -206,11 +213,12 @@ def main() -> None:
                                       "fingerprint_sha256": data_digest, "figures": figures, "per_label": per_label,
                                       "calibration": {k: v for k, v in calibration.items() if "ece_test" not in k}})
     write_text(args.results, render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing,
-                                    names), own=False)
+                                    names, vader), own=False)
     print(f"packed {folder or builtin.FOLDER}; wrote {args.results}")
 
 
-def render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing, names) -> str:
+def render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing, names,
+           vader: str | None = None) -> str:
     lines = ["# The built-in annotator", "", "`make annotator` (`python experiments/build_annotator.py`) wrote this "
              "file, the model card and eqn/builtin/.", "", f"Recipe: `{' '.join(recipe)}` — {why}.", "",
              "## Quality (GoEmotions test, once)", "", "| figure | value |", "|---|---|"]
@@ -229,6 +237,9 @@ def render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, pe
         from eqn.validate import render as render_people
 
         lines += ["## Intensities against people: EmoBank", "", render_people(people), ""]
+    if vader:
+        lines += ["## Intensities against people: VADER's rated tweets", "",
+                  f"The annotator (baseline) against EQN trained the same way, per label and seed: {vader}", ""]
     lines += ["## Speed (test texts, this CPU, side by side)", "", "| precision | engine | texts/s |", "|---|---|---|"]
     lines += [f"| {k} | {v['engine']} | {v['texts_per_s']:.0f} |" for k, v in timing.items() if isinstance(v, dict)]
     lines += ["", f"precision=fast keeps fp32's emotions on {100 * timing['fast_same_emotions']:.1f} % of rows; peak "
