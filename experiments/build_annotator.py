@@ -5,9 +5,9 @@ eqn/builtin/ and write experiments/results/annotator.md.
     python experiments/build_annotator.py [--out outputs/annotator/final] [--seeds 0,1,2]
     python experiments/build_annotator.py --recipe pipeline=baseline '+model.backbone.lora={r: 8}' ... # a given recipe
 
-1. Recipe: the candidate whose search (experiments/bench_annotator.py) found the best validation macro-F1, at its
-   best setting — validation only, never test (--recipe gives one instead). It must be a LoRA delta (the package
-   ships at most 10 MB: a LoRA delta and the head, merged into the packaged base at load).
+1. Recipe: of the candidates that ship within 10 MB (a LoRA delta and the head, merged into the packaged base at
+   load), the one whose search (experiments/bench_annotator.py) found the best validation macro-F1, at its best
+   setting — validation only, never test (--recipe gives one instead); every search's best is stated beside it.
 2. Seeds: `python -m eqn.run experiment=annotator <recipe> seed=<s> hydra.run.dir=<out>/seeds/annotator/baseline-s<s>`
    for each seed, and EQN trained the same way (pipeline=eqn, the same model settings) for the comparison of
    intensities with people (…/eqn-s<s>). The first seed is shipped.
@@ -41,6 +41,7 @@ from bench_annotator import CANDIDATES, JOURNALS, study  # noqa: E402
 from eqn.io import write_text  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results" / "annotator.md"
+SHIPPABLE = ("lora",)  # the candidates whose model ships within 10 MB (the others fine-tune every weight)
 ANCHORS = [("Demszky et al. 2020, BERT-base (thresholds tuned on val)", 0.46),
            ("monologg/bert-base-cased-goemotions-original", 0.488),
            ("MiniLMv2-L6 distilled from roberta-large", 0.487),
@@ -64,7 +65,10 @@ def chosen_recipe(out_search: Path) -> tuple[list[str], str]:
     found = {c: f for c, f in found.items() if f}
     if not found:
         sys.exit("build_annotator.py: no finished search trial; run experiments/bench_annotator.py first")
-    best = max(found, key=lambda c: found[c]["best_value"])
+    shippable = [c for c in found if c in SHIPPABLE]  # a LoRA delta: at most 10 MB inside the package
+    if not shippable:
+        sys.exit("build_annotator.py: no LoRA search has a finished trial; run experiments/bench_annotator.py")
+    best = max(shippable, key=lambda c: found[c]["best_value"])
     params = bench_tuned.best_params(found[best])
     pipeline = {"full": "baseline", "lora": "baseline", "eqn": "eqn", "teacher": "eqn"}[best]
     recipe = [f"pipeline={pipeline}", *params]
@@ -74,7 +78,8 @@ def chosen_recipe(out_search: Path) -> tuple[list[str], str]:
             f"{k}: {v}" for k, v in {"alpha": "null", "dropout": 0.05, **lora}.items()) + "}",
                   *[p for p in params if ".lora." not in p]]
     why = ", ".join(f"{c} {f['best_value']:.4f}" for c, f in sorted(found.items(), key=lambda kv: -kv[1]["best_value"]))
-    return recipe, f"{best} (best validation macro-F1 of the searches: {why})"
+    return recipe, (f"{best}, the best shippable candidate on validation (best validation macro-F1 of each search: "
+                    f"{why}; only a LoRA delta fits the package)")
 
 
 def train(run_dir: Path, overrides: list[str]) -> None:
