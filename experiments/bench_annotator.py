@@ -11,8 +11,9 @@ same for every candidate), selected on the tuned-threshold macro-F1 of the full 
   eqn      EQN: CoEQN -> label regression -> EQN                    (lr 1e-5..1e-4; two trainings per trial)
   teacher  distillation with BCE from the best `full` setting, trained once on the same rows (<out>/teacher)
            (lr, epochs, regression.alpha 0.2..1, regression.start 0..1)
-The studies grow in rounds (2, 4, 6 finished trials), full/lora/eqn in turn, then the teacher's (it needs full's
-best); each step is the same resumable command (`python -m eqn.run -m hparams_search=annotator_<candidate>
+  lora_teacher  the same distillation into a LoRA student (lora's space + alpha, start): the one that can ship
+The studies grow in rounds (2, 4, 6 finished trials), full/lora/eqn in turn, then the two distillations in turn
+(they need full's best); each step is the same resumable command (`python -m eqn.run -m hparams_search=annotator_<candidate>
 hydra.sweeper.n_trials=<n> paths.output_dir=<out>`). The journals are copied to experiments/results/
 annotator_journals/ after every step and restored from there into a fresh --out, so the searches continue across
 checkouts; experiments/results/annotator_search.md holds each study's trials and best setting. Test figures are not
@@ -33,7 +34,8 @@ from bench_tuned import best, best_params, load, names, run_once, sh, trials_don
 
 from eqn.io import write_text  # noqa: E402
 
-CANDIDATES = ("full", "lora", "eqn", "teacher")
+CANDIDATES = ("full", "lora", "eqn", "teacher", "lora_teacher")
+NEEDS_TEACHER = ("teacher", "lora_teacher")
 JOURNALS = ROOT / "experiments" / "results" / "annotator_journals"
 STATUS = ROOT / "experiments" / "results" / "annotator_search.md"
 
@@ -47,7 +49,7 @@ def teacher_ckpt(out: Path) -> Path:
 
 
 def search(out: Path, candidate: str, n_trials: int) -> int:
-    extra = [f"regression.teachers=[{teacher_ckpt(out)}]"] if candidate == "teacher" else []
+    extra = [f"regression.teachers=[{teacher_ckpt(out)}]"] if candidate in NEEDS_TEACHER else []
     code = sh([sys.executable, "-m", "eqn.run", "-m", f"hparams_search={study(candidate)}",
                f"hydra.sweeper.n_trials={n_trials}", f"paths.output_dir={out}", *extra])
     save(out)
@@ -114,17 +116,14 @@ def main() -> None:
         return
     started = time.perf_counter()
     rounds = [int(x) for x in args.rounds.split(",")]
-    for n in rounds:
-        for candidate in [c for c in chosen if c != "teacher"]:
-            if trials_done(out, study(candidate)) < n and search(out, candidate, n) != 0:
-                sys.exit(f"bench_annotator.py: the {candidate} search stopped; rerun this command to continue it")
-    if "teacher" in chosen:
-        if make_teacher(out) != 0:
+    for group in ([c for c in chosen if c not in NEEDS_TEACHER], [c for c in chosen if c in NEEDS_TEACHER]):
+        if group and group[0] in NEEDS_TEACHER and make_teacher(out) != 0:
             sys.exit("bench_annotator.py: the teacher (the best full fine-tuning setting) could not be trained; the "
                      "full search must have a finished trial")
         for n in rounds:
-            if trials_done(out, study("teacher")) < n and search(out, "teacher", n) != 0:
-                sys.exit("bench_annotator.py: the teacher search stopped; rerun this command to continue it")
+            for candidate in group:
+                if trials_done(out, study(candidate)) < n and search(out, candidate, n) != 0:
+                    sys.exit(f"bench_annotator.py: the {candidate} search stopped; rerun this command to continue it")
     save(out)
     print(f"done in {(time.perf_counter() - started) / 60:.0f} min; {STATUS}")
 

@@ -9,7 +9,7 @@ eqn/builtin/ and write experiments/results/annotator.md.
    load), the one whose search (experiments/bench_annotator.py) found the best validation macro-F1, at its best
    setting — validation only, never test (--recipe gives one instead); every search's best is stated beside it.
 2. Seeds: `python -m eqn.run experiment=annotator <recipe> seed=<s> hydra.run.dir=<out>/seeds/annotator/baseline-s<s>`
-   for each seed, and EQN trained the same way (pipeline=eqn, the same model settings) for the comparison of
+   for each seed, and EQN trained the same way (pipeline=eqn, the same model, delta and settings) for the comparison of
    intensities with people (…/eqn-s<s>). The first seed is shipped.
 3. Calibration: one temperature for all labels, fitted on validation (it keeps every decision); kept if it lowers
    the mean per-label ECE on validation. Per-label ECE on test is reported before and after.
@@ -41,7 +41,7 @@ from bench_annotator import CANDIDATES, JOURNALS, study  # noqa: E402
 from eqn.io import write_text  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results" / "annotator.md"
-SHIPPABLE = ("lora",)  # the candidates whose model ships within 10 MB (the others fine-tune every weight)
+SHIPPABLE = ("lora", "lora_teacher")  # the candidates whose model ships within 10 MB (the others fine-tune every weight)
 ANCHORS = [("Demszky et al. 2020, BERT-base (thresholds tuned on val)", 0.46),
            ("monologg/bert-base-cased-goemotions-original", 0.488),
            ("MiniLMv2-L6 distilled from roberta-large", 0.487),
@@ -70,13 +70,13 @@ def chosen_recipe(out_search: Path) -> tuple[list[str], str]:
         sys.exit("build_annotator.py: no LoRA search has a finished trial; run experiments/bench_annotator.py")
     best = max(shippable, key=lambda c: found[c]["best_value"])
     params = bench_tuned.best_params(found[best])
-    pipeline = {"full": "baseline", "lora": "baseline", "eqn": "eqn", "teacher": "eqn"}[best]
-    recipe = [f"pipeline={pipeline}", *params]
-    if best == "lora":
-        lora = {k.split(".")[-1]: v for k, v in found[best]["best_params"].items() if ".lora." in k}
-        recipe = [f"pipeline={pipeline}", "+model.backbone.lora={" + ", ".join(
-            f"{k}: {v}" for k, v in {"alpha": "null", "dropout": 0.05, **lora}.items()) + "}",
-                  *[p for p in params if ".lora." not in p]]
+    lora = {k.split(".")[-1]: v for k, v in found[best]["best_params"].items() if ".lora." in k}
+    recipe = ["pipeline=baseline" if best == "lora" else "pipeline=eqn", "+model.backbone.lora={" + ", ".join(
+        f"{k}: {v}" for k, v in {"alpha": "null", "dropout": 0.05, **lora}.items()) + "}",
+              *[p for p in params if ".lora." not in p]]
+    if best == "lora_teacher":  # the teacher: the best full fine-tuning setting, trained on the same (all) rows
+        recipe += ["regression=teacher", "regression.loss=bce", "TEACHER",
+                   *[f"TEACHER_ARG:{p}" for p in bench_tuned.best_params(found["full"])]]
     why = ", ".join(f"{c} {f['best_value']:.4f}" for c, f in sorted(found.items(), key=lambda kv: -kv[1]["best_value"]))
     return recipe, (f"{best}, the best shippable candidate on validation (best validation macro-F1 of each search: "
                     f"{why}; only a LoRA delta fits the package)")
@@ -160,18 +160,27 @@ def main() -> None:
         sys.exit(f"build_annotator.py: the chosen recipe ({why}) is not a LoRA delta; the package ships at most 10 MB "
                  "(a LoRA delta and the head): choose a LoRA recipe with --recipe")
     print(f"recipe: {' '.join(recipe)} — {why}", flush=True)
+    teacher_args = [r.split(":", 1)[1] for r in recipe if r.startswith("TEACHER_ARG:")]
+    recipe = [r for r in recipe if not r.startswith("TEACHER_ARG:")]
+    if "TEACHER" in recipe:  # distillation: its teacher trained first, on all the training rows
+        teacher = out / "teacher"
+        train(teacher, ["experiment=annotator", "pipeline=baseline", *teacher_args, *args.extra])
+        recipe = [f"regression.teachers=[{teacher / 'checkpoints' / 'baseline.ckpt'}]" if r == "TEACHER" else r
+                  for r in recipe]
+    stage = "eqn" if "pipeline=eqn" in recipe else "baseline"
     base = ["experiment=annotator", *recipe, *args.extra]
     for s in seeds:
         train(out / "seeds" / "annotator" / f"baseline-s{s}", [*base, f"seed={s}"])
         if not args.no_eqn:
-            eqn = [o for o in base if not o.startswith(("pipeline=", "+model.backbone.lora", "model.backbone.lora"))]
+            # EQN trained the same way: the same model, delta and settings, the EQN objective (no distillation)
+            eqn = [o for o in base if not o.startswith(("pipeline=", "regression"))]
             train(out / "seeds" / "annotator" / f"eqn-s{s}", [*eqn, "pipeline=eqn", f"seed={s}"])
     from eqn import builtin
     from eqn.models.module import load_module
     from eqn.validate import read_emobank, validate_emobank
 
     shipped_run = out / "seeds" / "annotator" / f"baseline-s{seeds[0]}"
-    ckpt = shipped_run / "checkpoints" / "baseline.ckpt"
+    ckpt = shipped_run / "checkpoints" / f"{stage}.ckpt"
     metrics = json.loads((shipped_run / "metrics.json").read_text())
     module = load_module(ckpt)
     val_texts, val_gold, test_texts, test_gold = splits(ckpt, args.extra)
@@ -184,16 +193,16 @@ def main() -> None:
     save_final_checkpoint(module, calibrated)
     names = list(module.hparams.label_names)
     support = test_gold.sum(0).tolist()
-    per_label = {n: {"val_f1": metrics.get(f"baseline/val/f1/{n}"), "test_f1": metrics.get(f"baseline/test/f1/{n}"),
+    per_label = {n: {"val_f1": metrics.get(f"{stage}/val/f1/{n}"), "test_f1": metrics.get(f"{stage}/test/f1/{n}"),
                      "support": int(support[j])} for j, n in enumerate(names)}
     command = "make annotator  # python experiments/build_annotator.py"
     seed_metrics = [json.loads((out / "seeds" / "annotator" / f"baseline-s{s}" / "metrics.json").read_text())
                     for s in seeds]
-    figures = {"test macro-F1 (thresholds tuned on val)": {"value": metrics["baseline/test/f1_macro"], "command": command},
-               "test micro-F1": {"value": metrics["baseline/test/f1_micro"], "command": command},
-               "test macro-F1 at threshold 0.5": {"value": metrics["baseline/test/fixed/f1_macro"], "command": command},
+    figures = {"test macro-F1 (thresholds tuned on val)": {"value": metrics[f"{stage}/test/f1_macro"], "command": command},
+               "test micro-F1": {"value": metrics[f"{stage}/test/f1_micro"], "command": command},
+               "test macro-F1 at threshold 0.5": {"value": metrics[f"{stage}/test/fixed/f1_macro"], "command": command},
                f"test macro-F1, mean of {len(seeds)} seeds": {
-                   "value": float(np.mean([m["baseline/test/f1_macro"] for m in seed_metrics])), "command": command}}
+                   "value": float(np.mean([m[f"{stage}/test/f1_macro"] for m in seed_metrics])), "command": command}}
     emobank = Path(args.emobank) if args.emobank else None
     if emobank is None:
         from eqn.config import default_data_dir
@@ -228,7 +237,8 @@ def render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, pe
              "file, the model card and eqn/builtin/.", "", f"Recipe: `{' '.join(recipe)}` — {why}.", "",
              "## Quality (GoEmotions test, once)", "", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v['value']:.4f} |" for k, v in figures.items()]
-    lines += ["", "Per seed: " + ", ".join(f"seed {s} {m['baseline/test/f1_macro']:.4f}" for s, m in zip(seeds, seed_metrics)),
+    key = next(k for k in seed_metrics[0] if k.endswith("/test/f1_macro") and k.count("/") == 2)
+    lines += ["", "Per seed: " + ", ".join(f"seed {s} {m[key]:.4f}" for s, m in zip(seeds, seed_metrics)),
               "", "Published anchors (test macro-F1): " + "; ".join(f"{n} {v:.3f}" for n, v in ANCHORS), "",
               "| label | val F1 | test F1 | support | ECE before | ECE after |", "|---|---|---|---|---|---|"]
     for j, n in enumerate(names):
