@@ -61,6 +61,22 @@ def data_dir() -> Path:
     return SHARED_DATA
 
 
+def tiny_base(folder: Path) -> Path:
+    """A small randomly initialised BERT saved as a base encoder folder (weights + MiniLM's tokenizer files): a
+    stand-in for the packaged all-MiniLM-L6-v2 wherever a test needs a base whose file it can change."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+              ).save_pretrained(folder)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(f"{eqn.config.minilm_path()}/{name}", folder / name)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """One small TextCNN EQN run on GoEmotions, shared by the annotation and analysis tests."""

@@ -1,27 +1,16 @@
 """make annotator's path on tiny data: a given LoRA recipe trained, calibrated, tested, checked against EmoBank's
 layout, timed, packed into a folder that loads as the built-in annotator, and annotator.md written."""
 import json
-import shutil
 import subprocess
 import sys
 
-import torch
-
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_base
 
 
 def test_build_annotator_on_tiny_data(tmp_path):
-    from transformers import BertConfig, BertModel
-
     from eqn.builtin import SPEC, load_builtin
-    from eqn.config import minilm_path
 
-    base = tmp_path / "base"
-    torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-              ).save_pretrained(base)
-    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(f"{minilm_path()}/{name}", base / name)
+    base = tiny_base(tmp_path / "base")
     folder, results = tmp_path / "shipped", tmp_path / "annotator.md"
     args = [sys.executable, "experiments/build_annotator.py", "--out", str(tmp_path / "final"), "--seeds", "0",
             "--no-eqn", "--folder", str(folder), "--results", str(results),

@@ -12,22 +12,13 @@ from eqn.builtin import CARD, SPEC, WEIGHTS, load_builtin, pack
 from eqn.io import DataError
 from eqn.models.module import load_module
 from eqn.run import run
-from tests.conftest import compose_config
+from tests.conftest import compose_config, tiny_base
 
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    from transformers import BertConfig, BertModel
-
-    from eqn.config import minilm_path
-
     tmp = tmp_path_factory.mktemp("builtin")
-    base = tmp / "base"
-    torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-              ).save_pretrained(base)
-    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(f"{minilm_path()}/{name}", base / name)
+    base = tiny_base(tmp / "base")
     cfg = compose_config("model=minilm", f"model.pretrained={base}", "pipeline=baseline", "data.max_train_samples=64",
                          "data.max_eval_samples=32", "trainer.max_epochs=1", "logger=none", "model.optimizer.lr=1e-2",
                          "+model.backbone.lora={r: 4, target_modules: all}", "model.backbone.pooling=pooler", tmp_path=tmp)
