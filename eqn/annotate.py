@@ -66,9 +66,9 @@ class RankBatches:
         return len(self._mine())
 
 
-PRECISIONS = ("fp32", "bf16", "int8", "fast", "auto")
+PRECISIONS = ("fp32", "bf16", "int8", "fast", "auto")  # auto: bf16 where the hardware has it, else fp32
 BUILTIN = "builtin"  # ckpt=builtin (or no ckpt): the annotator shipped in the package
-LONG_TEXTS = ("truncate", "windows")  # a text longer than the model's max_length: cut, or max over windows  # auto: bf16 where the hardware has it, else fp32
+LONG_TEXTS = ("truncate", "windows")  # a text longer than the model's max_length: cut, or max over windows
 
 
 def check_device(device: str) -> None:
