@@ -167,11 +167,24 @@ def model_card(spec: dict) -> str:
              "## Data and licence", "",
              "GoEmotions (Demszky et al. 2020, Google Research), CC BY 4.0: 58k English Reddit comments, 27 emotions + "
              "neutral, names masked as [NAME]. The model's weights are a derivative of the data and of "
-             "all-MiniLM-L6-v2 (Apache-2.0); keep both attributions.", ""]
+             "all-MiniLM-L6-v2 (Apache-2.0); keep both attributions.", "",
+             "## Use", "",
+             "```bash", "python -m eqn.annotate input=texts.csv output=annotated.csv   # CSV/TSV/JSONL/TXT/Parquet",
+             "python -m eqn.export builtin out=emotions/   # a transformers folder: the merged model", "```", "",
+             "```python", "import eqn", 'eqn.load().annotate(["thank you so much!"])  # a DataFrame: intensities + emotions',
+             "from transformers import pipeline  # after eqn.export builtin out=emotions/",
+             'pipeline("text-classification", model="emotions/", top_k=None)("thank you so much!")  # probabilities',
+             "```", "",
+             (f"The exported folder is transformers' XLMForSequenceClassification, which computes the base's BERT "
+              f"layers and the {spec['pooling']} pooling exactly; its scores × {spec['scale']:g} are eqn's intensities."
+              + (" Give it one text per call (the pipeline's default): transformers' mean summary also averages "
+                 "padding, so padded batches shift the scores." if spec["pooling"] == "mean" else "")
+              if spec["pooling"] in ("mean", "cls") else "The exported folder is transformers' "
+              f"BertForSequenceClassification; its scores × {spec['scale']:g} are eqn's intensities."), ""]
     if figures:
         lines += ["## Figures (GoEmotions test, once)", "", "| figure | value | command |", "|---|---|---|"]
-        lines += [f"| {k} | {v['value']:.4f} | `{v.get('command', '')}` |" if isinstance(v, dict) else f"| {k} | {v} | |"
-                  for k, v in figures.items()] + [""]
+        lines += [f"| {k} | {_fmt(v['value'], 4)} | `{v.get('command', '')}` |" if isinstance(v, dict)
+                  else f"| {k} | {v} | |" for k, v in figures.items()] + [""]
     lines += ["## Labels", "", "| label | threshold | val F1 | test F1 | test support |", "|---|---|---|---|---|"]
     for name, t in zip(spec["labels"], spec["thresholds"]):
         p = per_label.get(name, {})
@@ -189,5 +202,7 @@ def model_card(spec: dict) -> str:
     return "\n".join(lines)
 
 
-def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+def _fmt(value, digits: int = 3) -> str:
+    if isinstance(value, str):
+        return value
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"

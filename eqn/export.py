@@ -6,8 +6,14 @@
   `transformers` model: `AutoModelForSequenceClassification.from_pretrained(folder)` loads it (problem_type
   "regression", id2label/label2id filled in) and `pipeline("text-classification", model=folder, top_k=None,
   function_to_apply="none")` returns the 0-10 intensities of every label.
-- Other encoders (cls or mean pooling) and the word backbones (ANN, CNN, LSTM, TextCNN) export in the same layout
-  with eqn's own small model description in config.json ("eqn" key); `eqn.load(folder)` reads every kind.
+- BERT-family encoders with mean or [CLS] pooling (the built-in annotator: mean, as all-MiniLM-L6-v2 was trained)
+  export as transformers' `XLMForSequenceClassification`, whose layers compute BERT's exactly (post-LayerNorm
+  attention and GELU feed-forward; the token-type embedding is folded into the positions and the tokenizer gives no
+  token types) and whose summary is a mean ("mean") or the first token ("first") -> Linear. The same pipeline call
+  gives eqn's scores. One limit: transformers' "mean" averages over padding too, so batches of texts of different
+  lengths (pipeline `batch_size` > 1) shift mean-pooled scores; one text per call (the pipeline's default) is exact.
+- The word backbones (ANN, CNN, LSTM, TextCNN) and other encoders export in the same layout with eqn's own small
+  model description in config.json ("eqn" key); `eqn.load(folder)` reads every kind.
 Loading never runs code: weights are safetensors, the rest JSON, the backbone class comes from eqn's allow-list.
 """
 from __future__ import annotations
@@ -31,6 +37,32 @@ def transformers_compatible(module: EQNModule) -> bool:
     backbone = module.hparams.backbone
     return (backbone.get("_target_", "").endswith(".Bert") and backbone.get("pooling") == "pooler"
             and backbone.get("hf_config", {}).get("model_type") == "bert")
+
+
+def xlm_compatible(module: EQNModule) -> bool:
+    """True when a BERT encoder with mean or [CLS] pooling is exactly XLMForSequenceClassification's computation."""
+    backbone = module.hparams.backbone
+    hf = backbone.get("hf_config", {})
+    return (backbone.get("_target_", "").endswith(".Bert") and backbone.get("pooling") in ("mean", "cls")
+            and hf.get("model_type") == "bert" and hf.get("hidden_act") == "gelu"
+            and hf.get("intermediate_size") == 4 * hf.get("hidden_size", 0)
+            and (hf.get("position_embedding_type") or "absolute") == "absolute")
+
+
+def xlm_names(n_layers: int) -> dict[str, str]:
+    """BertModel's weight names -> XLMForSequenceClassification's (the position row of the folded token type aside)."""
+    names = {"embeddings.word_embeddings.weight": "transformer.embeddings.weight",
+             "embeddings.LayerNorm.weight": "transformer.layer_norm_emb.weight",
+             "embeddings.LayerNorm.bias": "transformer.layer_norm_emb.bias"}
+    parts = {"attention.self.query": "attentions.{i}.q_lin", "attention.self.key": "attentions.{i}.k_lin",
+             "attention.self.value": "attentions.{i}.v_lin", "attention.output.dense": "attentions.{i}.out_lin",
+             "attention.output.LayerNorm": "layer_norm1.{i}", "intermediate.dense": "ffns.{i}.lin1",
+             "output.dense": "ffns.{i}.lin2", "output.LayerNorm": "layer_norm2.{i}"}
+    for i in range(n_layers):
+        for bert, xlm in parts.items():
+            for w in ("weight", "bias"):
+                names[f"encoder.layer.{i}.{bert}.{w}"] = f"transformer.{xlm.format(i=i)}.{w}"
+    return names
 
 
 def eqn_config(module: EQNModule) -> dict:
@@ -71,6 +103,43 @@ def export_transformers(module: EQNModule, folder: Path) -> None:
     model.classifier.load_state_dict(module.head[-1].state_dict())
     model.save_pretrained(folder, safe_serialization=True)
     hf_tokenizer(module).save_pretrained(folder)
+
+
+def export_xlm(module: EQNModule, folder: Path) -> None:
+    """A mean- or [CLS]-pooled BERT encoder + head as transformers' XLMForSequenceClassification (see the docstring)."""
+    from transformers import XLMConfig, XLMForSequenceClassification
+
+    h = module.hparams
+    hf = h.backbone["hf_config"]
+    names = list(h.label_names)
+    problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(h.objective, "regression")
+    config = XLMConfig(
+        vocab_size=hf["vocab_size"], emb_dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+        n_heads=hf["num_attention_heads"], dropout=hf["hidden_dropout_prob"],
+        attention_dropout=hf["attention_probs_dropout_prob"], gelu_activation=True, sinusoidal_embeddings=False,
+        causal=False, asm=False, n_langs=1, use_lang_emb=False, max_position_embeddings=hf["max_position_embeddings"],
+        layer_norm_eps=hf["layer_norm_eps"], pad_token_id=hf.get("pad_token_id") or 0, bos_token_id=None,
+        eos_token_id=None, summary_type="mean" if h.backbone["pooling"] == "mean" else "first",
+        summary_use_proj=True, summary_proj_to_labels=True, summary_activation=None,
+        summary_first_dropout=h.head_dropout, num_labels=len(names), problem_type=problem,
+        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        architectures=["XLMForSequenceClassification"])
+    config.update({"eqn": eqn_config(module)})
+    model = XLMForSequenceClassification(config)
+    bert = module.backbone.encoder.state_dict()
+    weights = {xlm: bert[k] for k, xlm in xlm_names(hf["num_hidden_layers"]).items()}
+    weights["transformer.position_embeddings.weight"] = (bert["embeddings.position_embeddings.weight"]
+                                                         + bert["embeddings.token_type_embeddings.weight"][0])
+    head = module.head[-1].state_dict()
+    weights |= {f"sequence_summary.summary.{k}": v for k, v in head.items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if "position_ids" not in k]:
+        raise RuntimeError(f"XLM layout: missing {missing}, unexpected {unexpected}")
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer = hf_tokenizer(module)
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # no token types: they are folded into positions
+    tokenizer.init_kwargs["model_input_names"] = tokenizer.model_input_names
+    tokenizer.save_pretrained(folder)
 
 
 def export_eqn(module: EQNModule, folder: Path) -> None:
@@ -143,8 +212,8 @@ def export(ckpt: str | Path, out: str | Path, metrics: dict | None = None, data_
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp(out.parent, out.name, directory=True)
     try:
-        native = transformers_compatible(module)
-        (export_transformers if native else export_eqn)(module, tmp)
+        native = transformers_compatible(module) or xlm_compatible(module)
+        (export_transformers if transformers_compatible(module) else export_xlm if native else export_eqn)(module, tmp)
         write_text(tmp / "README.md", card_extra or model_card(module, metrics, data_name, native), own=False)
         replace_folder(tmp, out)
     except BaseException:
@@ -172,7 +241,16 @@ def load_folder(folder: str | Path, map_location: str = "cpu") -> EQNModule:
                            encoder=encoder, thresholds=spec["thresholds"], stage=spec.get("stage") or "eqn",
                            max_length=spec["max_length"], threshold=spec.get("threshold"))
         weights = load_file(str(folder / "model.safetensors"), device=map_location)
-        if config.get("model_type") != "eqn":  # transformers layout -> eqn's names
+        if config.get("model_type") == "xlm":  # transformers' XLM layout (mean/[CLS] pooling) -> eqn's names
+            back = {xlm: bert for bert, xlm in xlm_names(config["n_layers"]).items()}
+            positions = weights.pop("transformer.position_embeddings.weight")
+            head = {k: weights.pop(f"sequence_summary.summary.{k}") for k in ("weight", "bias")}
+            weights = {**{f"backbone.encoder.{back[k]}": v for k, v in weights.items() if k in back},
+                       "backbone.encoder.embeddings.position_embeddings.weight": positions,
+                       "backbone.encoder.embeddings.token_type_embeddings.weight": torch.zeros(
+                           spec["backbone"]["hf_config"].get("type_vocab_size", 2), positions.shape[1]),
+                       **{f"head.1.{k}": v for k, v in head.items()}, "thresholds": torch.tensor(spec["thresholds"])}
+        elif config.get("model_type") != "eqn":  # transformers layout -> eqn's names
             weights = {**{f"backbone.encoder.{k[len('bert.'):]}": v for k, v in weights.items() if k.startswith("bert.")},
                        **{f"head.1.{k[len('classifier.'):]}": v for k, v in weights.items() if k.startswith("classifier.")},
                        "thresholds": torch.tensor(spec["thresholds"])}

@@ -66,25 +66,50 @@ def read_ratings(path: str | Path, text_column: str = "text", emotion_column: st
                          "rating": ratings.astype(float), "line": lines})
 
 
+def _boot(x: np.ndarray, y: np.ndarray, idx: np.ndarray, name: str) -> np.ndarray:
+    """The correlation `name` on every bootstrap resample of the rows (idx: resamples x n)."""
+    xa, yb = x[idx], y[idx]
+    if name == "spearman":
+        xa, yb = scipy_stats.rankdata(xa, axis=1), scipy_stats.rankdata(yb, axis=1)
+    xa, yb = xa - xa.mean(1, keepdims=True), yb - yb.mean(1, keepdims=True)
+    denom = np.sqrt((xa * xa).sum(1) * (yb * yb).sum(1))
+    return np.where(denom > 0, (xa * yb).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def _r(x: np.ndarray, y: np.ndarray, name: str) -> float:
+    a, b = (x, y) if name == "pearson" else (scipy_stats.rankdata(x), scipy_stats.rankdata(y))
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def correlations(intensity: np.ndarray, rating: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
     """Pearson and Spearman r with 95% percentile bootstrap intervals (rows resampled with replacement)."""
     x, y = np.asarray(intensity, dtype=float), np.asarray(rating, dtype=float)
     out: dict = {"n": len(x)}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(resamples, len(x)))
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
     for name in NAMES:
         if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
             out[name], out[f"{name}_low"], out[f"{name}_high"] = np.nan, np.nan, np.nan
             continue
-        a, b = (x, y) if name == "pearson" else (scipy_stats.rankdata(x), scipy_stats.rankdata(y))
-        out[name] = float(np.corrcoef(a, b)[0, 1])
-        xa, yb = x[idx], y[idx]
-        if name == "spearman":
-            xa, yb = scipy_stats.rankdata(xa, axis=1), scipy_stats.rankdata(yb, axis=1)
-        xa, yb = xa - xa.mean(1, keepdims=True), yb - yb.mean(1, keepdims=True)
-        denom = np.sqrt((xa * xa).sum(1) * (yb * yb).sum(1))
-        boot = np.where(denom > 0, (xa * yb).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
+        out[name] = _r(x, y, name)
+        out[f"{name}_low"], out[f"{name}_high"] = (float(v) for v in np.nanpercentile(_boot(x, y, idx, name),
+                                                                                     [2.5, 97.5]))
+    return out
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, rating: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
+    """r(a, rating) - r(b, rating) for Pearson and Spearman, with 95% intervals and two-sided p from a paired
+    bootstrap (the same resampled rows for both models)."""
+    x1, x2, y = (np.asarray(v, dtype=float) for v in (a, b, rating))
+    out: dict = {"n": len(y)}
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    for name in NAMES:
+        if len(y) < 3 or min(np.ptp(x1), np.ptp(x2), np.ptp(y)) == 0:
+            out[name] = out[f"{name}_low"] = out[f"{name}_high"] = out[f"{name}_p"] = np.nan
+            continue
+        boot = _boot(x1, y, idx, name) - _boot(x2, y, idx, name)
+        out[name] = _r(x1, y, name) - _r(x2, y, name)
         out[f"{name}_low"], out[f"{name}_high"] = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
+        out[f"{name}_p"] = float(min(1.0, 2 * min(np.nanmean(boot <= 0), np.nanmean(boot >= 0))))
     return out
 
 
@@ -168,20 +193,27 @@ def dimension_scores(intensity: np.ndarray, labels: list[str]) -> dict[str, np.n
 
 def validate_emobank(ckpts: dict[str, str | None], bank: pd.DataFrame, resamples: int = 1000) -> pd.DataFrame:
     """One row per (model, dimension, genre) plus 'all' genres: the model's valence against V and its arousal
-    against A, Pearson and Spearman with 95% bootstrap intervals."""
+    against A, Pearson and Spearman with 95% bootstrap intervals. With two models, rows "<first> − <second>" give
+    the paired difference of each correlation (same resampled rows for both; p two-sided)."""
     from eqn import load
 
-    rows = []
+    rows, dims = [], {}
+    groups = [("all", np.ones(len(bank), dtype=bool))] + [
+        (g, (bank.genre == g).to_numpy()) for g in sorted(bank.genre.unique()) if g != "unknown"]
     for name, ckpt in ckpts.items():
         annotator = load(ckpt)
         intensity = annotator.intensities(annotator.scores(bank.text.tolist())).numpy()
-        dims = dimension_scores(intensity, annotator.label_names)
+        dims[name] = dimension_scores(intensity, annotator.label_names)
         for dim, rating in (("valence", "V"), ("arousal", "A")):
-            groups = [("all", np.ones(len(bank), dtype=bool))] + [
-                (g, (bank.genre == g).to_numpy()) for g in sorted(bank.genre.unique()) if g != "unknown"]
             for genre, mask in groups:
-                r = correlations(dims[dim][mask], bank[rating].to_numpy()[mask], resamples)
+                r = correlations(dims[name][dim][mask], bank[rating].to_numpy()[mask], resamples)
                 rows.append({"model": name, "checkpoint": str(ckpt or "builtin"), "emotion": f"{dim} ({genre})", **r})
+    if len(dims) == 2:
+        (a, da), (b, db) = dims.items()
+        for dim, rating in (("valence", "V"), ("arousal", "A")):
+            for genre, mask in groups:
+                r = paired_difference(da[dim][mask], db[dim][mask], bank[rating].to_numpy()[mask], resamples)
+                rows.append({"model": f"{a} − {b}", "checkpoint": "paired", "emotion": f"{dim} ({genre})", **r})
     return pd.DataFrame(rows)
 
 
@@ -191,10 +223,14 @@ def render(frame: pd.DataFrame) -> str:
             return "–"
         return f"{row[name]:+.3f} [{row[f'{name}_low']:+.3f}, {row[f'{name}_high']:+.3f}]"
 
+    def p(row, name):
+        value = row.get(f"{name}_p", np.nan)
+        return "" if value is None or np.isnan(value) else f" p={value:.3g}"
+
     lines = ["| model | emotion | n | Pearson r [95% CI] | Spearman r [95% CI] |", "|---|---|---|---|---|"]
     for _, row in frame.iterrows():
-        lines.append(f"| {row['model']} | {row['emotion']} | {row['n']} | {cell(row, 'pearson')} | "
-                     f"{cell(row, 'spearman')} |")
+        lines.append(f"| {row['model']} | {row['emotion']} | {row['n']} | {cell(row, 'pearson')}{p(row, 'pearson')} | "
+                     f"{cell(row, 'spearman')}{p(row, 'spearman')} |")
     return "\n".join(lines)
 
 

@@ -220,23 +220,53 @@ def main() -> None:
         code = sh([sys.executable, "experiments/bench_intensity.py", "--runs", str(out / "seeds"), "--only",
                    "annotator", "--stages", "baseline,eqn", "--name", "intensity_annotator"])
         vader = "experiments/results/intensity_annotator.md" if code == 0 else f"bench_intensity.py failed ({code})"
+    verdicts = []
+    if people is not None:
+        for _, row in people[people.emotion.str.endswith("(all)")].iterrows():
+            if row.model in ("annotator", "EQN"):
+                figures[f"EmoBank {row.emotion.split()[0]}: Spearman r, {row.model}"] = {
+                    "value": row.spearman, "command": command}
+        verdicts = people_verdicts(people)
+    figures["mean per-label ECE on test, before / after the temperature"] = {
+        "value": f"{np.mean(calibration['ece_test_before']):.4f} / {np.mean(calibration['ece_test_after']):.4f}",
+        "command": command}
     timing = speed(load_module(calibrated), test_texts)
+    for k, v in timing.items():
+        if isinstance(v, dict):
+            figures[f"texts/s, precision={k} ({v['engine']}, this CPU)"] = {"value": f"{v['texts_per_s']:.0f}",
+                                                                           "command": command}
     folder = Path(args.folder) if args.folder else None
     data_digest = builtin._sha256(Path(shipped_run / "fingerprint.json"))
     builtin.pack(calibrated, folder, {"command": command, "recipe": recipe, "recipe_choice": why,
                                       "fingerprint_sha256": data_digest, "figures": figures, "per_label": per_label,
                                       "calibration": {k: v for k, v in calibration.items() if "ece_test" not in k}})
     write_text(args.results, render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing,
-                                    names, vader), own=False)
+                                    names, vader, verdicts), own=False)
     print(f"packed {folder or builtin.FOLDER}; wrote {args.results}")
 
 
+def people_verdicts(people) -> list[str]:
+    """The plain answer per dimension (all genres): which model's intensities are closer to people's ratings."""
+    out = []
+    for _, row in people[(people.checkpoint == "paired") & people.emotion.str.endswith("(all)")].iterrows():
+        dim = row.emotion.split()[0]
+        diff = f"Spearman difference {row.spearman:+.3f} [{row.spearman_low:+.3f}, {row.spearman_high:+.3f}], p={row.spearman_p:.3g}"
+        if row.spearman_low > 0:
+            out.append(f"{dim}: the annotator's intensities are closer to people's ratings than EQN's ({diff}).")
+        elif row.spearman_high < 0:
+            out.append(f"{dim}: EQN's intensities are closer to people's ratings than the annotator's ({diff}).")
+        else:
+            out.append(f"{dim}: no significant difference between the annotator and EQN ({diff}).")
+    return out
+
+
 def render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing, names,
-           vader: str | None = None) -> str:
+           vader: str | None = None, verdicts: list[str] | None = None) -> str:
     lines = ["# The built-in annotator", "", "`make annotator` (`python experiments/build_annotator.py`) wrote this "
              "file, the model card and eqn/builtin/.", "", f"Recipe: `{' '.join(recipe)}` — {why}.", "",
-             "## Quality (GoEmotions test, once)", "", "| figure | value |", "|---|---|"]
-    lines += [f"| {k} | {v['value']:.4f} |" for k, v in figures.items()]
+             "## Figures (GoEmotions test, once; EmoBank; speed on this CPU)", "", "| figure | value |", "|---|---|"]
+    lines += [f"| {k} | {v['value']:.4f} |" if isinstance(v["value"], float) else f"| {k} | {v['value']} |"
+              for k, v in figures.items()]
     key = next(k for k in seed_metrics[0] if k.endswith("/test/f1_macro") and k.count("/") == 2)
     lines += ["", "Per seed: " + ", ".join(f"seed {s} {m[key]:.4f}" for s, m in zip(seeds, seed_metrics)),
               "", "Published anchors (test macro-F1): " + "; ".join(f"{n} {v:.3f}" for n, v in ANCHORS), "",
@@ -251,7 +281,10 @@ def render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, pe
     if people is not None:
         from eqn.validate import render as render_people
 
-        lines += ["## Intensities against people: EmoBank", "", render_people(people), ""]
+        lines += ["## Intensities against people: EmoBank", "", "Valence: mean intensity of GoEmotions' positive labels "
+                  "minus that of its negative ones; arousal: the strongest intensity (neutral left out). Rows "
+                  "'annotator − EQN' are paired bootstrap differences (the same resampled sentences for both).", "",
+                  *[f"- {v}" for v in verdicts or []], "", render_people(people), ""]
     if vader:
         lines += ["## Intensities against people: VADER's rated tweets", "",
                   f"The annotator (baseline) against EQN trained the same way, per label and seed: {vader}", ""]

@@ -29,3 +29,22 @@ def test_build_annotator_on_tiny_data(tmp_path):
     assert "## Intensities against people: EmoBank" in text and "valence (all)" in text and "texts/s" in text
     module = load_builtin(folder, base)
     assert module.thresholds.tolist() == __import__("pytest").approx(spec["thresholds"], abs=1e-6)
+
+
+def test_the_people_verdict_says_which_model_is_closer():
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from build_annotator import people_verdicts
+
+    row = {"model": "annotator − EQN", "checkpoint": "paired"}
+    frame = pd.DataFrame([{**row, "emotion": "valence (all)", "spearman": 0.05, "spearman_low": 0.02,
+                           "spearman_high": 0.08, "spearman_p": 0.001},
+                          {**row, "emotion": "arousal (all)", "spearman": -0.01, "spearman_low": -0.03,
+                           "spearman_high": 0.01, "spearman_p": 0.4},
+                          {**row, "emotion": "arousal (blog)", "spearman": -0.2, "spearman_low": -0.3,
+                           "spearman_high": -0.1, "spearman_p": 0.001}])
+    verdicts = people_verdicts(frame)
+    assert len(verdicts) == 2  # all genres only
+    assert verdicts[0].startswith("valence: the annotator's intensities are closer")
+    assert verdicts[1].startswith("arousal: no significant difference")

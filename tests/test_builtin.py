@@ -21,7 +21,7 @@ def packed(tmp_path_factory):
     base = tiny_base(tmp / "base")
     cfg = compose_config("model=minilm", f"model.pretrained={base}", "pipeline=baseline", "data.max_train_samples=64",
                          "data.max_eval_samples=32", "trainer.max_epochs=1", "logger=none", "model.optimizer.lr=1e-2",
-                         "+model.backbone.lora={r: 4, target_modules: all}", "model.backbone.pooling=pooler", tmp_path=tmp)
+                         "+model.backbone.lora={r: 4, target_modules: all}", "model.backbone.pooling=mean", tmp_path=tmp)
     run(cfg, run_dir=str(tmp / "run"))
     ckpt = tmp / "run" / "checkpoints" / "baseline.ckpt"
     folder = pack(ckpt, tmp / "shipped", {"name": "tiny", "version": "0", "command": "pytest"})
@@ -34,8 +34,7 @@ def test_the_packed_delta_is_small_and_merges_into_the_base(packed):
     from safetensors.torch import load_file
 
     shipped = load_file(str(folder / WEIGHTS))
-    assert all("lora_" in k or k.startswith("head.") or ".pooler.modules_to_save." in k for k in shipped)
-    assert any(".pooler.modules_to_save." in k for k in shipped)  # the pooler trains in full beside the delta
+    assert all("lora_" in k or k.startswith("head.") for k in shipped)  # mean pooling: the delta and the head only
     module = load_builtin(folder, base)
     assert not any("lora" in n for n, _ in module.named_parameters())  # merged: a plain encoder
     texts = ["thank you so much!", "this is the worst day", ""]
@@ -92,21 +91,44 @@ def test_annotate_without_a_checkpoint_names_the_model_or_says_none_is_shipped(p
         main([f"input={inp}", f"output={tmp_path / 'p.csv'}"])
 
 
-def test_a_lora_model_exports_as_a_standard_transformers_folder(packed, tmp_path):
-    """Pooled output -> dropout -> Linear with the delta merged: transformers' own classes give eqn's scores."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_a_mean_or_cls_pooled_model_exports_as_a_standard_transformers_folder(packed, tmp_path, pooling):
+    """Mean (the built-in's) or [CLS] pooling -> Linear, the delta merged: transformers' XLMForSequenceClassification
+    computes BERT's layers, so its own classes give eqn's scores, and eqn.load reads the folder back."""
+    import copy
 
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    import eqn
     from eqn.export import export
 
     ckpt, _, _ = packed
-    folder = export(ckpt, tmp_path / "hf")
+    module = load_module(ckpt)
+    if pooling == "cls":  # the same weights read through the [CLS] token
+        module = copy.deepcopy(module)
+        module.backbone.pooling = module.hparams.backbone["pooling"] = "cls"
+    src = tmp_path / "model.ckpt"
+    from eqn.stages import save_final_checkpoint
+
+    save_final_checkpoint(module, src)
+    folder = export(src, tmp_path / "hf")
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["XLMForSequenceClassification"]
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    texts = ["thank you so much!", "this is the worst day"]
-    with torch.no_grad():
-        logits = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits
-    ours = Annotator(load_module(ckpt)).scores(texts)
-    assert torch.allclose(torch.sigmoid(logits), ours, atol=1e-5)  # BCE: scores are probabilities
+    texts = ["thank you so much!", "this is the worst day of my whole life, honestly", "ok"]
+    ours = Annotator(load_module(src)).scores(texts)
+    for text, row in zip(texts, ours):  # one text per call: no padding
+        with torch.no_grad():
+            logits = model(**tokenizer([text], return_tensors="pt")).logits[0]
+        assert torch.allclose(torch.sigmoid(logits), row, atol=1e-5)  # BCE: scores are probabilities
+    annotate = pipeline("text-classification", model=str(folder), top_k=None)
+    names = list(module.hparams.label_names)
+    for row, got in zip(ours.tolist(), annotate(texts)):
+        theirs = {d["label"]: d["score"] for d in got}
+        assert max(abs(theirs[n] - s) for n, s in zip(names, row)) < 1e-5
+    back = eqn.load(folder).annotate(texts)
+    assert back["emotions"].tolist() == Annotator(load_module(src)).annotate(texts)["emotions"].tolist()
+    assert abs(back[names].to_numpy() - Annotator(load_module(src)).annotate(texts)[names].to_numpy()).max() <= 0.011
 
 
 def test_export_builtin_gives_a_pipeline_with_eqns_scores(packed, tmp_path, monkeypatch):

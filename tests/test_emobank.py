@@ -22,7 +22,13 @@ def test_dimensions_follow_the_goemotions_sentiment_groups():
 def test_emobank_report_per_dimension_and_genre(trained_run, capsys):
     bank = read_emobank(FIXTURE)
     assert len(bank) == 8 and set(bank.genre) == {"blog", "letters"}  # the empty text left out
-    frame = validate_emobank({"ckpt": str(trained_run / "checkpoints" / "eqn.ckpt")}, bank, resamples=50)
+    frame = validate_emobank({"ckpt": str(trained_run / "checkpoints" / "eqn.ckpt"),
+                              "coeqn": str(trained_run / "checkpoints" / "coeqn.ckpt")}, bank, resamples=50)
+    paired = frame[frame.model == "ckpt − coeqn"].set_index("emotion")
+    alone = {m: frame[frame.model == m].set_index("emotion") for m in ("ckpt", "coeqn")}
+    assert paired.spearman.to_numpy() == pytest.approx((alone["ckpt"].spearman - alone["coeqn"].spearman
+                                                        ).loc[paired.index].to_numpy(), nan_ok=True)
+    frame = frame[frame.model == "ckpt"]
     assert set(frame.emotion) == {f"{d} ({g})" for d in ("valence", "arousal") for g in ("all", "blog", "letters")}
     from eqn import load
 
@@ -38,6 +44,18 @@ def test_emobank_report_per_dimension_and_genre(trained_run, capsys):
     assert "valence (all)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="one of them"):
         main([f"emobank={FIXTURE}", f"ratings={FIXTURE}"])
+
+
+def test_the_paired_difference_of_two_models_correlations():
+    from eqn.validate import paired_difference
+
+    rng = np.random.default_rng(0)
+    rating = rng.normal(size=300)
+    close, far = rating + rng.normal(scale=0.3, size=300), rng.normal(size=300)
+    d = paired_difference(close, far, rating, resamples=400)
+    assert d["spearman_low"] > 0.5 and d["spearman_p"] < 0.01  # the close model tracks the ratings far better
+    same = paired_difference(close, close, rating, resamples=100)
+    assert same["spearman"] == 0 and same["spearman_p"] == 1.0
 
 
 def test_the_real_emobank_reads_whole():
