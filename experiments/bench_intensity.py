@@ -94,7 +94,8 @@ def model_sets(runs: Path, pattern: str, stages: tuple[str, ...] = STAGES) -> di
     """{study: {seed: {stage: checkpoint}}} for every seed whose runs kept every stage's checkpoint."""
     out: dict = {}
     for study in sorted(p for pat in pattern.split(",") for p in runs.glob(pat) if p.is_dir()):
-        for base in sorted(study.glob("baseline-s*")):
+        first = checkpoint(study, stages[0], 0).parent.parent.name.rsplit("-s", 1)[0]  # the first stage's run dirs
+        for base in sorted(study.glob(f"{first}-s*")):
             seed = int(base.name.rsplit("-s", 1)[1])
             ckpts = {stage: checkpoint(study, stage, seed) for stage in stages}
             if all(p.exists() for p in ckpts.values()):

@@ -9,7 +9,7 @@ eqn/builtin/ and write experiments/results/annotator.md.
    load), the one whose search (experiments/bench_annotator.py) found the best validation macro-F1, at its best
    setting — validation only, never test (--recipe gives one instead); every search's best is stated beside it.
 2. Seeds: `python -m eqn.run experiment=annotator <recipe> seed=<s> hydra.run.dir=<out>/seeds/annotator/baseline-s<s>`
-   for each seed, and EQN trained the same way (pipeline=eqn, the same model, delta and settings) for the comparison of
+   (a distillation: distilled-s<s>, after its teacher, <out>/teacher) for each seed, and EQN trained the same way (pipeline=eqn, the same model, delta and settings) for the comparison of
    intensities with people (…/eqn-s<s>). The first seed is shipped.
 3. Calibration: one temperature for all labels, fitted on validation (it keeps every decision); kept if it lowers
    the mean per-label ECE on validation. Per-label ECE on test is reported before and after.
@@ -168,9 +168,12 @@ def main() -> None:
         recipe = [f"regression.teachers=[{teacher / 'checkpoints' / 'baseline.ckpt'}]" if r == "TEACHER" else r
                   for r in recipe]
     stage = "eqn" if "pipeline=eqn" in recipe else "baseline"
+    # the shipped model's runs: baseline-s<seed> (bench_intensity.py's layout), a distillation's distilled-s<seed>
+    # (its pipeline ends with eqn.ckpt, which bench_intensity.py reads there for any stage other than its own)
+    run_name = "baseline" if stage == "baseline" else "distilled"
     base = ["experiment=annotator", *recipe, *args.extra]
     for s in seeds:
-        train(out / "seeds" / "annotator" / f"baseline-s{s}", [*base, f"seed={s}"])
+        train(out / "seeds" / "annotator" / f"{run_name}-s{s}", [*base, f"seed={s}"])
         if not args.no_eqn:
             # EQN trained the same way: the same model, delta and settings, the EQN objective (no distillation)
             eqn = [o for o in base if not o.startswith(("pipeline=", "regression"))]
@@ -179,7 +182,7 @@ def main() -> None:
     from eqn.models.module import load_module
     from eqn.validate import read_emobank, validate_emobank
 
-    shipped_run = out / "seeds" / "annotator" / f"baseline-s{seeds[0]}"
+    shipped_run = out / "seeds" / "annotator" / f"{run_name}-s{seeds[0]}"
     ckpt = shipped_run / "checkpoints" / f"{stage}.ckpt"
     metrics = json.loads((shipped_run / "metrics.json").read_text())
     module = load_module(ckpt)
@@ -196,7 +199,7 @@ def main() -> None:
     per_label = {n: {"val_f1": metrics.get(f"{stage}/val/f1/{n}"), "test_f1": metrics.get(f"{stage}/test/f1/{n}"),
                      "support": int(support[j])} for j, n in enumerate(names)}
     command = "make annotator  # python experiments/build_annotator.py"
-    seed_metrics = [json.loads((out / "seeds" / "annotator" / f"baseline-s{s}" / "metrics.json").read_text())
+    seed_metrics = [json.loads((out / "seeds" / "annotator" / f"{run_name}-s{s}" / "metrics.json").read_text())
                     for s in seeds]
     figures = {"test macro-F1 (thresholds tuned on val)": {"value": metrics[f"{stage}/test/f1_macro"], "command": command},
                "test micro-F1": {"value": metrics[f"{stage}/test/f1_micro"], "command": command},
@@ -218,7 +221,7 @@ def main() -> None:
     if not (args.no_eqn or args.no_vader):  # VADER's rated tweets, the annotator vs EQN over the seeds (ranks: the
         # shared temperature changes none)
         code = sh([sys.executable, "experiments/bench_intensity.py", "--runs", str(out / "seeds"), "--only",
-                   "annotator", "--stages", "baseline,eqn", "--name", "intensity_annotator"])
+                   "annotator", "--stages", f"{run_name},eqn", "--name", "intensity_annotator"])
         vader = "experiments/results/intensity_annotator.md" if code == 0 else f"bench_intensity.py failed ({code})"
     verdicts = []
     if people is not None:
