@@ -109,7 +109,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray, rating: np.ndarray, resample
         boot = _boot(x1, y, idx, name) - _boot(x2, y, idx, name)
         out[name] = _r(x1, y, name) - _r(x2, y, name)
         out[f"{name}_low"], out[f"{name}_high"] = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
-        out[f"{name}_p"] = float(min(1.0, 2 * min(np.nanmean(boot <= 0), np.nanmean(boot >= 0))))
+        out[f"{name}_p"] = float(max(min(1.0, 2 * min(np.nanmean(boot <= 0), np.nanmean(boot >= 0))), 1 / resamples))
     return out
 
 
