@@ -129,7 +129,7 @@ def analyze_run(run_dir: str | Path, others: list[str | Path] = (), metrics: dic
         if (Path(d) / "metrics.json").exists():
             values = read_json(Path(d) / "metrics.json")
             if not isinstance(values, dict):
-                from eqn.io import DataError
+                from eqn.errors import DataError
 
                 raise DataError(Path(d) / "metrics.json", f"is a JSON {type(values).__name__}, not eqn's metrics "
                                                          "(an object of metric names and values)")
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     from eqn.cli import OneLineParser
-    from eqn.io import ConfigError, DataError
+    from eqn.errors import ConfigError, DataError
 
     parser = OneLineParser(prog="python -m eqn.analyze", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from eqn.data.datamodule import length_sorted_scores
 from eqn.data.tokenize import TextEncoder
-from eqn.io import ConfigError, DataError, atomic_path, digest, umask
+from eqn.errors import ConfigError, DataError
+from eqn.io import atomic_path, digest
 from eqn.models.module import EQNModule, load_module
-from eqn.ownership import check_output
+from eqn.ownership import check_output, umask
 from eqn.relabeled import intensity_frame
 from eqn.tables import ChunkWriter, check_input, output_format, read_chunks
 

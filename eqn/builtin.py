@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eqn.io import DataError
+from eqn.errors import DataError
 
 FOLDER = Path(__file__).resolve().parent / "builtin"
 SPEC, WEIGHTS, CARD = "annotator.json", "annotator.safetensors", "MODEL_CARD.md"

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from eqn.io import ConfigError
+from eqn.errors import ConfigError
 
 
 def default_data_dir() -> str:

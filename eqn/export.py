@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from eqn.io import ConfigError, DataError, write_json, write_text
+from eqn.errors import ConfigError, DataError
+from eqn.io import write_json, write_text
 from eqn.models.module import EQNModule, load_module, plain
 from eqn.ownership import check_output, drop_temp, make_temp, replace_folder
 

@@ -1,4 +1,4 @@
-"""Atomic file writes and the error type that points at a file and line."""
+"""Files eqn writes: atomic writes of owned outputs, tensor files, the run lock, digests."""
 from __future__ import annotations
 
 import json
@@ -8,24 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-
-class DataError(ValueError):
-    """Bad input: the message names the file, the line (or row) and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None):
-        where = f"{path}" if line is None else f"{path}, line {line}"
-        super().__init__(f"{where}: {problem}")
-        self.path, self.line, self.problem = str(path), line, problem
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work, or a run directory that holds a different run."""
-
-
-def umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+from eqn.errors import ConfigError, DataError  # noqa: F401 (re-exported: eqn.io's callers)
+from eqn.ownership import drop_temp_record, install_file, make_temp, owned_entry, process_alive, recording_root, umask
 
 
 @contextmanager
@@ -38,8 +22,6 @@ def atomic_path(path: str | os.PathLike, own: bool = True) -> Iterator[Path]:
     path = Path(path)
     replaces = None
     if own:
-        from eqn.ownership import install_file, make_temp, owned_entry, recording_root
-
         if path.exists() or path.is_symlink():
             entry = owned_entry(path)
             if entry is None:
@@ -70,8 +52,6 @@ def atomic_path(path: str | os.PathLike, own: bool = True) -> Iterator[Path]:
         raise
     finally:
         if own:
-            from eqn.ownership import drop_temp_record
-
             drop_temp_record(tmp)
 
 
@@ -131,7 +111,7 @@ class RunLock:
                     owner = json.loads(self.path.read_text() or "{}")
                 except (OSError, ValueError):
                     owner = {}
-                if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                if owner.get("host") == me["host"] and not process_alive(owner.get("pid")):
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
                 raise ConfigError(f"{self.path.parent} is in use by process {owner.get('pid')} on "
@@ -147,18 +127,6 @@ class RunLock:
         if self.owned:
             self.path.unlink(missing_ok=True)
             self.owned = False
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def digest(obj: Any, files: list = ()) -> str:

@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from eqn.config import stage_plan
 from eqn.data.datamodule import EQNDataModule
+from eqn.errors import ConfigError
 from eqn.interrupt import fault_point
-from eqn.io import ConfigError, digest, read_json, write_json, write_text
+from eqn.io import digest, read_json, write_json, write_text
 from eqn.ownership import (
     LEDGER,
     changed_entries,

@@ -73,7 +73,7 @@ def teacher_intensities(paths: list[str], texts: list[str], label_names: list[st
     """The mean 0..scale intensity that the teacher models give each text, each scored with its own tokenizer (a
     classifier's intensity is scale x probability). A teacher with other labels is refused, naming it."""
     from eqn.annotate import Annotator
-    from eqn.io import ConfigError
+    from eqn.errors import ConfigError
 
     total = None
     for path in paths:

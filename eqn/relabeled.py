@@ -99,7 +99,7 @@ def dataset_folder(run_dir: Path, overwrite: bool = False) -> Path:
     <run>/hub_dataset; an existing one is replaced only with overwrite=True and only if it is eqn's own."""
     import shutil
 
-    from eqn.io import DataError
+    from eqn.errors import DataError
     from eqn.ownership import check_output, drop_temp, make_temp, replace_folder
 
     source = run_dir / "relabeled"

@@ -24,7 +24,8 @@ import pandas as pd
 import yaml
 
 from eqn import evaluation, stats
-from eqn.io import ConfigError, DataError, atomic_path, load_tensors, read_json, write_text
+from eqn.errors import ConfigError, DataError
+from eqn.io import atomic_path, load_tensors, read_json, write_text
 from eqn.ownership import check_writable
 
 STAGES = ("baseline", "baseline_matched", "coeqn", "eqn")

@@ -15,8 +15,9 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from eqn import config  # noqa: E402  (registers schemas and resolvers)
+from eqn.errors import ConfigError, DataError
 from eqn.interrupt import Interrupted, interruptible  # noqa: E402
-from eqn.io import ConfigError, DataError, RunLock  # noqa: E402
+from eqn.io import RunLock  # noqa: E402
 from eqn.search import Pruned  # noqa: E402
 
 log = logging.getLogger("eqn")

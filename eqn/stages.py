@@ -25,8 +25,9 @@ from eqn import evaluation
 from eqn.callbacks import TrainingState, prune_callback
 from eqn.config import monitor_mode, stage_plan
 from eqn.data.datamodule import EQNDataModule
+from eqn.errors import ConfigError
 from eqn.interrupt import fault_point
-from eqn.io import ConfigError, atomic_path, load_tensors, read_json, save_tensors, write_json
+from eqn.io import atomic_path, load_tensors, read_json, save_tensors, write_json
 from eqn.models.module import EQNModule, build_module, load_module, plain
 from eqn.ownership import record_tree
 from eqn.predict import predict_splits

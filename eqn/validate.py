@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from eqn.io import DataError, atomic_path
+from eqn.errors import DataError
+from eqn.io import atomic_path
 
 NAMES = ("pearson", "spearman")
 
@@ -241,7 +242,7 @@ USAGE = ("usage: python -m eqn.validate [ckpt=<checkpoint>] ratings=<file>|emoba
 
 def main(argv: list[str] | None = None) -> None:
     from eqn.cli import parse
-    from eqn.io import ConfigError
+    from eqn.errors import ConfigError
     from eqn.ownership import check_output
 
     args = parse(argv if argv is not None else sys.argv[1:], "eqn.validate", USAGE,

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from eqn.data import sources
-from eqn.io import ConfigError, DataError, atomic_path, write_text
+from eqn.errors import ConfigError, DataError
+from eqn.io import atomic_path, write_text
 from eqn.ownership import check_writable, owns_file
 
 # name -> (hub id, config, expected rows per split as the reader sees them)

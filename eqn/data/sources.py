@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from eqn.io import ConfigError, DataError
+from eqn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 csv.field_size_limit(2**31 - 1)
