@@ -460,20 +460,25 @@ def claim_parts(parts: Path, job: dict) -> None:
                           f"job, or delete {parts} to start this one")
 
 
+MERGE_WAIT_S = 600.0  # how long a shard whose chunks are all there waits for another shard's merge
+
+
 def merge_parts(parts: Path, count: int, out_path: Path, fmt: str, job: str | None = None) -> bool:
     """If every chunk file 0..count-1 exists, concatenate them in order into `out_path` (atomically), then remove
     the chunk files and job record eqn wrote (anything else in the folder stays); one merger at a time (a lock in
-    the parts folder). Returns whether the output was written."""
+    the parts folder: a shard finding another merging waits for it, and merges itself if that one died before
+    finishing). Returns whether the output was written."""
     from eqn.io import RunLock
     from eqn.ownership import owns_file, record, remove_owned
 
     files = [parts / f"chunk-{c:08d}.{fmt}" for c in range(count)]
     if not all(f.exists() for f in files):
         return False
-    try:
-        lock = RunLock(parts).__enter__()
-    except ConfigError:
-        return False  # another shard is merging
+    try:  # another shard merging: wait for it (its lock ends with its process, however it ends), then check
+        lock = RunLock(parts, wait=MERGE_WAIT_S).__enter__()
+    except ConfigError as err:
+        raise ConfigError(f"{err}; {out_path} is not merged yet: rerun this command once that process has "
+                          "ended, and it merges the shards' chunks") from None
     try:
         if out_path.exists():
             return True  # merged by another shard meanwhile

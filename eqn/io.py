@@ -92,41 +92,88 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
 
 
 class RunLock:
-    """One process per run directory: `<run_dir>/.lock` holds the owner's host and PID. A lock left by a dead
-    process on this host is taken over; a live one refuses the second process with a ConfigError."""
+    """One process per run directory (or shard-merge folder): `<dir>/.lock`, held with an exclusive `flock` for as
+    long as the process lives and naming its host and PID. The kernel drops the lock when its process ends however
+    it ends — killed, or on another node of a shared filesystem (a SLURM requeue) — so a lock file left behind is
+    never stale: the next process takes it. A live holder refuses the second process with a ConfigError, or, with
+    `wait` seconds, is waited for (then a ConfigError says who still holds it). On a filesystem without locks
+    (flock unsupported), the file alone decides, as before: a dead PID on this host is taken over."""
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, wait: float = 0.0):
         self.path = Path(run_dir) / ".lock"
+        self.wait = wait
         self.owned = False
+        self.fd: int | None = None
+
+    def _owner(self) -> dict:
+        try:
+            owner = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            owner = {}
+        return owner if isinstance(owner, dict) else {}
+
+    def _busy(self, waited: bool) -> ConfigError:
+        owner = self._owner()
+        return ConfigError(f"{self.path.parent} is in use by process {owner.get('pid')} on {owner.get('host')}"
+                           + (f" (still after {self.wait:g} s)" if waited else "")
+                           + "; wait for it to finish (the lock ends with its process)")
 
     def __enter__(self) -> "RunLock":
+        import fcntl
+        import socket
+        import time
+
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+        deadline = time.monotonic() + self.wait
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise self._busy(self.wait > 0) from None
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
+            except OSError:  # no locks on this filesystem: the file's host and PID decide
+                os.close(fd)
+                return self._enter_without_flock(me)
+            try:  # a finishing holder removes the file: the inode locked must be the one at the path
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, me.encode())
+            self.fd, self.owned = fd, True
+            return self
+
+    def _enter_without_flock(self, me: str) -> "RunLock":
         import socket
 
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                try:
-                    owner = json.loads(self.path.read_text() or "{}")
-                except (OSError, ValueError):
-                    owner = {}
-                if owner.get("host") == me["host"] and not process_alive(owner.get("pid")):
+                owner = self._owner()
+                if owner.get("host") == socket.gethostname() and not process_alive(owner.get("pid")):
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
-                raise ConfigError(f"{self.path.parent} is in use by process {owner.get('pid')} on "
-                                  f"{owner.get('host')}; wait for it to finish (or, if it is gone, delete "
-                                  f"{self.path})") from None
+                raise self._busy(False) from None
             with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
+                handle.write(me)
             self.owned = True
             return self
         raise ConfigError(f"could not lock {self.path.parent}")
 
     def __exit__(self, *exc) -> None:
         if self.owned:
-            self.path.unlink(missing_ok=True)
-            self.owned = False
+            self.path.unlink(missing_ok=True)  # removed while still held: a waiter re-opens the path
+            if self.fd is not None:
+                os.close(self.fd)  # releases the flock
+            self.fd, self.owned = None, False
 
 
 def digest(obj: Any, files: list = ()) -> str:
