@@ -136,7 +136,8 @@ class Annotator:
                         devices: int = 1, long_texts: str = "truncate") -> "Annotator":
         """A run checkpoint, an exported model folder, a hub repo id of one, or None / "builtin": the built-in
         annotator (eqn/builtin.py)."""
-        from eqn.export import load_folder, resolve_model
+        from eqn.export import load_folder
+        from eqn.hub import resolve_model
 
         check_device(device)  # before loading: a CUDA-saved tensor on a CPU machine would be a confusing error
         if path is None or str(path) == BUILTIN:
@@ -402,7 +403,7 @@ def write_annotated(annotator: Annotator, chunks, out_path: Path, fmt: str, text
 def shard_job(ckpt: str, input: str, chunk_size: int, text_column: str, header: bool, precision: str, fmt: str,
               prefix: str, emotions_column: str | None, long_texts: str = "truncate") -> dict:
     """What makes a shard job's chunks: the model's and the input's content, and every option that changes rows."""
-    from eqn.export import resolve_model
+    from eqn.hub import resolve_model
 
     if ckpt == BUILTIN:
         import eqn.builtin as builtin

@@ -10,18 +10,9 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from eqn.data.sources import default_data_dir
 from eqn.errors import ConfigError
-
-
-def default_data_dir() -> str:
-    """EQN_DATA_DIR, else ../shared/data beside the project if it exists, else data/."""
-    if os.environ.get("EQN_DATA_DIR"):
-        return os.environ["EQN_DATA_DIR"]
-    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        shared = root.parent / "shared" / "data"
-        if shared.is_dir():
-            return str(shared.resolve())
-    return str(Path.cwd() / "data")
+from eqn.hub import hub_model_problem
 
 
 def minilm_path() -> str:
@@ -351,25 +342,6 @@ def environment_problems(cfg: DictConfig) -> list[str]:
         if problem:
             problems.append(f"model.pretrained={problem}")
     return problems
-
-
-def hub_model_problem(model_id: str) -> str | None:
-    """Why a hub model id cannot be loaded on this machine (not a folder, not cached, hub unreachable), or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from eqn.data.sources import hub_reachable, offline_flag
-
-    try:
-        cached = try_to_load_from_cache(model_id, "config.json")
-    except Exception:  # an id the hub library rejects: let transformers say why
-        return None
-    if isinstance(cached, str) or hub_reachable():
-        return None
-    flag = offline_flag()
-    why = f"{flag}=1 is set" if flag else "huggingface.co is not reachable from this machine"
-    return (f"{model_id}: neither a local folder nor in the Hugging Face cache, and {why}; get it with "
-            f"`huggingface-cli download {model_id}` on a machine with internet (and copy the cache), or pass a "
-            "local folder")
 
 
 def stage_plan(cfg: DictConfig) -> list[str]:

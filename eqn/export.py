@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from eqn.errors import ConfigError, DataError
+from eqn.hub import push_to_hub
 from eqn.io import write_json, write_text
 from eqn.models.module import EQNModule, load_module, plain
 from eqn.ownership import check_output, drop_temp, make_temp, replace_folder
@@ -261,57 +262,6 @@ def load_folder(folder: str | Path, map_location: str = "cpu") -> EQNModule:
     return module.to(map_location).eval()
 
 
-def resolve_model(source: str | Path) -> Path:
-    """A local checkpoint/folder as is; otherwise a hub repo id, downloaded with huggingface_hub."""
-    path = Path(source)
-    if path.exists():
-        return path
-    if path.is_symlink():
-        raise DataError(path, "is a link that leads nowhere (a loop or a missing target)")
-    if looks_like_repo_id(str(source)):
-        from huggingface_hub import snapshot_download
-
-        from eqn.config import hub_model_problem
-
-        problem = hub_model_problem(str(source))
-        if problem:
-            raise DataError(path, f"not a local checkpoint or folder: {problem.split(': ', 1)[1]}")
-
-        try:
-            return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.md"]))
-        except Exception as err:
-            raise DataError(source, f"not a local file or folder, and the hub download failed: "
-                                    f"{' '.join(str(err).split())[:200]}") from None
-    raise DataError(path, "checkpoint or model folder not found")
-
-
-def looks_like_repo_id(source: str) -> bool:
-    """owner/name, as the hub spells repo ids: one slash, no file suffix, not a path (./x, /x, ~/x, x/y/z)."""
-    import re
-
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}", source)) and not source.endswith(
-        (".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".json")) and ".." not in source
-
-
-def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, repo_type: str = "model") -> str:
-    """Upload a folder with huggingface_hub; offline or refused, one line."""
-    from huggingface_hub import HfApi
-
-    from eqn.data.sources import offline_flag
-
-    flag = offline_flag()
-    if flag:
-        raise ConfigError(f"push_to_hub={repo_id}: {flag}=1 is set in the environment; unset it to upload")
-    api = HfApi()
-    try:
-        api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                                 ignore_patterns=[".eqn/*"])  # eqn's ledger stays local
-    except Exception as err:
-        raise ConfigError(f"push_to_hub={repo_id}: upload failed: {' '.join(str(err).split())[:200]}") from None
-    return str(getattr(info, "commit_url", repo_id))
-
-
 USAGE = ("usage: python -m eqn.export ckpt=<checkpoint>|builtin [out=<folder>] [overwrite=true] [push_to_hub=<repo id>] "
          "[private=true] | run=<run dir> dataset=true [overwrite=true] [push_to_hub=<repo id>]")
 
@@ -336,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     if dataset and "run" not in args and "ckpt" not in args:
         sys.exit(f"eqn.export: missing run ({USAGE})")
     if args.get("push_to_hub"):  # before any work: an upload that cannot happen writes no export either
-        from eqn.data.sources import offline_flag
+        from eqn.hub import offline_flag
 
         if offline_flag():
             sys.exit(f"eqn.export: push_to_hub={args['push_to_hub']}: {offline_flag()}=1 is set in the environment; "

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from eqn import hub
 from eqn.data import sources
 from eqn.errors import ConfigError, DataError
 from eqn.io import atomic_path, write_text
@@ -84,8 +85,8 @@ def download(name: str, data_dir: str | Path, overwrite: bool = False) -> Path:
     if folder.exists() and not folder.is_dir():
         raise DataError(folder, "exists and is not a folder")
     check_writable(folder / "x")
-    if not sources.hub_reachable():
-        flag = sources.offline_flag()
+    if not hub.hub_reachable():
+        flag = hub.offline_flag()
         raise DataError(folder, f"cannot download {hub_id}: " + (f"{flag}=1 is set in the environment" if flag else
                                                                  "huggingface.co is not reachable from this machine"))
     import datasets
@@ -133,7 +134,6 @@ def install(new: Path, folder: Path, overwrite: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from eqn.cli import OneLineParser
-    from eqn.config import default_data_dir
 
     parser = OneLineParser(prog="python -m eqn.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     get.add_argument("--overwrite", action="store_true", help="replace files with other content that eqn wrote before")
     args = parser.parse_args(argv)
     try:
-        folder = download(args.name, args.data_dir or default_data_dir(), args.overwrite)
+        folder = download(args.name, args.data_dir or sources.default_data_dir(), args.overwrite)
     except (DataError, ConfigError) as err:
         sys.exit(f"eqn.data: {err}")
     except OSError as err:

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from eqn.errors import ConfigError, DataError
+from eqn.hub import load_from_hub, offline_flag
 
 log = logging.getLogger(__name__)
 csv.field_size_limit(2**31 - 1)
@@ -182,20 +182,15 @@ def require_columns(path: Path, record: dict, columns: list[str]) -> None:
         raise DataError(path, f"missing column(s) {missing}; the file has {list(record)}", 1)
 
 
-def offline_flag() -> str | None:
-    """The environment variable that forbids the hub, if one is set."""
-    return next((k for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(k, "").lower() in ("1", "true")),
-                None)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    if offline_flag():
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+def default_data_dir() -> str:
+    """EQN_DATA_DIR, else ../shared/data beside the project if it exists, else data/."""
+    if os.environ.get("EQN_DATA_DIR"):
+        return os.environ["EQN_DATA_DIR"]
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        shared = root.parent / "shared" / "data"
+        if shared.is_dir():
+            return str(shared.resolve())
+    return str(Path.cwd() / "data")
 
 
 def carve(split: Split, fraction: float, seed: int, stratify: bool = True) -> tuple[Split, Split]:
@@ -221,15 +216,6 @@ def missing_files_error(folder: Path, files: list[str], hub_id: str | None, how:
     hint = (f"; the Hugging Face fallback '{hub_id}' was not tried ({reason}); with internet, "
             f"`python -m eqn.data download {folder.name}` fetches it" if hub_id else "")
     return DataError(folder, f"dataset files not found: expected {', '.join(files)} in this folder{hint}. {how}".strip())
-
-
-def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str], to_rows: Callable) -> dict[str, Split] | None:
-    if not hub_reachable():
-        raise missing_files_error(folder, files, hub_id, "Set paths.data_dir (or EQN_DATA_DIR) to the folder that holds them.")
-    import datasets
-
-    log.info("local files missing in %s; loading %s from the Hugging Face hub", folder, hub_id)
-    return to_rows(datasets.load_dataset(hub_id, config))
 
 
 # The embedded copy (eqn/datasets/goemotions, CC BY 4.0): rows and SHA-256 of each uncompressed file.
