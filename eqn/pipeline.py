@@ -120,7 +120,7 @@ class Pipeline(RunContext):
         if not self.is_main:
             return self.metrics
         if cfg.pipeline.analyze and cfg.pipeline.name != "baseline":
-            from eqn.analyze import analyze_run
+            from eqn.figures import analyze_run
 
             fault_point("analysis")
             analyze_run(self.run_dir, metrics=self.metrics)

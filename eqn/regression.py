@@ -72,8 +72,8 @@ class TeacherRegression(ProgressiveRegression):
 def teacher_intensities(paths: list[str], texts: list[str], label_names: list[str], scale: float) -> torch.Tensor:
     """The mean 0..scale intensity that the teacher models give each text, each scored with its own tokenizer (a
     classifier's intensity is scale x probability). A teacher with other labels is refused, naming it."""
-    from eqn.annotate import Annotator
     from eqn.errors import ConfigError
+    from eqn.inference import Annotator
 
     total = None
     for path in paths:

@@ -174,7 +174,7 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
             save_final_checkpoint(module, final)
             fault_point(f"fit:{stage}:saved")
             if run.cfg.pipeline.export:  # export/<stage>/: a Hugging Face-style model folder
-                from eqn.export import export
+                from eqn.model_folder import export
 
                 export(final, run.run_dir / "export" / stage, {**run.metrics, **metrics}, dm.name, overwrite=True)
                 fault_point(f"fit:{stage}:exported")

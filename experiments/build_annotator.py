@@ -105,8 +105,8 @@ def splits(ckpt: Path, extra: list[str]):
 def calibrate(module, val_texts, val_gold, test_texts, test_gold) -> dict:
     import copy
 
-    from eqn.annotate import Annotator
     from eqn.calibration import ece, fit_temperature, fold_temperature
+    from eqn.inference import Annotator
 
     annotator = Annotator(copy.deepcopy(module))  # (an Annotator merges the LoRA delta in place; this one stays LoRA)
     val, test = annotator.scores(val_texts), annotator.scores(test_texts)
@@ -124,7 +124,7 @@ def calibrate(module, val_texts, val_gold, test_texts, test_gold) -> dict:
 
 
 def speed(ckpt_module, texts: list[str]) -> dict:
-    from eqn.annotate import Annotator
+    from eqn.inference import Annotator
 
     out = {}
     for precision in ("fp32", "fast", "auto"):
