@@ -147,13 +147,14 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                         rows.append({"study": study, "label": label, "view": view, "seed": seed, "stage": stage,
                                      "n": int(mask.sum()), "spearman": point[seed, stage],
                                      "spearman_low": float(low), "spearman_high": float(high)})
+                ref = stages[0]  # the reference: the baseline unless --stages names another first
                 for stage in stages[1:]:
-                    diffs = [point[s, stage] - point[s, "baseline"] for s in seeds]
+                    diffs = [point[s, stage] - point[s, ref] for s in seeds]
                     mean, lo, hi = stats.t_interval(diffs)
-                    delta = np.nanmean([boot[s, stage] - boot[s, "baseline"] for s in seeds], axis=0)
+                    delta = np.nanmean([boot[s, stage] - boot[s, ref] for s in seeds], axis=0)
                     p = 2 * min(float(np.mean(delta <= 0)), float(np.mean(delta >= 0)))
                     rows.append({"study": study, "label": label, "view": view, "seed": "all",
-                                 "stage": f"{stage}-baseline", "n": int(mask.sum()), "spearman": mean,
+                                 "stage": f"{stage}-{ref}", "n": int(mask.sum()), "spearman": mean,
                                  "spearman_low": lo, "spearman_high": hi,
                                  "boot_low": float(np.nanpercentile(delta, 2.5)),
                                  "boot_high": float(np.nanpercentile(delta, 97.5)),
@@ -176,7 +177,7 @@ def render(rows: list[dict], study_sets: dict, tweets: pd.DataFrame, seconds: fl
              "a proxy for emotion intensity, not the same judgement: read the differences between stages, not "
              "the absolute r.", "",
              "Spearman r (mean ± std over seeds) of each stage's 0–10 intensity (baseline: 10 × probability). "
-             "Δ = stage − baseline, paired: t-interval over seeds; bootstrap over tweets (same resamples for "
+             "Δ = stage − the first stage (the baseline unless --stages says otherwise), paired: t-interval over seeds; bootstrap over tweets (same resamples for "
              "both models, averaged over seeds) with p. A Δ whose seed interval or bootstrap interval includes 0 "
              "is no significant difference.", ""]
     for study, seeds in study_sets.items():
@@ -194,7 +195,7 @@ def render(rows: list[dict], study_sets: dict, tweets: pd.DataFrame, seconds: fl
                      for st in stages]
             deltas = []
             for st in stages[1:]:
-                d = g[g.stage == f"{st}-baseline"].iloc[0]
+                d = g[g.stage == f"{st}-{stages[0]}"].iloc[0]
                 seeds_ci = f"[{fmt(d.spearman_low)}, {fmt(d.spearman_high)}]" if not math.isnan(d.spearman_low) else "one seed"
                 sig = (d.boot_low > 0 or d.boot_high < 0) and d.p < 0.05 and \
                     (math.isnan(d.spearman_low) or d.spearman_low > 0 or d.spearman_high < 0)
@@ -220,8 +221,8 @@ def main() -> None:
     started = time.perf_counter()
     tweets = vader_tweets(args.vader)
     stages = tuple(s for s in args.stages.split(",") if s)
-    if stages[:1] != ("baseline",):
-        sys.exit("bench_intensity: --stages must start with baseline (every other stage is compared with it)")
+    if len(stages) < 1:
+        sys.exit("bench_intensity: --stages names at least one stage (the first is the reference of the others)")
     study_sets = model_sets(Path(args.runs), args.only, stages)
     if not study_sets:
         sys.exit(f"bench_intensity: no run under {args.runs} kept the checkpoints of every stage of {args.stages}")
