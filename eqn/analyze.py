@@ -18,8 +18,7 @@ from eqn.figures import analyze_run
 def main(argv: list[str] | None = None) -> None:
     import sys
 
-    from eqn.cli import OneLineParser
-    from eqn.errors import ConfigError, DataError
+    from eqn.cli import OneLineParser, one_line
 
     parser = OneLineParser(prog="python -m eqn.analyze", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,14 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     for d in [args.run_dir, *args.others]:
         if not (Path(d) / "metrics.json").is_file():
             sys.exit(f"eqn.analyze: {d}: no metrics.json here; pass finished run directories")
-    try:
+    with one_line("eqn.analyze", invalid=f"{args.run_dir}: unreadable run files"):  # e.g. metrics.json not JSON
         print(json.dumps(analyze_run(args.run_dir, args.others), indent=2))
-    except (DataError, ConfigError) as err:
-        sys.exit(f"eqn.analyze: {err}")
-    except ValueError as err:  # a metrics.json that is not JSON
-        sys.exit(f"eqn.analyze: {args.run_dir}: unreadable run files ({' '.join(str(err).split())[:160]})")
-    except OSError as err:
-        sys.exit(f"eqn.analyze: {err.filename or ''}: {err.strerror or err}")
 
 
 if __name__ == "__main__":

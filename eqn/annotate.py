@@ -258,16 +258,14 @@ USAGE = ("usage: python -m eqn.annotate [ckpt=<checkpoint|folder|hub id|builtin>
 
 
 def main(argv: list[str] | None = None) -> None:
-    from eqn.cli import parse
+    from eqn.cli import one_line, parse
 
     argv = list(argv if argv is not None else sys.argv[1:])
     if argv[:1] == ["about"]:  # the built-in annotator's model card
         import eqn.builtin as builtin
 
-        try:
+        with one_line("eqn.annotate"):
             builtin.read_spec()
-        except DataError as err:
-            sys.exit(f"eqn.annotate: {err}")
         print((builtin.FOLDER / builtin.CARD).read_text(encoding="utf-8"))
         return
     args = parse(argv, "eqn.annotate", USAGE,
@@ -278,15 +276,12 @@ def main(argv: list[str] | None = None) -> None:
                  ints={"batch_size": 1, "chunk_size": 1, "shards": 1, "shard": 0, "devices": 1},
                  bools=("overwrite", "progress", "header"))
     try:
-        annotate_file(**{"ckpt": None, **args})
-    except (DataError, ConfigError) as err:
-        sys.exit(f"eqn.annotate: {err}")
+        with one_line("eqn.annotate", path=args["output"]):
+            annotate_file(**{"ckpt": None, **args})
     except KeyboardInterrupt:
         print(f"eqn.annotate: interrupted; nothing was written to {args['output']} (finished shard chunks are kept: "
               "rerun the same command to resume)", file=sys.stderr)
         sys.exit(130)
-    except OSError as err:
-        sys.exit(f"eqn.annotate: {err.filename or args['output']}: {err.strerror or err}")
 
 
 if __name__ == "__main__":

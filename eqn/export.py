@@ -18,7 +18,7 @@ USAGE = ("usage: python -m eqn.export ckpt=<checkpoint>|builtin [out=<folder>] [
 
 
 def main(argv: list[str] | None = None) -> None:
-    from eqn.cli import parse
+    from eqn.cli import one_line, parse
 
     argv = list(argv if argv is not None else sys.argv[1:])
     if argv[:1] == ["builtin"]:  # python -m eqn.export builtin out=<folder>: the built-in annotator
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         if offline_flag():
             sys.exit(f"eqn.export: push_to_hub={args['push_to_hub']}: {offline_flag()}=1 is set in the environment; "
                      "unset it to upload (nothing was written)")
-    try:
+    with one_line("eqn.export"):
         if dataset:
             from eqn.relabeled import dataset_folder
 
@@ -59,10 +59,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"exported {folder}")
         if args.get("push_to_hub"):
             print(f"pushed: {push_to_hub(folder, args['push_to_hub'], args.get('private', False), repo_type)}")
-    except (DataError, ConfigError) as err:
-        sys.exit(f"eqn.export: {err}")
-    except OSError as err:
-        sys.exit(f"eqn.export: {err.filename or ''}: {err.strerror or err}")
 
 
 if __name__ == "__main__":

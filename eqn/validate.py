@@ -225,7 +225,7 @@ USAGE = ("usage: python -m eqn.validate [ckpt=<checkpoint>] ratings=<file>|emoba
 
 
 def main(argv: list[str] | None = None) -> None:
-    from eqn.cli import parse
+    from eqn.cli import one_line, parse
     from eqn.errors import ConfigError
     from eqn.ownership import check_output
 
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     if ("ratings" in args) == ("emobank" in args):
         sys.exit(f"eqn.validate: give ratings=<file> or emobank=<emobank.csv> (one of them) ({USAGE})")
     args.setdefault("ckpt", None)  # none: the built-in annotator
-    try:
+    with one_line("eqn.validate"):
         if "output" in args:
             if Path(args["output"]).suffix.lower() != ".csv":
                 raise ConfigError(f"output={args['output']}: the report is CSV; name it *.csv")
@@ -253,10 +253,6 @@ def main(argv: list[str] | None = None) -> None:
             with atomic_path(args["output"]) as tmp:
                 frame.to_csv(tmp, index=False, float_format="%.4f")
             print(f"wrote {args['output']}")
-    except (DataError, ConfigError) as err:
-        sys.exit(f"eqn.validate: {err}")
-    except OSError as err:
-        sys.exit(f"eqn.validate: {err.filename or ''}: {err.strerror or err}")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import sys
 from pathlib import Path
 from typing import Callable
 
 from eqn import hub
 from eqn.data import sources
-from eqn.errors import ConfigError, DataError
+from eqn.errors import DataError
 from eqn.io import atomic_path, write_text
 from eqn.ownership import check_writable, owns_file
 
@@ -133,7 +132,7 @@ def install(new: Path, folder: Path, overwrite: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from eqn.cli import OneLineParser
+    from eqn.cli import OneLineParser, one_line
 
     parser = OneLineParser(prog="python -m eqn.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,12 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     get.add_argument("--data-dir", default=None, help="default: paths.data_dir ($EQN_DATA_DIR, ../shared/data or data/)")
     get.add_argument("--overwrite", action="store_true", help="replace files with other content that eqn wrote before")
     args = parser.parse_args(argv)
-    try:
+    with one_line("eqn.data"):
         folder = download(args.name, args.data_dir or sources.default_data_dir(), args.overwrite)
-    except (DataError, ConfigError) as err:
-        sys.exit(f"eqn.data: {err}")
-    except OSError as err:
-        sys.exit(f"eqn.data: {err.filename or ''}: {err.strerror or err}")
     print(f"{args.name}: files written to {folder} and verified")
 
 
