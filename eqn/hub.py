@@ -1,16 +1,12 @@
 """Everything eqn does with the Hugging Face hub: the offline flags, whether the hub can be reached, whether a model
-id can load here, hub datasets, resolving a model source (a local path or a repo id) and uploading a folder."""
+id can load here, resolving a model source (a local path or a repo id) and uploading a folder."""
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from pathlib import Path
-from typing import Callable
 
 from eqn.errors import ConfigError, DataError
-
-log = logging.getLogger("eqn")
 
 
 def offline_flag() -> str | None:
@@ -44,18 +40,6 @@ def hub_model_problem(model_id: str) -> str | None:
     return (f"{model_id}: neither a local folder nor in the Hugging Face cache, and {why}; get it with "
             f"`huggingface-cli download {model_id}` on a machine with internet (and copy the cache), or pass a "
             "local folder")
-
-
-def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str], to_rows: Callable):
-    """A dataset from the hub (when reachable), turned into eqn's splits by `to_rows`."""
-    from eqn.data.sources import missing_files_error
-
-    if not hub_reachable():
-        raise missing_files_error(folder, files, hub_id, "Set paths.data_dir (or EQN_DATA_DIR) to the folder that holds them.")
-    import datasets
-
-    log.info("local files missing in %s; loading %s from the Hugging Face hub", folder, hub_id)
-    return to_rows(datasets.load_dataset(hub_id, config))
 
 
 def resolve_model(source: str | Path) -> Path:

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from eqn.errors import ConfigError, DataError
-from eqn.hub import load_from_hub, offline_flag
+from eqn.hub import hub_reachable, offline_flag
 
 log = logging.getLogger(__name__)
 csv.field_size_limit(2**31 - 1)
@@ -216,6 +216,16 @@ def missing_files_error(folder: Path, files: list[str], hub_id: str | None, how:
     hint = (f"; the Hugging Face fallback '{hub_id}' was not tried ({reason}); with internet, "
             f"`python -m eqn.data download {folder.name}` fetches it" if hub_id else "")
     return DataError(folder, f"dataset files not found: expected {', '.join(files)} in this folder{hint}. {how}".strip())
+
+
+def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str], to_rows: Callable):
+    """A dataset from the hub (when reachable), turned into eqn's splits by `to_rows`."""
+    if not hub_reachable():
+        raise missing_files_error(folder, files, hub_id, "Set paths.data_dir (or EQN_DATA_DIR) to the folder that holds them.")
+    import datasets
+
+    log.info("local files missing in %s; loading %s from the Hugging Face hub", folder, hub_id)
+    return to_rows(datasets.load_dataset(hub_id, config))
 
 
 # The embedded copy (eqn/datasets/goemotions, CC BY 4.0): rows and SHA-256 of each uncompressed file.
