@@ -81,12 +81,12 @@ def run_in(cfg: DictConfig, run_dir: str) -> dict[str, float]:
     gc.freeze()
     _frozen = True
     pipeline = Pipeline(cfg, run_dir)
-    pipeline.check_run_dir()  # before the lock: a refused run writes nothing into the folder
+    pipeline.rundir.check(rank_zero_only.rank == 0)  # before the lock: a refused run writes nothing into the folder
     with interruptible(), (RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext()):
         dm = pipeline.open()
         with job_log(Path(run_dir), rank_zero_only.rank == 0):
             if rank_zero_only.rank == 0:
-                with pipeline.writing():
+                with pipeline.rundir.writing():
                     write_hydra_record(Path(run_dir), cfg)
             return pipeline.run(dm)
 
