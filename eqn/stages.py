@@ -30,7 +30,7 @@ from eqn.io import atomic_path, load_tensors, read_json, save_tensors, write_jso
 from eqn.models.module import EQNModule, build_module, load_module, plain
 from eqn.ownership import record_tree
 from eqn.predict import predict_splits
-from eqn.relabeled import dataset_card, hf_dataset, write_dataset, write_intensity_csv
+from eqn.relabeled import write_relabeled
 from eqn.stage_logging import StageLogger
 from eqn.targets import regress_targets
 
@@ -204,7 +204,8 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
                 fault_point(f"fit:{stage}:exported")
             logger.log_stage_outputs(stage, run.run_dir, dm.split("test").texts)
             if regression is not None:
-                write_relabeled(run, dm, f"{run.cfg.model.name} EQN, regression={run.cfg.regression.name}",
+                write_relabeled(run.run_dir, run.cfg.pipeline, dm,
+                                f"{run.cfg.model.name} EQN, regression={run.cfg.regression.name}", run.metrics,
                                 regression.how(), fault="progressive")
             write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
     # the loggers' files of this stage are eqn's too, recorded once the logger has closed them (finalize writes)
@@ -271,7 +272,8 @@ def regress(run: "RunContext", dm: EQNDataModule, checkpoint: Path, round_: int,
             return
         artifact = path  # what W&B keeps of the round: the relabeled CSV of the last round, else the targets
         if last and p.save_relabeled:
-            write_relabeled(run, dm, f"{run.cfg.model.name} CoEQN (export/{checkpoint.stem})", fault=f"regress{round_}")
+            write_relabeled(run.run_dir, run.cfg.pipeline, dm, f"{run.cfg.model.name} CoEQN (export/{checkpoint.stem})",
+                            run.metrics, fault=f"regress{round_}")
             artifact = run.run_dir / "relabeled_train.csv"
         # written last: its presence marks the round as done
         save_tensors(path, {s: live[s] for s in splits}, {"round": round_})
@@ -280,21 +282,3 @@ def regress(run: "RunContext", dm: EQNDataModule, checkpoint: Path, round_: int,
                                                  f"regress{round_}/changed_cells": changed}, [])
         logger.log_artifact(artifact, artifact_name(run.cfg, round_), "dataset")
 
-
-def write_relabeled(run: "RunContext", dm: EQNDataModule, model: str, how: str | None = None,
-                    fault: str = "") -> None:
-    """The relabeled training set, the one writer for every way of regressing: relabeled_train.csv (pipeline.
-    save_relabeled) and, with pipeline.export, relabeled/ (a datasets folder) + relabeled_train.parquet with a
-    dataset card naming the model and how its targets were made."""
-    p = run.cfg.pipeline
-    if not p.save_relabeled:
-        return
-    split = dm.split("train")
-    write_intensity_csv(run.run_dir / "relabeled_train.csv", {"id": split.ids, "text": split.texts}, dm.targets,
-                        dm.label_names)
-    fault_point(f"{fault}:csv")
-    if p.export:
-        dataset = hf_dataset(split.ids, split.texts, dm.targets, dm.label_names, dm.gold["train"])
-        card = dataset_card(dm.name, dm.label_names, p.scale, model, run.metrics, *([how] if how else []))
-        write_dataset(run.run_dir, dataset, card)
-        fault_point(f"{fault}:dataset")
