@@ -30,13 +30,14 @@ def annotate_file(ckpt: str | None, input: str, output: str, text_column: str = 
                   chunk_size: int = 20000, overwrite: bool = False, device: str = "cpu", progress: bool = True,
                   header: bool = True, precision: str = "fp32", shards: int = 1, shard: int = 0,
                   devices: int = 1, prefix: str = "", emotions_column: str | None = None,
-                  long_texts: str = "truncate") -> dict:
+                  long_texts: str = "truncate", annotator: Annotator | None = None) -> dict:
     """Annotate a file chunk by chunk: the output holds exactly the input's rows, in order, with its columns and
     values unchanged, then one intensity column per label and the decisions. With shards=K, this call does shard
     `shard` (chunks c with c % K == shard), each chunk written atomically under <output>.shards/ (a finished chunk
     is never redone; the folder records which job made its chunks, and another job's chunks are refused); the
     shard that finds every chunk done merges them, in input order, into <output> (byte-identical to one process).
-    Every argument, the input and the output path are checked before the model is loaded."""
+    Every argument, the input and the output path are checked before the model is loaded. `annotator`: a model
+    already loaded from `ckpt` (eqn.app), used instead of loading it again."""
     ckpt = BUILTIN if ckpt in (None, "") else ckpt
     for key, value in (("batch_size", batch_size), ("chunk_size", chunk_size), ("shards", shards),
                        ("devices", devices)):
@@ -68,8 +69,9 @@ def annotate_file(ckpt: str | None, input: str, output: str, text_column: str = 
                 "complete": True}
     if output != "-":
         check_output(out_path, overwrite, inputs=[input] + ([ckpt] if ckpt != BUILTIN else []))
-    annotator = Annotator.from_checkpoint(ckpt, device, precision, devices, long_texts)
-    if ckpt == BUILTIN:
+    loaded_here = annotator is None
+    annotator = annotator or Annotator.from_checkpoint(ckpt, device, precision, devices, long_texts)
+    if ckpt == BUILTIN and loaded_here:
         from eqn.builtin import describe
 
         print(f"model: {describe(annotator.module.builtin)} (eqn's built-in annotator; `python -m eqn.annotate "

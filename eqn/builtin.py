@@ -39,6 +39,11 @@ def _sha256(path: Path) -> str:
     return sha256(path)
 
 
+def installed(folder: Path | None = None) -> bool:
+    """Whether this install ships a built-in annotator (its files are made by `make annotator`)."""
+    return (Path(folder or FOLDER) / SPEC).is_file()
+
+
 def read_spec(folder: Path | None = None) -> dict:
     path = Path(folder or FOLDER) / SPEC
     if not path.is_file():
