@@ -102,6 +102,18 @@ def splits(ckpt: Path, extra: list[str]):
     return dm.split("val").texts, dm.gold["val"], dm.split("test").texts, dm.gold["test"]
 
 
+def data_sha256(data_dir: str) -> str:
+    """SHA-256 of GoEmotions' rows as training read them (every split's texts and label ids, in order): the same
+    whether they came from the data dir or the package's embedded copy."""
+    import hashlib
+
+    from eqn.data import sources
+
+    data = sources.load("goemotions", data_dir)
+    rows = {name: [split.texts, [list(map(int, ids)) for ids in split.labels]] for name, split in data.splits.items()}
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def calibrate(module, val_texts, val_gold, test_texts, test_gold) -> dict:
     import copy
 
@@ -239,9 +251,11 @@ def main() -> None:
             figures[f"texts/s, precision={k} ({v['engine']}, this CPU)"] = {"value": f"{v['texts_per_s']:.0f}",
                                                                            "command": command}
     folder = Path(args.folder) if args.folder else None
-    data_digest = builtin._sha256(Path(shipped_run / "fingerprint.json"))
+    from omegaconf import OmegaConf
+
+    data_digest = data_sha256(OmegaConf.load(shipped_run / "config.yaml").data.data_dir)
     builtin.pack(calibrated, folder, {"command": command, "recipe": recipe, "recipe_choice": why,
-                                      "fingerprint_sha256": data_digest, "figures": figures, "per_label": per_label,
+                                      "data_sha256": data_digest, "figures": figures, "per_label": per_label,
                                       "calibration": {k: v for k, v in calibration.items() if "ece_test" not in k}})
     write_text(args.results, render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing,
                                     names, vader, verdicts), own=False)
