@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eqn.io import DataError
+from eqn.errors import DataError
 
 FOLDER = Path(__file__).resolve().parent / "builtin"
 SPEC, WEIGHTS, CARD = "annotator.json", "annotator.safetensors", "MODEL_CARD.md"
@@ -37,6 +37,11 @@ def _sha256(path: Path) -> str:
     from eqn.ownership import sha256
 
     return sha256(path)
+
+
+def installed(folder: Path | None = None) -> bool:
+    """Whether this install ships a built-in annotator (its files are made by `make annotator`)."""
+    return (Path(folder or FOLDER) / SPEC).is_file()
 
 
 def read_spec(folder: Path | None = None) -> dict:

@@ -1,8 +1,14 @@
-"""key=value command lines (eqn.annotate, eqn.export, eqn.validate): strict types, one line per mistake."""
+"""What every eqn command shares: key=value command lines with strict types (eqn.annotate, eqn.export,
+eqn.validate), argparse that errs in one line (eqn.report, eqn.analyze, eqn.data), and `one_line`, which ends a
+command on eqn's own errors and unreadable files with one line `prog: problem` and a non-zero exit."""
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from eqn.errors import ConfigError, DataError
 
 TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
@@ -47,3 +53,20 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+@contextmanager
+def one_line(prog: str, path: str | None = None, invalid: str | None = None) -> Iterator[None]:
+    """A command's body: a DataError or ConfigError exits with `prog: <its message>`, an OSError with the file and
+    the system's reason (`path` when the error names no file); `invalid` (if given) words a ValueError, e.g. a file
+    that is not JSON. Exit status 1 (Python's for sys.exit with a message)."""
+    try:
+        yield
+    except (DataError, ConfigError) as err:
+        sys.exit(f"{prog}: {err}")
+    except OSError as err:
+        sys.exit(f"{prog}: {err.filename or path or ''}: {err.strerror or err}")
+    except ValueError as err:
+        if invalid is None:
+            raise
+        sys.exit(f"{prog}: {invalid} ({' '.join(str(err).split())[:160]})")

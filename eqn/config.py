@@ -10,18 +10,9 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from eqn.io import ConfigError
-
-
-def default_data_dir() -> str:
-    """EQN_DATA_DIR, else ../shared/data beside the project if it exists, else data/."""
-    if os.environ.get("EQN_DATA_DIR"):
-        return os.environ["EQN_DATA_DIR"]
-    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        shared = root.parent / "shared" / "data"
-        if shared.is_dir():
-            return str(shared.resolve())
-    return str(Path.cwd() / "data")
+from eqn.data.sources import default_data_dir
+from eqn.errors import ConfigError
+from eqn.hub import hub_model_problem
 
 
 def minilm_path() -> str:
@@ -67,6 +58,16 @@ for _name, _fn in (("eqn_data_dir", default_data_dir), ("minilm_path", minilm_pa
         OmegaConf.register_new_resolver(_name, _fn)
 
 
+# A schema field marked NOT_RESULT does not change a run's results (where files go, logging, progress, workers,
+# where it runs): eqn.rundir's resume fingerprint leaves it out. Every other field counts, new ones included.
+NOT_RESULT = {"result": False}
+
+
+def setting(default: Any = MISSING, **kwargs: Any) -> Any:
+    """A schema field that does not change results (see NOT_RESULT)."""
+    return field(default=default, metadata=NOT_RESULT, **kwargs)
+
+
 @dataclass
 class PathsConfig:
     root_dir: str = "."
@@ -79,21 +80,21 @@ class PathsConfig:
 class DataConfig:
     _target_: str = "eqn.data.datamodule.EQNDataModule"
     name: str = MISSING
-    data_dir: str = "${paths.data_dir}"
+    data_dir: str = setting("${paths.data_dir}")
     tokenizer: Any = "${model.tokenizer}"
     # per device: the model's global batch split over devices x nodes (override to set the per-device batch)
     batch_size: int = "${per_device:${model.batch_size},${trainer.devices},${trainer.num_nodes}}"  # type: ignore[assignment]
-    eval_batch_size: int = 256
+    eval_batch_size: int = setting(256)
     max_length: int = 128
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
-    num_workers: int = 0
+    num_workers: int = setting(0)
     seed: int = "${seed}"  # type: ignore[assignment]
     split_seed: int = 42  # carved val/test splits and row subsets: the same rows for every run seed
     val_from_train: bool = False  # the authors' script: validate on a seeded 10% of train, not the dev split
     bucket_batches: int = 50  # training batches grouped by length within windows of this many batches (1: random)
     scale: float = "${pipeline.scale}"  # type: ignore[assignment]
-    cache_dir: Optional[str] = "${paths.cache_dir}"
+    cache_dir: Optional[str] = setting("${paths.cache_dir}")
     on_bad_rows: str = "error"
     drop_empty_text: bool = False
     val_fraction: float = 0.1
@@ -152,34 +153,34 @@ class PipelineConfig:
     monitor: str = "val/loss"  # val/loss | val/f1_macro;  # every objective: its own val loss, or tuned macro-F1
     budget: str = "single"  # single | matched;  # baseline: 'matched' trains as many epochs as the EQN pipeline
     threshold: Optional[float] = None  # fixed multi-label threshold in [0, scale]; None = tuned per label on val
-    restart: bool = False  # discard this run dir's finished stages (only the files eqn recorded as its own)
-    reuse_dir: bool = False  # use a non-empty folder that holds no eqn run as the run dir (eqn's files go beside)
-    analyze: bool = True
-    save_relabeled: bool = True
-    export: bool = True  # export/<stage>/ model folders and relabeled/ (datasets) at the end of a run
+    restart: bool = setting(False)  # discard this run dir's finished stages (only the files eqn recorded as its own)
+    reuse_dir: bool = setting(False)  # use a non-empty folder that holds no eqn run as the run dir (eqn's files go beside)
+    analyze: bool = setting(True)
+    save_relabeled: bool = setting(True)
+    export: bool = setting(True)  # export/<stage>/ model folders and relabeled/ (datasets) at the end of a run
 
 
 @dataclass
 class TrainerConfig:
-    _target_: str = "lightning.pytorch.Trainer"
+    _target_: str = setting("lightning.pytorch.Trainer")
     max_epochs: int = 5
-    accelerator: str = "auto"
+    accelerator: str = setting("auto")
     devices: Any = 1
     num_nodes: int = 1
-    strategy: Any = "auto"
+    strategy: Any = setting("auto")
     precision: Any = "32-true"
     gradient_clip_val: Optional[float] = 1.0
     accumulate_grad_batches: int = 1
-    log_every_n_steps: int = 50
+    log_every_n_steps: int = setting(50)
     val_check_interval: Any = 1.0
     limit_train_batches: Any = None
     limit_val_batches: Any = None
-    num_sanity_val_steps: int = 0
-    enable_progress_bar: bool = True
-    enable_model_summary: bool = False
+    num_sanity_val_steps: int = setting(0)
+    enable_progress_bar: bool = setting(True)
+    enable_model_summary: bool = setting(False)
     deterministic: Any = False
-    benchmark: Optional[bool] = None
-    plugins: Any = None
+    benchmark: Optional[bool] = setting(None)
+    plugins: Any = setting(None)
 
 
 @dataclass
@@ -212,15 +213,15 @@ class Config:
     model: ModelConfig = MISSING
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    logger: Any = None
+    paths: PathsConfig = field(default_factory=PathsConfig, metadata=NOT_RESULT)
+    logger: Any = setting(None)
     callbacks: Any = None  # extra Lightning callbacks (conf/callbacks/), name -> _target_ node
-    search: SearchConfig = field(default_factory=SearchConfig)  # filled in by hparams_search trials
+    search: SearchConfig = field(default_factory=SearchConfig, metadata=NOT_RESULT)  # set by hparams_search trials
     regression: RegressionConfig = field(default_factory=RegressionConfig)
-    threads: Optional[int] = None  # torch intra-op threads for this job (set by cluster=joblib/local); null: torch's default
+    threads: Optional[int] = setting(None)  # torch intra-op threads for this job (set by cluster=joblib/local); null: torch's default
     seed: int = 42
-    run_name: str = "${data.name}-${model.name}-${pipeline.name}-s${seed}"
-    print_config: bool = False
+    run_name: str = setting("${data.name}-${model.name}-${pipeline.name}-s${seed}")
+    print_config: bool = setting(False)
 
 
 def register() -> None:
@@ -351,25 +352,6 @@ def environment_problems(cfg: DictConfig) -> list[str]:
         if problem:
             problems.append(f"model.pretrained={problem}")
     return problems
-
-
-def hub_model_problem(model_id: str) -> str | None:
-    """Why a hub model id cannot be loaded on this machine (not a folder, not cached, hub unreachable), or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from eqn.data.sources import hub_reachable, offline_flag
-
-    try:
-        cached = try_to_load_from_cache(model_id, "config.json")
-    except Exception:  # an id the hub library rejects: let transformers say why
-        return None
-    if isinstance(cached, str) or hub_reachable():
-        return None
-    flag = offline_flag()
-    why = f"{flag}=1 is set" if flag else "huggingface.co is not reachable from this machine"
-    return (f"{model_id}: neither a local folder nor in the Hugging Face cache, and {why}; get it with "
-            f"`huggingface-cli download {model_id}` on a machine with internet (and copy the cache), or pass a "
-            "local folder")
 
 
 def stage_plan(cfg: DictConfig) -> list[str]:

@@ -1,4 +1,4 @@
-"""Atomic file writes and the error type that points at a file and line."""
+"""Files eqn writes: atomic writes of owned outputs, tensor files, the run lock, digests."""
 from __future__ import annotations
 
 import json
@@ -8,24 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-
-class DataError(ValueError):
-    """Bad input: the message names the file, the line (or row) and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None):
-        where = f"{path}" if line is None else f"{path}, line {line}"
-        super().__init__(f"{where}: {problem}")
-        self.path, self.line, self.problem = str(path), line, problem
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work, or a run directory that holds a different run."""
-
-
-def umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+from eqn.errors import ConfigError, DataError  # noqa: F401 (re-exported: eqn.io's callers)
+from eqn.ownership import drop_temp_record, install_file, make_temp, owned_entry, process_alive, recording_root, umask
 
 
 @contextmanager
@@ -38,8 +22,6 @@ def atomic_path(path: str | os.PathLike, own: bool = True) -> Iterator[Path]:
     path = Path(path)
     replaces = None
     if own:
-        from eqn.ownership import install_file, make_temp, owned_entry, recording_root
-
         if path.exists() or path.is_symlink():
             entry = owned_entry(path)
             if entry is None:
@@ -70,8 +52,6 @@ def atomic_path(path: str | os.PathLike, own: bool = True) -> Iterator[Path]:
         raise
     finally:
         if own:
-            from eqn.ownership import drop_temp_record
-
             drop_temp_record(tmp)
 
 
@@ -112,53 +92,88 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
 
 
 class RunLock:
-    """One process per run directory: `<run_dir>/.lock` holds the owner's host and PID. A lock left by a dead
-    process on this host is taken over; a live one refuses the second process with a ConfigError."""
+    """One process per run directory (or shard-merge folder): `<dir>/.lock`, held with an exclusive `flock` for as
+    long as the process lives and naming its host and PID. The kernel drops the lock when its process ends however
+    it ends — killed, or on another node of a shared filesystem (a SLURM requeue) — so a lock file left behind is
+    never stale: the next process takes it. A live holder refuses the second process with a ConfigError, or, with
+    `wait` seconds, is waited for (then a ConfigError says who still holds it). On a filesystem without locks
+    (flock unsupported), the file alone decides, as before: a dead PID on this host is taken over."""
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, wait: float = 0.0):
         self.path = Path(run_dir) / ".lock"
+        self.wait = wait
         self.owned = False
+        self.fd: int | None = None
+
+    def _owner(self) -> dict:
+        try:
+            owner = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            owner = {}
+        return owner if isinstance(owner, dict) else {}
+
+    def _busy(self, waited: bool) -> ConfigError:
+        owner = self._owner()
+        return ConfigError(f"{self.path.parent} is in use by process {owner.get('pid')} on {owner.get('host')}"
+                           + (f" (still after {self.wait:g} s)" if waited else "")
+                           + "; wait for it to finish (the lock ends with its process)")
 
     def __enter__(self) -> "RunLock":
+        import fcntl
+        import socket
+        import time
+
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+        deadline = time.monotonic() + self.wait
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise self._busy(self.wait > 0) from None
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
+            except OSError:  # no locks on this filesystem: the file's host and PID decide
+                os.close(fd)
+                return self._enter_without_flock(me)
+            try:  # a finishing holder removes the file: the inode locked must be the one at the path
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, me.encode())
+            self.fd, self.owned = fd, True
+            return self
+
+    def _enter_without_flock(self, me: str) -> "RunLock":
         import socket
 
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                try:
-                    owner = json.loads(self.path.read_text() or "{}")
-                except (OSError, ValueError):
-                    owner = {}
-                if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                owner = self._owner()
+                if owner.get("host") == socket.gethostname() and not process_alive(owner.get("pid")):
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
-                raise ConfigError(f"{self.path.parent} is in use by process {owner.get('pid')} on "
-                                  f"{owner.get('host')}; wait for it to finish (or, if it is gone, delete "
-                                  f"{self.path})") from None
+                raise self._busy(False) from None
             with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
+                handle.write(me)
             self.owned = True
             return self
         raise ConfigError(f"could not lock {self.path.parent}")
 
     def __exit__(self, *exc) -> None:
         if self.owned:
-            self.path.unlink(missing_ok=True)
-            self.owned = False
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            self.path.unlink(missing_ok=True)  # removed while still held: a waiter re-opens the path
+            if self.fd is not None:
+                os.close(self.fd)  # releases the flock
+            self.fd, self.owned = None, False
 
 
 def digest(obj: Any, files: list = ()) -> str:

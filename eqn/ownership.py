@@ -21,7 +21,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from eqn.io import ConfigError
+from eqn.errors import ConfigError
+
+
+def umask() -> int:
+    """The process's umask (read without changing it for good): eqn's files get 0666/0777 minus it."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def process_alive(pid) -> bool:
+    """Whether a process with this PID runs on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 LEDGER = Path(".eqn") / "owned.jsonl"
 TEMP = ".eqn-tmp-"  # every temporary file or folder eqn makes starts with this and is noted in its folder's ledger
@@ -163,7 +184,6 @@ def _drop_temp_only_ledger(root: Path) -> None:
 def clean_temps(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Remove the temporaries that killed eqn processes left in `folder` (and below, if recursive): only names of
     eqn's pattern that its ledger notes as temporaries of a process now gone."""
-    from eqn.io import _alive
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -175,7 +195,7 @@ def clean_temps(folder: str | os.PathLike, recursive: bool = False) -> list[Path
         if entry is None:
             continue
         mine = entry.get("host") == socket.gethostname()
-        stale = (not _alive(entry.get("pid"))) if mine else time.time() - float(entry.get("time") or 0) > STALE_ELSEWHERE_S
+        stale = (not process_alive(entry.get("pid"))) if mine else time.time() - float(entry.get("time") or 0) > STALE_ELSEWHERE_S
         if stale and (path.exists() or path.is_symlink()):
             drop_temp(path)
             removed.append(path)
@@ -218,7 +238,6 @@ def record_dirs(folder: Path, root: Path) -> None:
 
 def new_folder(folder: Path) -> None:
     """A folder eqn made in full (temporary, then renamed into place): its own ledger, the umask's permissions."""
-    from eqn.io import umask
 
     record_tree(folder, folder)
     record_dirs(folder, folder)

@@ -57,23 +57,61 @@ class ProgressiveRegression(Callback):
                 getattr(self, key).copy_(state[key])
         self.history = list(state.get("history", []))
 
+    def how(self) -> str:
+        """How the targets were made, for the relabeled dataset's card."""
+        return (f"(1 - alpha) x its all-labels target (0) + alpha x {self.source()}, clipped to [0, {{scale:g}}], "
+                f"alpha = {self.alpha:g} at the end")
+
+    def source(self) -> str:
+        return "the model's own prediction of the epoch before (progressive label regression)"
+
 
 class TeacherRegression(ProgressiveRegression):
     """regression=teacher: the predictions are the teachers' intensities, fixed before training."""
 
-    def __init__(self, teacher: torch.Tensor, *args, **kwargs):
+    def __init__(self, teacher: torch.Tensor, *args, teachers: list[str] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.predictions.copy_(teacher)
+        self.teachers = list(teachers)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         return  # the teachers' predictions do not change
+
+    def source(self) -> str:
+        return f"the mean intensity of the teacher models {self.teachers}"
+
+
+def regression_callback(run, dm) -> ProgressiveRegression:
+    """regression=progressive|teacher for this run: the callback over the data module's live training targets."""
+    p, r = run.cfg.pipeline, run.cfg.regression
+    args = (dm.targets, dm.gold["train"], p.scale, p.floor, p.clip, r.alpha, r.start, int(run.cfg.trainer.max_epochs),
+            r.schedule)
+    if r.name == "teacher":
+        return TeacherRegression(teacher_targets(run, dm), *args, teachers=list(r.teachers))
+    return ProgressiveRegression(*args)
+
+
+def teacher_targets(run, dm) -> torch.Tensor:
+    """The teachers' intensities for the training rows, computed once (stages/teacher/targets.safetensors)."""
+    from eqn.interrupt import fault_point
+    from eqn.io import load_tensors, save_tensors
+
+    path = run.run_dir / "stages" / "teacher" / "targets.safetensors"
+    if path.exists():
+        return load_tensors(path)[0]["train"]
+    teachers = list(run.cfg.regression.teachers)
+    teacher = teacher_intensities(teachers, dm.split("train").texts, dm.label_names, run.cfg.pipeline.scale)
+    if run.is_main:
+        save_tensors(path, {"train": teacher.float()}, {"teachers": teachers})
+    fault_point("teacher:predicted")
+    return torch.as_tensor(teacher)
 
 
 def teacher_intensities(paths: list[str], texts: list[str], label_names: list[str], scale: float) -> torch.Tensor:
     """The mean 0..scale intensity that the teacher models give each text, each scored with its own tokenizer (a
     classifier's intensity is scale x probability). A teacher with other labels is refused, naming it."""
-    from eqn.annotate import Annotator
-    from eqn.io import ConfigError
+    from eqn.errors import ConfigError
+    from eqn.inference import Annotator
 
     total = None
     for path in paths:

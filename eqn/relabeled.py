@@ -94,12 +94,32 @@ def write_dataset(run_dir: Path, dataset, card: str) -> None:
         dataset.to_parquet(str(out))
 
 
+def write_relabeled(run_dir: Path, pipeline, dm, model: str, metrics: dict, how: str | None = None,
+                    fault: str = "") -> None:
+    """The relabeled training set, the one writer for every way of regressing (dm: the data module with its live
+    targets): relabeled_train.csv (pipeline.save_relabeled) and, with pipeline.export, relabeled/ (a datasets
+    folder) + relabeled_train.parquet with a dataset card naming the model and how its targets were made."""
+    from eqn.interrupt import fault_point
+
+    if not pipeline.save_relabeled:
+        return
+    split = dm.split("train")
+    write_intensity_csv(run_dir / "relabeled_train.csv", {"id": split.ids, "text": split.texts}, dm.targets,
+                        dm.label_names)
+    fault_point(f"{fault}:csv")
+    if pipeline.export:
+        dataset = hf_dataset(split.ids, split.texts, dm.targets, dm.label_names, dm.gold["train"])
+        card = dataset_card(dm.name, dm.label_names, pipeline.scale, model, metrics, *([how] if how else []))
+        write_dataset(run_dir, dataset, card)
+        fault_point(f"{fault}:dataset")
+
+
 def dataset_folder(run_dir: Path, overwrite: bool = False) -> Path:
     """A folder laid out for the hub (README.md card + data/train.parquet) from a finished run's relabeled/:
     <run>/hub_dataset; an existing one is replaced only with overwrite=True and only if it is eqn's own."""
     import shutil
 
-    from eqn.io import DataError
+    from eqn.errors import DataError
     from eqn.ownership import check_output, drop_temp, make_temp, replace_folder
 
     source = run_dir / "relabeled"

@@ -24,7 +24,8 @@ import pandas as pd
 import yaml
 
 from eqn import evaluation, stats
-from eqn.io import ConfigError, DataError, atomic_path, load_tensors, read_json, write_text
+from eqn.errors import ConfigError, DataError
+from eqn.io import atomic_path, load_tensors, read_json, write_text
 from eqn.ownership import check_writable
 
 STAGES = ("baseline", "baseline_matched", "coeqn", "eqn")
@@ -314,7 +315,7 @@ def positive(value: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from eqn.cli import OneLineParser
+    from eqn.cli import OneLineParser, one_line
 
     parser = OneLineParser(prog="python -m eqn.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -323,12 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resamples", type=positive, default=1000, help="paired bootstrap resamples (default 1000)")
     parser.add_argument("--overwrite", action="store_true", help="replace a report eqn wrote there before")
     args = parser.parse_args(argv)
-    try:
+    with one_line("eqn.report"):
         md, csv = report(args.root, args.out, args.resamples, args.overwrite)
-    except (DataError, ConfigError) as err:
-        sys.exit(f"eqn.report: {err}")
-    except OSError as err:
-        sys.exit(f"eqn.report: {err.filename or ''}: {err.strerror or err}")
     sys.stdout.write(md.read_text())
     print(f"wrote {md} and {csv}")
 

@@ -15,8 +15,9 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from eqn import config  # noqa: E402  (registers schemas and resolvers)
+from eqn.errors import ConfigError, DataError
 from eqn.interrupt import Interrupted, interruptible  # noqa: E402
-from eqn.io import ConfigError, DataError, RunLock  # noqa: E402
+from eqn.io import RunLock  # noqa: E402
 from eqn.search import Pruned  # noqa: E402
 
 log = logging.getLogger("eqn")
@@ -80,12 +81,12 @@ def run_in(cfg: DictConfig, run_dir: str) -> dict[str, float]:
     gc.freeze()
     _frozen = True
     pipeline = Pipeline(cfg, run_dir)
-    pipeline.check_run_dir()  # before the lock: a refused run writes nothing into the folder
+    pipeline.rundir.check(rank_zero_only.rank == 0)  # before the lock: a refused run writes nothing into the folder
     with interruptible(), (RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext()):
         dm = pipeline.open()
         with job_log(Path(run_dir), rank_zero_only.rank == 0):
             if rank_zero_only.rank == 0:
-                with pipeline.writing():
+                with pipeline.rundir.writing():
                     write_hydra_record(Path(run_dir), cfg)
             return pipeline.run(dm)
 

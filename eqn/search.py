@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eqn.io import ConfigError, atomic_path, write_text
+from eqn.errors import ConfigError
+from eqn.io import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 JOURNAL = "optuna.journal"

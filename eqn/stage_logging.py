@@ -82,7 +82,7 @@ class StageLogger:
             return
         import wandb
 
-        from eqn.analyze import stage_figures
+        from eqn.figures import stage_figures
 
         figures, corr, scores, gold, names, thresholds = stage_figures(run_dir, stage)
         run = self.lightning.experiment

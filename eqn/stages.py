@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,11 @@ from eqn.callbacks import TrainingState, prune_callback
 from eqn.config import monitor_mode, stage_plan
 from eqn.data.datamodule import EQNDataModule
 from eqn.interrupt import fault_point
-from eqn.io import ConfigError, atomic_path, load_tensors, read_json, save_tensors, write_json
+from eqn.io import atomic_path, load_tensors, read_json, save_tensors, write_json
 from eqn.models.module import EQNModule, build_module, load_module, plain
 from eqn.ownership import record_tree
 from eqn.predict import predict_splits
-from eqn.relabeled import dataset_card, hf_dataset, write_dataset, write_intensity_csv
+from eqn.relabeled import write_relabeled
 from eqn.stage_logging import StageLogger
 from eqn.targets import regress_targets
 
@@ -44,17 +44,6 @@ class RunContext:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.metrics: dict[str, float] = {}
         self._predict_trainer: Trainer | None = None
-
-    def probe_writable(self) -> None:
-        """The run dir can be created and written (tried, not inferred: permission bits do not bind root)."""
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / f".eqn-write-test-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
-        except OSError as err:
-            raise ConfigError(f"run dir {self.run_dir} is not writable ({err.strerror}); choose another "
-                              "hydra.run.dir") from None
 
     def build_trainer(self, stage: str | None, callbacks: list, logger: Any = False, **overrides) -> Trainer:
         return instantiate(self.cfg.trainer, callbacks=callbacks, logger=logger,
@@ -126,9 +115,45 @@ def artifact_name(cfg: DictConfig, round_: int) -> str:
     return f"{cfg.run_name}-relabeled-r{round_}"
 
 
+@dataclass(frozen=True)
+class Step:
+    """One thing a run does, in order: fit a stage, or regress the training targets between two fits.
+    fit: `objective`; `refit` starts from the previous fit's weights; `artifact` names the relabeled data it uses
+    (W&B); `regressing` trains with label regression inside it (regression=progressive|teacher)."""
+    kind: str  # fit | regress
+    stage: str
+    objective: str = "eqn"
+    round: int = 0
+    last: bool = False
+    refit: bool = False
+    artifact: str | None = None
+    regressing: bool = False
+
+
+def plan(cfg: DictConfig, multi_label: bool) -> list[Step]:
+    """The run's steps, from the stage plan: baseline (BCE or CE), or coeqn -> [regress -> eqn] x rounds, or one EQN
+    training that regresses as it goes."""
+    from eqn.regression import LOSSES
+
+    stages, steps = stage_plan(cfg), []
+    for i, stage in enumerate(stages):
+        if stage.startswith("baseline"):
+            steps.append(Step("fit", stage, "bce" if multi_label else "ce"))
+        elif cfg.regression.name in ("progressive", "teacher"):
+            steps.append(Step("fit", stage, LOSSES[cfg.regression.loss], regressing=True))
+        else:
+            if i > 0:
+                steps.append(Step("regress", f"regress{i}", round=i, last=i == len(stages) - 1))
+            steps.append(Step("fit", stage, "eqn", refit=i > 0 and cfg.pipeline.refit_from == "coeqn",
+                              artifact=artifact_name(cfg, i) if i > 0 else None))
+    return steps
+
+
 def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_from: Path | None = None,
-              uses_artifact: str | None = None, regression: Any = None, before_done: Any = None,
-              select_from: int = 0) -> Path:
+        uses_artifact: str | None = None, regression: Any = None, select_from: int = 0) -> Path:
+    """Train a stage (resuming from its last.ckpt), evaluate it, save checkpoints/<stage>.ckpt and export it; with a
+    regression callback, the relabeled training set (the targets of its last epoch) is written before the stage
+    is marked done."""
     stage_dir = run.run_dir / "stages" / stage
     final = run.run_dir / "checkpoints" / f"{stage}.ckpt"
     done = stage_dir / "done.json"
@@ -173,13 +198,15 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
             save_final_checkpoint(module, final)
             fault_point(f"fit:{stage}:saved")
             if run.cfg.pipeline.export:  # export/<stage>/: a Hugging Face-style model folder
-                from eqn.export import export
+                from eqn.model_folder import export
 
                 export(final, run.run_dir / "export" / stage, {**run.metrics, **metrics}, dm.name, overwrite=True)
                 fault_point(f"fit:{stage}:exported")
             logger.log_stage_outputs(stage, run.run_dir, dm.split("test").texts)
-            if before_done is not None:
-                before_done()
+            if regression is not None:
+                write_relabeled(run.run_dir, run.cfg.pipeline, dm,
+                                f"{run.cfg.model.name} EQN, regression={run.cfg.regression.name}", run.metrics,
+                                regression.how(), fault="progressive")
             write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
     # the loggers' files of this stage are eqn's too, recorded once the logger has closed them (finalize writes)
     if run.is_main and (run.run_dir / "logs" / stage).is_dir():
@@ -243,21 +270,15 @@ def regress(run: "RunContext", dm: EQNDataModule, checkpoint: Path, round_: int,
         fault_point(f"regress{round_}:predicted")
         if not run.is_main:
             return
-        artifact = path
+        artifact = path  # what W&B keeps of the round: the relabeled CSV of the last round, else the targets
         if last and p.save_relabeled:
-            split = dm.split("train")
+            write_relabeled(run.run_dir, run.cfg.pipeline, dm, f"{run.cfg.model.name} CoEQN (export/{checkpoint.stem})",
+                            run.metrics, fault=f"regress{round_}")
             artifact = run.run_dir / "relabeled_train.csv"
-            write_intensity_csv(artifact, {"id": split.ids, "text": split.texts}, dm.targets, dm.label_names)
-            fault_point(f"regress{round_}:csv")
-            if p.export:  # relabeled/ (datasets) + relabeled_train.parquet, with a dataset card
-                dataset = hf_dataset(split.ids, split.texts, dm.targets, dm.label_names, dm.gold["train"])
-                write_dataset(run.run_dir, dataset, dataset_card(
-                    dm.name, dm.label_names, p.scale, f"{run.cfg.model.name} CoEQN "
-                    f"(export/{checkpoint.stem})", run.metrics))
-                fault_point(f"regress{round_}:dataset")
         # written last: its presence marks the round as done
         save_tensors(path, {s: live[s] for s in splits}, {"round": round_})
         changed = (dm.targets != dm.gold["train"].float() * p.scale).float().mean().item()
         logger.log_results(f"regress{round_}", {f"regress{round_}/seconds": seconds,
                                                  f"regress{round_}/changed_cells": changed}, [])
         logger.log_artifact(artifact, artifact_name(run.cfg, round_), "dataset")
+

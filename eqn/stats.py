@@ -1,5 +1,5 @@
-"""Paired statistics for comparing two models on the same test rows: seed-level t-intervals and a paired
-bootstrap over test examples (macro-F1 and per-class F1 recomputed on each resample)."""
+"""Every statistic eqn reports: seed-level t-intervals; bootstrap resamples of rows, percentile intervals and the
+two-sided bootstrap p-value; correlations on each resample; the paired bootstrap of macro- and per-class F1."""
 from __future__ import annotations
 
 import math
@@ -17,6 +17,51 @@ def t_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, f
         return mean, math.nan, math.nan
     half = scipy_stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     return mean, mean - half, mean + half
+
+
+def resample_rows(n: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """(B x n) row indices of B bootstrap resamples (rows drawn with replacement)."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def interval(boot: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of a bootstrap distribution (resamples with no value left out)."""
+    low, high = np.nanpercentile(np.asarray(boot, dtype=float), [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def two_sided_p(boot: np.ndarray) -> float:
+    """2 x min(P(d <= 0), P(d >= 0)) over a bootstrap distribution of a difference d, within [1/B, 1]."""
+    d = np.asarray(boot, dtype=float)
+    d = d[~np.isnan(d)]
+    if not len(d):
+        return math.nan
+    p = 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0)))
+    return max(min(p, 1.0), 1.0 / len(d))
+
+
+def centred_ranks(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Ranks of a on each resample (rows of idx), centred per row."""
+    r = scipy_stats.rankdata(np.asarray(a)[idx], axis=1)
+    return r - r.mean(1, keepdims=True)
+
+
+def boot_correlation(x: np.ndarray, y: np.ndarray, idx: np.ndarray, method: str = "spearman") -> np.ndarray:
+    """Pearson or Spearman r of x and y on each resample (rows of idx); nan where one side is constant."""
+    if method == "spearman":
+        xa, yb = centred_ranks(x, idx), centred_ranks(y, idx)
+    else:
+        xa, yb = np.asarray(x, dtype=float)[idx], np.asarray(y, dtype=float)[idx]
+        xa, yb = xa - xa.mean(1, keepdims=True), yb - yb.mean(1, keepdims=True)
+    denom = np.sqrt((xa * xa).sum(1) * (yb * yb).sum(1))
+    return np.where(denom > 0, (xa * yb).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def correlation(x: np.ndarray, y: np.ndarray, method: str = "spearman") -> float:
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if method == "spearman":
+        a, b = scipy_stats.rankdata(a), scipy_stats.rankdata(b)
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def resample_weights(n: int, resamples: int, seed: int = 0) -> torch.Tensor:
@@ -52,12 +97,11 @@ def paired_bootstrap(pairs: list[tuple[torch.Tensor, torch.Tensor]], gold: torch
     per_class_observed = torch.stack(observed).mean(0)[0]  # C
     macro = per_class.mean(1)
     lo, hi = (1 - level) / 2, (1 + level) / 2
-    p = 2 * min(float((macro <= 0).float().mean()), float((macro >= 0).float().mean()))
     return {
         "diff": float(per_class_observed.mean()),
         "low": float(torch.quantile(macro, lo)),
         "high": float(torch.quantile(macro, hi)),
-        "p": max(min(p, 1.0), 1.0 / resamples),
+        "p": two_sided_p(macro.numpy()),
         "per_class": per_class_observed,
         "per_class_low": torch.quantile(per_class, lo, dim=0),
         "per_class_high": torch.quantile(per_class, hi, dim=0),

@@ -18,7 +18,7 @@ from typing import IO, Iterator
 
 import pandas as pd
 
-from eqn.io import ConfigError, DataError
+from eqn.errors import ConfigError, DataError
 
 INPUTS = (".csv", ".tsv", ".jsonl", ".json", ".txt")
 OUTPUTS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
-from eqn.io import DataError, atomic_path
+from eqn import stats
+from eqn.errors import DataError
+from eqn.io import atomic_path
 
 NAMES = ("pearson", "spearman")
 
@@ -66,33 +67,17 @@ def read_ratings(path: str | Path, text_column: str = "text", emotion_column: st
                          "rating": ratings.astype(float), "line": lines})
 
 
-def _boot(x: np.ndarray, y: np.ndarray, idx: np.ndarray, name: str) -> np.ndarray:
-    """The correlation `name` on every bootstrap resample of the rows (idx: resamples x n)."""
-    xa, yb = x[idx], y[idx]
-    if name == "spearman":
-        xa, yb = scipy_stats.rankdata(xa, axis=1), scipy_stats.rankdata(yb, axis=1)
-    xa, yb = xa - xa.mean(1, keepdims=True), yb - yb.mean(1, keepdims=True)
-    denom = np.sqrt((xa * xa).sum(1) * (yb * yb).sum(1))
-    return np.where(denom > 0, (xa * yb).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
-
-
-def _r(x: np.ndarray, y: np.ndarray, name: str) -> float:
-    a, b = (x, y) if name == "pearson" else (scipy_stats.rankdata(x), scipy_stats.rankdata(y))
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def correlations(intensity: np.ndarray, rating: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
     """Pearson and Spearman r with 95% percentile bootstrap intervals (rows resampled with replacement)."""
     x, y = np.asarray(intensity, dtype=float), np.asarray(rating, dtype=float)
     out: dict = {"n": len(x)}
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    idx = stats.resample_rows(len(x), resamples, seed)
     for name in NAMES:
         if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
             out[name], out[f"{name}_low"], out[f"{name}_high"] = np.nan, np.nan, np.nan
             continue
-        out[name] = _r(x, y, name)
-        out[f"{name}_low"], out[f"{name}_high"] = (float(v) for v in np.nanpercentile(_boot(x, y, idx, name),
-                                                                                     [2.5, 97.5]))
+        out[name] = stats.correlation(x, y, name)
+        out[f"{name}_low"], out[f"{name}_high"] = stats.interval(stats.boot_correlation(x, y, idx, name))
     return out
 
 
@@ -101,15 +86,15 @@ def paired_difference(a: np.ndarray, b: np.ndarray, rating: np.ndarray, resample
     bootstrap (the same resampled rows for both models)."""
     x1, x2, y = (np.asarray(v, dtype=float) for v in (a, b, rating))
     out: dict = {"n": len(y)}
-    idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    idx = stats.resample_rows(len(y), resamples, seed)
     for name in NAMES:
         if len(y) < 3 or min(np.ptp(x1), np.ptp(x2), np.ptp(y)) == 0:
             out[name] = out[f"{name}_low"] = out[f"{name}_high"] = out[f"{name}_p"] = np.nan
             continue
-        boot = _boot(x1, y, idx, name) - _boot(x2, y, idx, name)
-        out[name] = _r(x1, y, name) - _r(x2, y, name)
-        out[f"{name}_low"], out[f"{name}_high"] = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
-        out[f"{name}_p"] = float(max(min(1.0, 2 * min(np.nanmean(boot <= 0), np.nanmean(boot >= 0))), 1 / resamples))
+        boot = stats.boot_correlation(x1, y, idx, name) - stats.boot_correlation(x2, y, idx, name)
+        out[name] = stats.correlation(x1, y, name) - stats.correlation(x2, y, name)
+        out[f"{name}_low"], out[f"{name}_high"] = stats.interval(boot)
+        out[f"{name}_p"] = stats.two_sided_p(boot)
     return out
 
 
@@ -240,8 +225,8 @@ USAGE = ("usage: python -m eqn.validate [ckpt=<checkpoint>] ratings=<file>|emoba
 
 
 def main(argv: list[str] | None = None) -> None:
-    from eqn.cli import parse
-    from eqn.io import ConfigError
+    from eqn.cli import one_line, parse
+    from eqn.errors import ConfigError
     from eqn.ownership import check_output
 
     args = parse(argv if argv is not None else sys.argv[1:], "eqn.validate", USAGE,
@@ -250,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     if ("ratings" in args) == ("emobank" in args):
         sys.exit(f"eqn.validate: give ratings=<file> or emobank=<emobank.csv> (one of them) ({USAGE})")
     args.setdefault("ckpt", None)  # none: the built-in annotator
-    try:
+    with one_line("eqn.validate"):
         if "output" in args:
             if Path(args["output"]).suffix.lower() != ".csv":
                 raise ConfigError(f"output={args['output']}: the report is CSV; name it *.csv")
@@ -268,10 +253,6 @@ def main(argv: list[str] | None = None) -> None:
             with atomic_path(args["output"]) as tmp:
                 frame.to_csv(tmp, index=False, float_format="%.4f")
             print(f"wrote {args['output']}")
-    except (DataError, ConfigError) as err:
-        sys.exit(f"eqn.validate: {err}")
-    except OSError as err:
-        sys.exit(f"eqn.validate: {err.filename or ''}: {err.strerror or err}")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import eqn.config  # noqa: E402,F401  (schemas and resolvers)
-from eqn.annotate import BATCH_SIZE, Annotator  # noqa: E402
 from eqn.data import sources  # noqa: E402
 from eqn.data.datamodule import EQNDataModule  # noqa: E402
+from eqn.inference import BATCH_SIZE, Annotator  # noqa: E402
 from eqn.io import write_json  # noqa: E402
 from eqn.models.module import build_module, plain  # noqa: E402
 

@@ -103,23 +103,10 @@ def model_sets(runs: Path, pattern: str, stages: tuple[str, ...] = STAGES) -> di
     return out
 
 
-def centred_ranks(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Ranks of a on each bootstrap resample (rows of idx), centred per row."""
-    r = scipy_stats.rankdata(a[idx], axis=1)
-    return r - r.mean(1, keepdims=True)
-
-
-def boot_spearman(x: np.ndarray, y_ranks: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Spearman r of x vs y on each resample, given y's centred ranks on the same resamples."""
-    xa = centred_ranks(x, idx)
-    denom = np.sqrt((xa * xa).sum(1) * (y_ranks * y_ranks).sum(1))
-    return np.where(denom > 0, (xa * y_ranks).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
-
-
 def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
     rating = tweets.rating.to_numpy()
-    rng = np.random.default_rng(0)
     rows = []
+    rng = np.random.default_rng(0)  # one stream: each (label, view) draws its own resamples from it
     for study, seeds in study_sets.items():
         intensity: dict = {}  # (seed, stage) -> tweets x labels
         for seed, ckpts in seeds.items():
@@ -136,14 +123,13 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                 mask = (sign * rating > 0) if view == "intensity" else np.ones(len(rating), dtype=bool)
                 y = sign * rating[mask]
                 idx = rng.integers(0, len(y), size=(resamples, len(y)))
-                y_ranks = centred_ranks(y, idx)
                 boot, point = {}, {}
                 for seed in seeds:
                     for stage in stages:
                         x = intensity[seed, stage][mask, j]
-                        boot[seed, stage] = boot_spearman(x, y_ranks, idx)
+                        boot[seed, stage] = stats.boot_correlation(x, y, idx, "spearman")
                         point[seed, stage] = float(scipy_stats.spearmanr(x, y).statistic)
-                        low, high = np.nanpercentile(boot[seed, stage], [2.5, 97.5])
+                        low, high = stats.interval(boot[seed, stage])
                         rows.append({"study": study, "label": label, "view": view, "seed": seed, "stage": stage,
                                      "n": int(mask.sum()), "spearman": point[seed, stage],
                                      "spearman_low": float(low), "spearman_high": float(high)})
@@ -152,13 +138,11 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                     diffs = [point[s, stage] - point[s, ref] for s in seeds]
                     mean, lo, hi = stats.t_interval(diffs)
                     delta = np.nanmean([boot[s, stage] - boot[s, ref] for s in seeds], axis=0)
-                    p = 2 * min(float(np.mean(delta <= 0)), float(np.mean(delta >= 0)))
                     rows.append({"study": study, "label": label, "view": view, "seed": "all",
                                  "stage": f"{stage}-{ref}", "n": int(mask.sum()), "spearman": mean,
                                  "spearman_low": lo, "spearman_high": hi,
-                                 "boot_low": float(np.nanpercentile(delta, 2.5)),
-                                 "boot_high": float(np.nanpercentile(delta, 97.5)),
-                                 "p": max(min(p, 1.0), 1.0 / resamples)})
+                                 "boot_low": stats.interval(delta)[0], "boot_high": stats.interval(delta)[1],
+                                 "p": stats.two_sided_p(delta)})
     return rows
 
 

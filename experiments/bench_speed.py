@@ -32,9 +32,9 @@ import torch  # noqa: E402
 from lightning.pytorch import Trainer  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from eqn.annotate import Annotator  # noqa: E402
 from eqn.config import default_data_dir, minilm_path  # noqa: E402
 from eqn.data.datamodule import EQNDataModule  # noqa: E402
+from eqn.inference import Annotator  # noqa: E402
 from eqn.io import write_json  # noqa: E402
 from eqn.models.module import EQNModule  # noqa: E402
 from eqn.models.module import build_module as make_module  # noqa: E402

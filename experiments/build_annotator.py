@@ -117,8 +117,8 @@ def data_sha256(data_dir: str) -> str:
 def calibrate(module, val_texts, val_gold, test_texts, test_gold) -> dict:
     import copy
 
-    from eqn.annotate import Annotator
     from eqn.calibration import ece, fit_temperature, fold_temperature
+    from eqn.inference import Annotator
 
     annotator = Annotator(copy.deepcopy(module))  # (an Annotator merges the LoRA delta in place; this one stays LoRA)
     val, test = annotator.scores(val_texts), annotator.scores(test_texts)
@@ -136,7 +136,7 @@ def calibrate(module, val_texts, val_gold, test_texts, test_gold) -> dict:
 
 
 def speed(ckpt_module, texts: list[str]) -> dict:
-    from eqn.annotate import Annotator
+    from eqn.inference import Annotator
 
     out = {}
     for precision in ("fp32", "fast", "auto"):

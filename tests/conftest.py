@@ -91,7 +91,7 @@ def trained_run(tmp_path_factory):
 
 # Tests that start eqn in other processes take 10-30 s each; run them first so that, with one pytest-xdist worker per
 # core (`make test`), no worker is left alone with a long one at the end.
-LONG_FIRST = ("test_sweeps.py::test_seeded_2x2x2", "test_search.py::test_smoke_search_resumes", "test_distributed.py::",
+LONG_FIRST = ("test_app.py::", "test_sweeps.py::test_seeded_2x2x2", "test_search.py::test_smoke_search_resumes", "test_distributed.py::",
               "test_annotate.py::test_two_processes", "test_smoke_grid.py::test_minilm", "test_share.py::test_minilm",
               "test_fresh_clone.py::", "test_interruptions.py::test_refused", "test_interruptions.py::test_real_signal",
               "test_sweeps.py::test_submitit", "test_resume.py::test_sigkill", "test_search.py::", "test_races.py::test_kill",

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eqn.analyze import analyze_run, correlation, micro_emotion_stats
+from eqn.figures import analyze_run, correlation, micro_emotion_stats
 
 
 def test_pipeline_writes_the_analysis(trained_run):

@@ -157,7 +157,7 @@ def test_jsonl_non_string_text_is_an_error_and_output_is_valid_json(ckpt, tmp_pa
 
 
 def test_huge_line_is_cut_by_characters_before_tokenising(ckpt):
-    from eqn.annotate import MAX_CHARS_PER_TOKEN
+    from eqn.inference import MAX_CHARS_PER_TOKEN
 
     model = load(str(ckpt))
     head = "I am so happy and grateful today " * 2000

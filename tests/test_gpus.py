@@ -39,7 +39,7 @@ def _hold(pool):
 
 
 def test_parallel_jobs_get_distinct_devices_and_the_same_fingerprint(four_gpus, tmp_path):
-    from eqn.pipeline import result_config
+    from eqn.rundir import result_config
 
     a, b = compose_config("trainer=gpu", tmp_path=tmp_path), compose_config("trainer=gpu", tmp_path=tmp_path)
     with gpus.job_gpus(a, tmp_path), gpus.job_gpus(b, tmp_path):

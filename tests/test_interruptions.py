@@ -128,3 +128,40 @@ def test_interrupted_is_raised_by_the_handlers(monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_lock_left_on_another_host_or_held_by_a_live_process_elsewhere(tmp_path):
+    """The run lock is a kernel lock held as long as its process lives: a lock file left by a process on another
+    node (a SLURM requeue onto a new host) is taken over; a live holder in another process refuses, or is waited
+    for."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": "another-node"}))
+    with RunLock(tmp_path):
+        assert json.loads((tmp_path / ".lock").read_text())["host"] == os.uname().nodename
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from eqn.io import RunLock\n"
+                               f"with RunLock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(2)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ConfigError, match=f"in use by process {holder.pid}"):
+        RunLock(tmp_path).__enter__()
+    started = time.monotonic()
+    with RunLock(tmp_path, wait=30):  # waits for the holder to end
+        assert 0.5 < time.monotonic() - started < 30  # the holder slept 2 s after printing
+    holder.wait()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_shards_merge_even_after_a_merger_died(tmp_path):
+    """A merge lock left by a shard that died (on any host) does not leave the output unmerged forever."""
+    from eqn.annotate import merge_parts
+    from eqn.io import write_text
+
+    parts = tmp_path / "out.csv.parts"
+    for c, rows in enumerate(["text\na\n", "text\nb\n"]):
+        write_text(parts / f"chunk-{c:08d}.csv", rows)
+    (parts / ".lock").write_text(json.dumps({"pid": 1, "host": "node-that-died"}))
+    assert merge_parts(parts, 2, tmp_path / "out.csv", "csv")
+    assert (tmp_path / "out.csv").read_text() == "text\na\nb\n"

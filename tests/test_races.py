@@ -115,7 +115,7 @@ def test_every_writer_refuses_a_file_that_appeared(tmp_path):
 
 
 def test_an_export_folder_that_appears_during_export_is_kept(ckpt, tmp_path, monkeypatch):
-    import eqn.export as exporter
+    import eqn.model_folder as exporter
 
     out = tmp_path / "model"
     original = exporter.export_eqn

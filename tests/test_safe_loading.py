@@ -5,9 +5,9 @@ import pickle
 import pytest
 import torch
 
-from eqn.analyze import analyze_run
 from eqn.annotate import annotate_file
 from eqn.data.datamodule import EQNDataModule
+from eqn.figures import analyze_run
 from eqn.io import DataError, load_tensors
 from eqn.models.module import load_module
 

@@ -9,8 +9,9 @@ import torch
 
 from eqn import load
 from eqn.annotate import annotate_file
-from eqn.export import export, load_folder, push_to_hub
+from eqn.export import export, push_to_hub
 from eqn.io import ConfigError, DataError
+from eqn.model_folder import load_folder
 from eqn.run import run
 from tests.conftest import compose_config
 

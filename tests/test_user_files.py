@@ -225,12 +225,13 @@ def test_stale_shards_of_another_job_are_refused(ckpt, trained_run, tmp_path):
 def test_download_verifies_in_a_temporary_folder_and_keeps_existing_files(tmp_path, monkeypatch):
     import datasets
 
+    from eqn import hub
     from eqn.data import download, sources
 
     def fake(n):
         return datasets.Dataset.from_dict({"text": [f"text {i}" for i in range(n)], "label": [i % 6 for i in range(n)]})
 
-    monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict(
         train=fake(12), validation=fake(6), test=fake(6)))
     monkeypatch.setitem(download.HUB, "emotion6", ("x/y", None, {"train": 12, "val": 6, "test": 6}))

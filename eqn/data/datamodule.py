@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Sampler
 from eqn.data import sources
 from eqn.data.sources import LabelledData
 from eqn.data.tokenize import TextEncoder, build_encoder
-from eqn.io import ConfigError, atomic_path, digest
+from eqn.errors import ConfigError
+from eqn.io import atomic_path, digest
 from eqn.targets import gold_mask, init_targets
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import sys
 from pathlib import Path
 from typing import Callable
 
+from eqn import hub
 from eqn.data import sources
-from eqn.io import ConfigError, DataError, atomic_path, write_text
+from eqn.errors import DataError
+from eqn.io import atomic_path, write_text
 from eqn.ownership import check_writable, owns_file
 
 # name -> (hub id, config, expected rows per split as the reader sees them)
@@ -83,8 +84,8 @@ def download(name: str, data_dir: str | Path, overwrite: bool = False) -> Path:
     if folder.exists() and not folder.is_dir():
         raise DataError(folder, "exists and is not a folder")
     check_writable(folder / "x")
-    if not sources.hub_reachable():
-        flag = sources.offline_flag()
+    if not hub.hub_reachable():
+        flag = hub.offline_flag()
         raise DataError(folder, f"cannot download {hub_id}: " + (f"{flag}=1 is set in the environment" if flag else
                                                                  "huggingface.co is not reachable from this machine"))
     import datasets
@@ -131,8 +132,7 @@ def install(new: Path, folder: Path, overwrite: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from eqn.cli import OneLineParser
-    from eqn.config import default_data_dir
+    from eqn.cli import OneLineParser, one_line
 
     parser = OneLineParser(prog="python -m eqn.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,12 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     get.add_argument("--data-dir", default=None, help="default: paths.data_dir ($EQN_DATA_DIR, ../shared/data or data/)")
     get.add_argument("--overwrite", action="store_true", help="replace files with other content that eqn wrote before")
     args = parser.parse_args(argv)
-    try:
-        folder = download(args.name, args.data_dir or default_data_dir(), args.overwrite)
-    except (DataError, ConfigError) as err:
-        sys.exit(f"eqn.data: {err}")
-    except OSError as err:
-        sys.exit(f"eqn.data: {err.filename or ''}: {err.strerror or err}")
+    with one_line("eqn.data"):
+        folder = download(args.name, args.data_dir or sources.default_data_dir(), args.overwrite)
     print(f"{args.name}: files written to {folder} and verified")
 
 

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from eqn.io import ConfigError, DataError
+from eqn.errors import ConfigError, DataError
+from eqn.hub import hub_reachable, offline_flag
 
 log = logging.getLogger(__name__)
 csv.field_size_limit(2**31 - 1)
@@ -182,20 +182,15 @@ def require_columns(path: Path, record: dict, columns: list[str]) -> None:
         raise DataError(path, f"missing column(s) {missing}; the file has {list(record)}", 1)
 
 
-def offline_flag() -> str | None:
-    """The environment variable that forbids the hub, if one is set."""
-    return next((k for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(k, "").lower() in ("1", "true")),
-                None)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    if offline_flag():
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+def default_data_dir() -> str:
+    """EQN_DATA_DIR, else ../shared/data beside the project if it exists, else data/."""
+    if os.environ.get("EQN_DATA_DIR"):
+        return os.environ["EQN_DATA_DIR"]
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        shared = root.parent / "shared" / "data"
+        if shared.is_dir():
+            return str(shared.resolve())
+    return str(Path.cwd() / "data")
 
 
 def carve(split: Split, fraction: float, seed: int, stratify: bool = True) -> tuple[Split, Split]:
@@ -223,7 +218,8 @@ def missing_files_error(folder: Path, files: list[str], hub_id: str | None, how:
     return DataError(folder, f"dataset files not found: expected {', '.join(files)} in this folder{hint}. {how}".strip())
 
 
-def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str], to_rows: Callable) -> dict[str, Split] | None:
+def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str], to_rows: Callable):
+    """A dataset from the hub (when reachable), turned into eqn's splits by `to_rows`."""
     if not hub_reachable():
         raise missing_files_error(folder, files, hub_id, "Set paths.data_dir (or EQN_DATA_DIR) to the folder that holds them.")
     import datasets

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from eqn import evaluation
-from eqn.io import DataError
+from eqn.errors import DataError
 from eqn.models.backbones import build_backbone
 
 OBJECTIVES = ("eqn", "bce", "ce", "soft_bce", "soft_ce")

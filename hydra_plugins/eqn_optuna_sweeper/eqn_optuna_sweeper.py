@@ -60,7 +60,7 @@ class EqnOptunaSweeper(Sweeper):
 
         from eqn import search
         from eqn.config import stage_plan, validate
-        from eqn.io import ConfigError
+        from eqn.errors import ConfigError
 
         o = self.options
         try:
