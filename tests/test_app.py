@@ -28,7 +28,7 @@ def missing() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
+browser = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 
 def free_port() -> int:
@@ -211,9 +211,32 @@ def check_a_run_shows_its_metrics(page, trained_run):
     assert all((shots / f"{n}.png").stat().st_size > 10_000 for n in ("one_text", "compare", "file", "run"))
 
 
+@browser
 def test_the_page_in_a_real_browser(page, trained_run):
     """One page, one browser (the steps share them): one text, compare, a file and a broken one, a run."""
     check_one_text_shows_eqns_intensities_and_decisions(page)
     check_compare_shows_both_models_decisions(page)
     check_a_file_comes_back_as_eqn_annotate_writes_it_and_a_broken_one_shows_the_error(page)
     check_a_run_shows_its_metrics(page, trained_run)
+
+
+def test_a_file_over_max_rows_is_refused_before_any_work_and_nothing_is_written_beside_it(trained_run, tmp_path):
+    from eqn.app import annotate_upload, find_models
+    from eqn.errors import DataError
+    from eqn.inference import Annotator
+
+    ckpt = str(trained_run / "checkpoints" / "eqn.ckpt")
+    model = Annotator.from_checkpoint(ckpt)
+    upload = tmp_path / "user" / "texts.csv"
+    upload.parent.mkdir()
+    upload.write_text(TRICKY, encoding="utf-8")
+    work = tmp_path / "page"
+    work.mkdir()
+    with pytest.raises(DataError, match="more than max_rows=3 rows"):
+        annotate_upload(model, ckpt, str(upload), "text", work, max_rows=3)
+    assert list(work.iterdir()) == []  # refused before any work
+    output, frame = annotate_upload(model, ckpt, str(upload), "text", work, max_rows=4)
+    assert output.is_relative_to(work) and len(frame) == 4
+    assert sorted(p.name for p in upload.parent.iterdir()) == ["texts.csv"]  # the user's folder untouched
+    models = find_models(trained_run.parent)  # run checkpoints and export folders under runs=
+    assert ckpt in models and str(trained_run / "export" / "eqn") in models
