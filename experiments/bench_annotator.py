@@ -27,10 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
-import bench_tuned  # noqa: E402
-from bench_tuned import best, best_params, load, names, run_once, sh, trials_done  # noqa: E402
+from studies import best, best_params, load, names, restore_journals, run_once, save_journals, sh, trials_done  # noqa: E402
 
 from eqn.io import write_text  # noqa: E402
 
@@ -66,8 +63,7 @@ def make_teacher(out: Path) -> int:
 
 
 def save(out: Path) -> None:
-    bench_tuned.JOURNALS = JOURNALS
-    bench_tuned.save_journals(out, [study(c) for c in CANDIDATES])
+    save_journals(out, [study(c) for c in CANDIDATES], JOURNALS)
     write_text(STATUS, status(out), own=False)
 
 
@@ -108,8 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out).resolve()
     chosen = names(args.candidates, CANDIDATES, "candidate", "bench_annotator.py")
-    bench_tuned.JOURNALS = JOURNALS
-    bench_tuned.restore_journals(out, [study(c) for c in CANDIDATES])
+    restore_journals(out, [study(c) for c in CANDIDATES], JOURNALS)
     if args.status:
         save(out)
         print(STATUS.read_text())

@@ -39,7 +39,6 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from eqn import load, stats  # noqa: E402
 from eqn.io import write_text  # noqa: E402
 

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from bench_tuned import kept_sections  # noqa: E402  (experiments/ is the script's folder)
+from studies import kept_sections  # noqa: E402  (experiments/ is the script's folder)
 
 from eqn import stats  # noqa: E402
 from eqn.io import read_json, write_text  # noqa: E402

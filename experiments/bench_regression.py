@@ -34,8 +34,9 @@ import sys
 from pathlib import Path
 
 import bench_tuned as tuned
+import studies
 
-ROOT = tuned.ROOT
+ROOT = studies.ROOT
 from eqn.io import write_text  # noqa: E402
 
 TUNED_TRIALS = 16  # bench_tuned.py's budget per objective
@@ -61,15 +62,15 @@ def teacher(out: Path, seed: int) -> Path:
 def variant_args(out: Path, variant: str, seeds: list[int], seed: int) -> list[str]:
     """The variant's overrides on top of its objective's tuned setting (teachers for `seed`)."""
     _, objective, extra = VARIANTS[variant]
-    found = tuned.best(out, tuned.study_name(objective))
+    found = studies.best(out, tuned.study_name(objective))
     fill = {"teacher": str(teacher(out, seed)), "ensemble": ",".join(str(teacher(out, s)) for s in seeds)}
-    return [*tuned.best_params(found), *(e.format(**fill) for e in extra)]
+    return [*studies.best_params(found), *(e.format(**fill) for e in extra)]
 
 
 def missing_inputs(out: Path) -> list[str]:
     """The searches of bench_tuned.py that have not finished yet (this study starts from their settings)."""
-    return [f"the {o} search ({tuned.trials_done(out, tuned.study_name(o))} of {TUNED_TRIALS} trials)"
-            for o in ("baseline", "eqn") if tuned.trials_done(out, tuned.study_name(o)) < TUNED_TRIALS]
+    return [f"the {o} search ({studies.trials_done(out, tuned.study_name(o))} of {TUNED_TRIALS} trials)"
+            for o in ("baseline", "eqn") if studies.trials_done(out, tuned.study_name(o)) < TUNED_TRIALS]
 
 
 def search(out: Path, variant: str, n_trials: int, seeds: list[int], dry: bool) -> int:
@@ -80,7 +81,7 @@ def search(out: Path, variant: str, n_trials: int, seeds: list[int], dry: bool) 
     if dry:
         print("$", *args)
         return 0
-    return tuned.sh(args)
+    return studies.sh(args)
 
 
 def seed_run(out: Path, variant: str, seeds: list[int], seed: int, dry: bool) -> None:
@@ -91,25 +92,25 @@ def seed_run(out: Path, variant: str, seeds: list[int], seed: int, dry: bool) ->
         return
     if variant in (*tuned.OBJECTIVES, "baseline_matched"):
         objective = variant.removesuffix("_matched")
-        overrides = tuned.seed_args(objective, tuned.best(out, tuned.study_name(objective)), seed)
+        overrides = tuned.seed_args(objective, studies.best(out, tuned.study_name(objective)), seed)
         overrides += ["pipeline.budget=matched"] if variant == "baseline_matched" else []
     else:
         kind = VARIANTS[variant][0]
-        found = tuned.best(out, study_name(variant))
+        found = studies.best(out, study_name(variant))
         if found is None:  # only in a dry run: the search has not run
             print(f"# {variant} seed {seed}: after its search")
             return
         overrides = ["experiment=goemotions_textcnn_tuning", f"regression={kind}",
-                     *variant_args(out, variant, seeds, seed), *tuned.best_params(found), f"seed={seed}",
+                     *variant_args(out, variant, seeds, seed), *studies.best_params(found), f"seed={seed}",
                      "logger=csv", "pipeline.analyze=false"]
-    if tuned.run_once(run_dir, overrides, dry) != 0:
+    if studies.run_once(run_dir, overrides, dry) != 0:
         sys.exit(f"bench_regression: the {variant} run of seed {seed} failed; rerun this command")
 
 
 def ranked(out: Path, variants: list[str]) -> list[str]:
     """The variants by their search's best validation macro-F1, best first (unsearched ones last)."""
     def value(variant: str) -> float:
-        found = tuned.best(out, study_name(variant))
+        found = studies.best(out, study_name(variant))
         return found["best_value"] if found else float("-inf")
 
     return sorted(variants, key=value, reverse=True)
@@ -118,7 +119,7 @@ def ranked(out: Path, variants: list[str]) -> list[str]:
 def render(out: Path, variants: list[str], rounds: str, seeds: list[int]) -> str:
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     target = int(rounds.split(",")[-1])
-    done = {v: tuned.trials_done(out, study_name(v)) for v in variants}
+    done = {v: studies.trials_done(out, study_name(v)) for v in variants}
     waiting = missing_inputs(out)
     status = ("waiting for bench_tuned.py: " + "; ".join(waiting) if waiting else
               "searches complete" if min(done.values()) >= target else
@@ -134,7 +135,7 @@ def render(out: Path, variants: list[str], rounds: str, seeds: list[int]) -> str
              "## Searches", "", "| variant | finished trials | best val macro-F1 | alpha, start | command |",
              "|---|---|---|---|---|"]
     for variant in variants:
-        found = tuned.best(out, study_name(variant))
+        found = studies.best(out, study_name(variant))
         kind = VARIANTS[variant][0]
         extra = [e.format(teacher="<tuned baseline s0 ckpt>", ensemble="<tuned baseline s0,s1,s2 ckpts>")
                  for e in VARIANTS[variant][2]]
@@ -146,7 +147,7 @@ def render(out: Path, variants: list[str], rounds: str, seeds: list[int]) -> str
             if found else "–"
         lines.append(f"| {variant} | {done[variant]} | {value} | {setting} | `{command}` |")
     lines += ["", "## Every variant at its best, 3 seeds, with the tuned objectives", "",
-              *tuned.seeds_section(out, "*_*-s*", report_dir=out / "regression_report")]
+              *studies.seeds_section(out, "*_*-s*", report_dir=out / "regression_report")]
     return "\n".join(lines) + "\n"
 
 
@@ -165,9 +166,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     out, seeds = Path(args.out).resolve(), [int(s) for s in args.seeds.split(",")]
-    variants = tuned.names(args.variants, VARIANTS, "variant(s)", "bench_regression")
-    studies = [study_name(v) for v in variants]
-    tuned.restore_journals(out, [*(tuned.study_name(o) for o in tuned.OBJECTIVES), *studies])
+    variants = studies.names(args.variants, VARIANTS, "variant(s)", "bench_regression")
+    searched = [study_name(v) for v in variants]
+    studies.restore_journals(out, [*(tuned.study_name(o) for o in tuned.OBJECTIVES), *searched], tuned.JOURNALS)
     if not args.report_only:
         waiting = missing_inputs(out)
         if waiting:
@@ -175,11 +176,11 @@ def main() -> None:
         if any(VARIANTS[v][0] == "teacher" for v in variants):  # the teachers, before any search needs them
             for seed in seeds:
                 seed_run(out, "baseline", seeds, seed, args.dry_run)
-        tuned.grow(out, {study_name(v): functools.partial(search, out, v, seeds=seeds, dry=args.dry_run)
+        studies.grow(out, {study_name(v): functools.partial(search, out, v, seeds=seeds, dry=args.dry_run)
                          for v in variants}, args.rounds, "bench_regression")
         if args.searches_only:
             if not args.dry_run:
-                tuned.save_journals(out, studies)
+                studies.save_journals(out, searched, tuned.JOURNALS)
                 print("bench_regression: searches grown to --rounds; journals saved to " + str(tuned.JOURNALS))
             return
         for seed in seeds:  # the fair baseline (teachers, when a teacher variant ran)
@@ -194,11 +195,11 @@ def main() -> None:
             seed_run(out, "eqn", seeds, seed, args.dry_run)
     if args.dry_run:
         return
-    tuned.save_journals(out, studies)
+    studies.save_journals(out, searched, tuned.JOURNALS)
     path = ROOT / "experiments" / "results" / "regression.md"
     text = render(out, variants, args.rounds, seeds)
     write_text(path, text, own=False)
-    tuned.splice_quality(text, tuned.REGRESSION_SECTION)
+    studies.splice_quality(text, studies.REGRESSION_SECTION)
     print(f"wrote {path} and its section of quality.md")
 
 

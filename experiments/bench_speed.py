@@ -18,7 +18,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from lightning.pytorch import Trainer  # noqa: E402

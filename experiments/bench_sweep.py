@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from eqn.io import write_json  # noqa: E402
 
 CORES = len(os.sched_getaffinity(0))

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import bench_regression as regression
 import bench_tuned as tuned
+import studies
 
-ROOT = tuned.ROOT
+ROOT = studies.ROOT
 from eqn.io import write_text  # noqa: E402
 
 # name -> (overrides, epochs, single-label): the untuned grid's settings of quality.md
@@ -48,9 +49,9 @@ SINGLE_LABEL_LOSS = {"bce": "ce"}  # a variant's loss -> the single-label classi
 
 def winner(tuned_out: Path) -> tuple[str, dict]:
     """The variant bench_regression.py's searches rank first on validation, and its best trial."""
-    tuned.restore_journals(tuned_out, [regression.study_name(v) for v in regression.VARIANTS])
+    studies.restore_journals(tuned_out, [regression.study_name(v) for v in regression.VARIANTS], tuned.JOURNALS)
     best = regression.ranked(tuned_out, list(regression.VARIANTS))[0]
-    found = tuned.best(tuned_out, regression.study_name(best))
+    found = studies.best(tuned_out, regression.study_name(best))
     if found is None:
         sys.exit("bench_transfer: bench_regression.py's searches have not run (no journal in experiments/results/"
                  "tuned_journals)")
@@ -72,12 +73,12 @@ def variant_overrides(out: Path, config: str, variant: str, found: dict, seeds: 
     if single:
         extra = [f"regression.loss={SINGLE_LABEL_LOSS.get(e.split('=', 1)[1], e.split('=', 1)[1])}"
                  if e.startswith("regression.loss=") else e for e in extra]
-    return [*settings, f"regression={kind}", *tuned.best_params({"best_params": params}), *extra]
+    return [*settings, f"regression={kind}", *studies.best_params({"best_params": params}), *extra]
 
 
 def run(out: Path, config: str, stage: str, overrides: list[str], seed: int, dry: bool) -> None:
     run_dir = out / "seeds" / config / f"{stage}-s{seed}"
-    if tuned.run_once(run_dir, [*overrides, f"seed={seed}", "logger=csv", "pipeline.analyze=false"], dry) != 0:
+    if studies.run_once(run_dir, [*overrides, f"seed={seed}", "logger=csv", "pipeline.analyze=false"], dry) != 0:
         sys.exit(f"bench_transfer: the {config} {stage} run of seed {seed} failed; rerun this command to continue")
 
 
@@ -99,7 +100,7 @@ def render(out: Path, variant: str, found: dict, configs: list[str], seeds: list
         overrides = variant_overrides(out, config, variant, found, seeds, 0)
         shown_overrides = " ".join(o.replace(str(out), str(shown)) for o in overrides[len(CONFIGS[config][0]):])
         lines.append(f"| {config} | `{' '.join(CONFIGS[config][0])}` | `{shown_overrides}` (seed 0) |")
-    lines += ["", *tuned.seeds_section(out, "*/*", f"Runs: `python -m eqn.run <settings> <pipeline=baseline | variant's "
+    lines += ["", *studies.seeds_section(out, "*/*", f"Runs: `python -m eqn.run <settings> <pipeline=baseline | variant's "
                                                  f"overrides> seed=<s> logger=csv pipeline.analyze=false "
                                                  f"hydra.run.dir={shown}/seeds/<configuration>/<side>-s<s>`; ",
                                        report_dir=out / "report")]
@@ -118,7 +119,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     out, seeds = Path(args.out).resolve(), [int(s) for s in args.seeds.split(",")]
-    configs = tuned.names(args.configs, CONFIGS, "configuration(s)", "bench_transfer")
+    configs = studies.names(args.configs, CONFIGS, "configuration(s)", "bench_transfer")
     variant, found = winner(Path(args.tuned_out).resolve())
     if not args.report_only:
         for config in configs:
@@ -136,7 +137,7 @@ def main() -> None:
     path = ROOT / "experiments" / "results" / "transfer.md"
     text = render(out, variant, found, configs, seeds)
     write_text(path, text, own=False)
-    tuned.splice_quality(text, tuned.TRANSFER_SECTION)
+    studies.splice_quality(text, studies.TRANSFER_SECTION)
     print(f"wrote {path} and its section of quality.md")
 
 

@@ -34,8 +34,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
 from bench_annotator import CANDIDATES, JOURNALS, study  # noqa: E402
 
 from eqn.io import write_text  # noqa: E402
@@ -57,11 +55,10 @@ def sh(args: list[str]) -> int:
 def chosen_recipe(out_search: Path) -> tuple[list[str], str]:
     """The search with the best validation macro-F1 (over the candidates that finished trials) at its best setting,
     with its preset's own settings (the LoRA block) written out."""
-    import bench_tuned
+    import studies
 
-    bench_tuned.JOURNALS = JOURNALS
-    bench_tuned.restore_journals(out_search, [study(c) for c in CANDIDATES])
-    found = {c: bench_tuned.best(out_search, study(c)) for c in CANDIDATES}
+    studies.restore_journals(out_search, [study(c) for c in CANDIDATES], JOURNALS)
+    found = {c: studies.best(out_search, study(c)) for c in CANDIDATES}
     found = {c: f for c, f in found.items() if f}
     if not found:
         sys.exit("build_annotator.py: no finished search trial; run experiments/bench_annotator.py first")
@@ -69,14 +66,14 @@ def chosen_recipe(out_search: Path) -> tuple[list[str], str]:
     if not shippable:
         sys.exit("build_annotator.py: no LoRA search has a finished trial; run experiments/bench_annotator.py")
     best = max(shippable, key=lambda c: found[c]["best_value"])
-    params = bench_tuned.best_params(found[best])
+    params = studies.best_params(found[best])
     lora = {k.split(".")[-1]: v for k, v in found[best]["best_params"].items() if ".lora." in k}
     recipe = ["pipeline=baseline" if best == "lora" else "pipeline=eqn", "+model.backbone.lora={" + ", ".join(
         f"{k}: {v}" for k, v in {"alpha": "null", "dropout": 0.05, **lora}.items()) + "}",
               *[p for p in params if ".lora." not in p]]
     if best == "lora_teacher":  # the teacher: the best full fine-tuning setting, trained on the same (all) rows
         recipe += ["regression=teacher", "regression.loss=bce", "TEACHER",
-                   *[f"TEACHER_ARG:{p}" for p in bench_tuned.best_params(found["full"])]]
+                   *[f"TEACHER_ARG:{p}" for p in studies.best_params(found["full"])]]
     why = ", ".join(f"{c} {f['best_value']:.4f}" for c, f in sorted(found.items(), key=lambda kv: -kv[1]["best_value"]))
     return recipe, (f"{best}, the best shippable candidate on validation (best validation macro-F1 of each search: "
                     f"{why}; only a LoRA delta fits the package)")
