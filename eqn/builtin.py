@@ -158,7 +158,7 @@ def model_card(spec: dict) -> str:
              f"The model eqn uses when no checkpoint is given (`python -m eqn.annotate input=… output=…`, "
              "`eqn.load()`). For every text it gives each of the "
              f"{len(spec['labels'])} GoEmotions labels an intensity from 0 to {spec['scale']:g} "
-             f"({spec['scale']:g} × the {'classifier probability' if spec['objective'] == 'bce' else 'regressed score'}"
+             f"({spec['scale']:g} × the {'classifier probability' if spec['objective'] in ('bce', 'soft_bce') else 'regressed score'}"
              "), and the decided emotions: every label at or above its threshold (tuned on validation), always the "
              "top one.", "",
              "## Model", "",

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from eqn.errors import DataError
 from eqn.io import write_json, write_text
-from eqn.models.module import EQNModule, load_module, plain
+from eqn.models.module import CLASSIFIER, EQNModule, load_module, plain
 from eqn.ownership import check_output, drop_temp, make_temp, replace_folder
 
 FORMAT = "eqn-model/1"  # config.json["eqn"]["format"]
@@ -94,7 +94,8 @@ def export_transformers(module: EQNModule, folder: Path) -> None:
     config = BertConfig(**{k: v for k, v in h.backbone["hf_config"].items() if k not in ("architectures",)})
     # what transformers' pipeline applies to the logits: EQN's are intensities already (regression: none); a BCE
     # classifier's are logits of independent labels (sigmoid), a CE one's of one label (softmax)
-    problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(h.objective, "regression")
+    problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(
+        CLASSIFIER.get(h.objective), "regression")
     config.update({"num_labels": len(names), "problem_type": problem, "classifier_dropout": h.head_dropout,
                    "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)},
                    "architectures": ["BertForSequenceClassification"], "eqn": eqn_config(module)})
@@ -112,7 +113,8 @@ def export_xlm(module: EQNModule, folder: Path) -> None:
     h = module.hparams
     hf = h.backbone["hf_config"]
     names = list(h.label_names)
-    problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(h.objective, "regression")
+    problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(
+        CLASSIFIER.get(h.objective), "regression")
     config = XLMConfig(
         vocab_size=hf["vocab_size"], emb_dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
         n_heads=hf["num_attention_heads"], dropout=hf["hidden_dropout_prob"],
@@ -170,7 +172,7 @@ def model_card(module: EQNModule, metrics: dict | None, data_name: str | None, h
              f"Thresholds: {', '.join(f'{n} {t:.2f}' for n, t in zip(h.label_names, module.thresholds.tolist()))}.", "",
              "## Use", ""]
     if hf_native:
-        apply = {"bce": "sigmoid", "ce": "softmax"}.get(h.objective, "none")
+        apply = {"bce": "sigmoid", "ce": "softmax"}.get(CLASSIFIER.get(h.objective), "none")
         lines += ["```python", "from transformers import pipeline",
                   'annotate = pipeline("text-classification", model="<this folder or repo>", top_k=None, '
                   f'function_to_apply="{apply}")', 'annotate(["I did not expect that, thank you so much!"])',

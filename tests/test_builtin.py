@@ -91,10 +91,11 @@ def test_annotate_without_a_checkpoint_names_the_model_or_says_none_is_shipped(p
         main([f"input={inp}", f"output={tmp_path / 'p.csv'}"])
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "mean-soft_bce"])
 def test_a_mean_or_cls_pooled_model_exports_as_a_standard_transformers_folder(packed, tmp_path, pooling):
     """Mean (the built-in's) or [CLS] pooling -> Linear, the delta merged: transformers' XLMForSequenceClassification
-    computes BERT's layers, so its own classes give eqn's scores, and eqn.load reads the folder back."""
+    computes BERT's layers, so its own classes give eqn's scores, and eqn.load reads the folder back. A distilled
+    classifier (soft_bce: BCE on graded targets) is a multi-label classifier there too (sigmoid)."""
     import copy
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
@@ -107,12 +108,16 @@ def test_a_mean_or_cls_pooled_model_exports_as_a_standard_transformers_folder(pa
     if pooling == "cls":  # the same weights read through the [CLS] token
         module = copy.deepcopy(module)
         module.backbone.pooling = module.hparams.backbone["pooling"] = "cls"
+    if pooling.endswith("soft_bce"):  # the same weights as a distilled classifier
+        module.hparams.objective = "soft_bce"
     src = tmp_path / "model.ckpt"
     from eqn.stages import save_final_checkpoint
 
     save_final_checkpoint(module, src)
     folder = export(src, tmp_path / "hf")
-    assert json.loads((folder / "config.json").read_text())["architectures"] == ["XLMForSequenceClassification"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["XLMForSequenceClassification"]
+    assert config["problem_type"] == "multi_label_classification"
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     texts = ["thank you so much!", "this is the worst day of my whole life, honestly", "ok"]
