@@ -251,6 +251,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     data_digest = data_sha256(OmegaConf.load(shipped_run / "config.yaml").data.data_dir)
+    recipe = [r.replace(f"{ROOT}/", "") for r in recipe]  # the teacher's path as written here, not this machine's
     builtin.pack(calibrated, folder, {"command": command, "recipe": recipe, "recipe_choice": why,
                                       "data_sha256": data_digest, "figures": figures, "per_label": per_label,
                                       "calibration": {k: v for k, v in calibration.items() if "ece_test" not in k}})

@@ -4,6 +4,8 @@ ann, cnn, lstm and textcnn read a word-level vocabulary; bert wraps any Hugging 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -148,8 +150,9 @@ class Bert(nn.Module):
             self.encoder = AutoModel.from_config(config, **extra)
         else:
             config = AutoConfig.from_pretrained(pretrained, **(config_overrides or {}))
-            self.encoder = (AutoModel.from_config(config, **extra) if random_init
-                            else AutoModel.from_pretrained(pretrained, config=config, **extra))
+            with quiet_transformers():  # its load report lists the pooler weights mean/cls pooling leaves out
+                self.encoder = (AutoModel.from_config(config, **extra) if random_init
+                                else AutoModel.from_pretrained(pretrained, config=config, **extra))
         self.hf_config = self.encoder.config.to_dict()
         self.output_dim = self.encoder.config.hidden_size
         if lora:  # a parameter-efficient delta (peft LoRA): the encoder frozen, low-rank updates trained
@@ -169,6 +172,22 @@ LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 # named sets of BERT modules for model.backbone.lora.target_modules (a list of module names works too)
 LORA_TARGETS = {"qv": ["query", "value"], "attention": ["query", "key", "value", "attention.output.dense"],
                 "all": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]}
+
+
+@contextmanager
+def quiet_transformers():
+    """transformers' loading messages and progress bars off (errors still shown), restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def with_lora(encoder: nn.Module, lora: dict) -> nn.Module:
@@ -195,7 +214,11 @@ def with_lora(encoder: nn.Module, lora: dict) -> nn.Module:
     config = LoraConfig(r=r, lora_alpha=float(2 * r if alpha is None else alpha),
                         lora_dropout=float(lora.get("dropout") or 0.0), target_modules=list(targets), bias="none",
                         modules_to_save=pooler)
-    return get_peft_model(encoder, config)
+    import warnings
+
+    with warnings.catch_warnings():  # peft asks a transformers 5 model a deprecated question; nothing for a user to do
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(encoder, config)
 
 
 @torch.no_grad()
