@@ -135,7 +135,7 @@ def calibrate(module, val_texts, val_gold, test_texts, test_gold) -> dict:
 def speed(ckpt_module, texts: list[str]) -> dict:
     from eqn.inference import Annotator
 
-    out = {}
+    out, calibration = {}, {}
     for precision in ("fp32", "fast", "auto"):
         annotator = Annotator(ckpt_module, precision=precision)
         annotator.scores(texts[:256])  # warm-up (fast: calibrates its engine once)
@@ -144,9 +144,15 @@ def speed(ckpt_module, texts: list[str]) -> dict:
         seconds = time.perf_counter() - started
         out[precision] = {"texts_per_s": len(texts) / seconds, "emotions": annotator.emotions(scores),
                           "engine": getattr(annotator.fast, "name", annotator.precision)}
+        if annotator.fast is not None:  # every engine precision=fast measured against fp32 when it chose
+            report = annotator.fast.report
+            calibration = {"texts": report.get("texts"), "fp32_s": report.get("fp32_s"),
+                           "candidates": {k: {"seconds": v["seconds"], "rescored_share": v["rescored_share"]}
+                                          for k, v in (report.get("candidates") or {}).items()}}
     same = np.mean([a == b for a, b in zip(out["fp32"]["emotions"], out["fast"]["emotions"])])
     return {k: {"texts_per_s": v["texts_per_s"], "engine": v["engine"]} for k, v in out.items()} | {
-        "fast_same_emotions": float(same), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        "fast_same_emotions": float(same), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "fast_calibration": calibration}
 
 
 def main() -> None:
@@ -207,7 +213,7 @@ def main() -> None:
     support = test_gold.sum(0).tolist()
     per_label = {n: {"val_f1": metrics.get(f"{stage}/val/f1/{n}"), "test_f1": metrics.get(f"{stage}/test/f1/{n}"),
                      "support": int(support[j])} for j, n in enumerate(names)}
-    command = "make annotator  # python experiments/build_annotator.py"
+    command = f"make annotator  # python experiments/build_annotator.py {' '.join(sys.argv[1:])}".rstrip()
     seed_metrics = [json.loads((out / "seeds" / "annotator" / f"{run_name}-s{s}" / "metrics.json").read_text())
                     for s in seeds]
     figures = {"test macro-F1 (thresholds tuned on val)": {"value": metrics[f"{stage}/test/f1_macro"], "command": command},
@@ -244,7 +250,7 @@ def main() -> None:
         "command": command}
     timing = speed(load_module(calibrated), test_texts)
     for k, v in timing.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and "texts_per_s" in v:
             figures[f"texts/s, precision={k} ({v['engine']}, this CPU)"] = {"value": f"{v['texts_per_s']:.0f}",
                                                                            "command": command}
     folder = Path(args.folder) if args.folder else None
@@ -304,9 +310,18 @@ def render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, pe
         lines += ["## Intensities against people: VADER's rated tweets", "",
                   f"The annotator (baseline) against EQN trained the same way, per label and seed: {vader}", ""]
     lines += ["## Speed (test texts, this CPU, side by side)", "", "| precision | engine | texts/s |", "|---|---|---|"]
-    lines += [f"| {k} | {v['engine']} | {v['texts_per_s']:.0f} |" for k, v in timing.items() if isinstance(v, dict)]
+    lines += [f"| {k} | {v['engine']} | {v['texts_per_s']:.0f} |" for k, v in timing.items()
+              if isinstance(v, dict) and "texts_per_s" in v]
     lines += ["", f"precision=fast keeps fp32's emotions on {100 * timing['fast_same_emotions']:.1f} % of rows; peak "
               f"RSS {timing['peak_rss_mib']:.0f} MiB.", ""]
+    engines = timing.get("fast_calibration") or {}
+    if engines.get("candidates") and engines.get("fp32_s"):
+        lines += [f"Every engine of precision=fast against fp32 on its {engines['texts']} calibration texts (the "
+                  "choice weighs each one's time with the fp32 time of the rows its margins hand back):", "",
+                  "| engine | seconds | speed-up over fp32 | rows handed back to fp32 |", "|---|---|---|---|",
+                  f"| fp32 | {engines['fp32_s']:.2f} | 1.00× | – |"]
+        lines += [f"| {name} | {c['seconds']:.2f} | {engines['fp32_s'] / c['seconds']:.2f}× | "
+                  f"{100 * c['rescored_share']:.1f} % |" for name, c in engines["candidates"].items()] + [""]
     return "\n".join(lines)
 
 

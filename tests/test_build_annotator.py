@@ -27,6 +27,7 @@ def test_build_annotator_on_tiny_data(tmp_path):
     assert set(spec["per_label"]) == set(spec["labels"]) and spec["calibration"]["temperature"] > 0
     text = results.read_text()
     assert "## Intensities against people: EmoBank" in text and "valence (all)" in text and "texts/s" in text
+    assert "| onnxruntime-fp32 |" in text  # every engine of precision=fast, timed against fp32
     module = load_builtin(folder, base)
     assert module.thresholds.tolist() == __import__("pytest").approx(spec["thresholds"], abs=1e-6)
 
