@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 
 from eqn.inference import BUILTIN, Annotator
+from eqn.tables import INPUTS
 
 MAX_ROWS = 20_000
 EXAMPLES = ["I can't believe you remembered my birthday, thank you so much!",
             "Honestly I'm a bit nervous about tomorrow, but also kind of excited.",
             "That was the most disappointing ending, what a waste of time.",
             "Wow, I did not see that coming at all."]
-FORMATS = [".csv", ".tsv", ".jsonl", ".txt"]  # what eqn.annotate reads (it also writes Parquet)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -158,27 +158,31 @@ def annotate_upload(model: Annotator, source: str, upload: str, text_column: str
 
     upload_path = Path(upload)
     name = upload_path.name
-    if upload_path.suffix.lower() not in FORMATS:
-        raise DataError(name, f"not a file the page reads (its name must end in {', '.join(FORMATS)})")
+    kind = upload_path.suffix.lower()
+    if kind not in INPUTS:
+        raise DataError(name, f"not a file the page reads (its name must end in {', '.join(INPUTS)})")
     rows = count_rows(str(upload_path), text_column, max_rows)
     if rows > max_rows:
         raise DataError(name, f"more than max_rows={max_rows:,} rows; annotate it with `python -m eqn.annotate "
                               f"input={name} output=...` (no limit), or start the page with a larger max_rows=")
     out_dir = Path(tempfile.mkdtemp(dir=workdir))
-    output = out_dir / f"{upload_path.stem}.annotated{upload_path.suffix.lower()}"
+    # the input's own format; plain text has no columns to add to: it comes back as CSV (text + one column a label)
+    output = out_dir / f"{upload_path.stem}.annotated{'.csv' if kind == '.txt' else kind}"
     annotate_file(source, str(upload_path), str(output), text_column=text_column, progress=True, annotator=model)
     return output, read_back(output, model)
 
 
 def read_back(output: Path, model: Annotator) -> pd.DataFrame:
     """The annotated file's intensity columns and decisions (and the text), whatever its format."""
-    kind = output.suffix.lower()
-    if kind == ".parquet":
+    from eqn.tables import output_format
+
+    kind = output_format(str(output))  # the name the writer chose its format by
+    if kind == "parquet":
         frame = pd.read_parquet(output)
-    elif kind == ".jsonl":
+    elif kind == "jsonl":
         frame = pd.read_json(output, lines=True, dtype=False)
     else:
-        frame = pd.read_csv(output, sep="\t" if kind == ".tsv" else ",", dtype=str, keep_default_na=False)
+        frame = pd.read_csv(output, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False)
     for c in model.label_columns:
         frame[c] = pd.to_numeric(frame[c])
     return frame
@@ -344,7 +348,7 @@ def build(models: Models, choices: list[str], default: str, other: str, max_rows
             gr.Markdown(f"CSV, TSV, JSONL or TXT, at most {max_rows:,} rows: the annotated file comes back in "
                         "the same format, every row in order, with one column per label and `emotions`.")
             with gr.Row():
-                infile = gr.File(label="Input file", file_types=FORMATS, elem_id="infile", type="filepath")
+                infile = gr.File(label="Input file", file_types=list(INPUTS), elem_id="infile", type="filepath")
                 with gr.Column():
                     column = gr.Textbox("text", label="Text column (CSV, TSV, JSONL)", elem_id="column")
                     fmodel = gr.Dropdown(choices, value=default, label="Model", allow_custom_value=True)

@@ -86,18 +86,23 @@ def hf_tokenizer(module: EQNModule):
                                    **specials)
 
 
+def classification_head(module: EQNModule) -> dict:
+    """What transformers' config says about the head: the labels, and the problem type that tells its pipeline what
+    to apply to the logits (EQN's are intensities already: regression, none; a BCE classifier's are logits of
+    independent labels: sigmoid; a CE one's of one label: softmax)."""
+    names = list(module.hparams.label_names)
+    problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(
+        CLASSIFIER.get(module.hparams.objective), "regression")
+    return {"num_labels": len(names), "problem_type": problem, "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)}}
+
+
 def export_transformers(module: EQNModule, folder: Path) -> None:
     from transformers import BertConfig, BertForSequenceClassification
 
     h = module.hparams
-    names = list(h.label_names)
     config = BertConfig(**{k: v for k, v in h.backbone["hf_config"].items() if k not in ("architectures",)})
-    # what transformers' pipeline applies to the logits: EQN's are intensities already (regression: none); a BCE
-    # classifier's are logits of independent labels (sigmoid), a CE one's of one label (softmax)
-    problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(
-        CLASSIFIER.get(h.objective), "regression")
-    config.update({"num_labels": len(names), "problem_type": problem, "classifier_dropout": h.head_dropout,
-                   "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)},
+    config.update({**classification_head(module), "classifier_dropout": h.head_dropout,
                    "architectures": ["BertForSequenceClassification"], "eqn": eqn_config(module)})
     model = BertForSequenceClassification(config)
     model.bert.load_state_dict(module.backbone.encoder.state_dict())
@@ -112,9 +117,6 @@ def export_xlm(module: EQNModule, folder: Path) -> None:
 
     h = module.hparams
     hf = h.backbone["hf_config"]
-    names = list(h.label_names)
-    problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(
-        CLASSIFIER.get(h.objective), "regression")
     config = XLMConfig(
         vocab_size=hf["vocab_size"], emb_dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
         n_heads=hf["num_attention_heads"], dropout=hf["hidden_dropout_prob"],
@@ -123,9 +125,8 @@ def export_xlm(module: EQNModule, folder: Path) -> None:
         layer_norm_eps=hf["layer_norm_eps"], pad_token_id=hf.get("pad_token_id") or 0, bos_token_id=None,
         eos_token_id=None, summary_type="mean" if h.backbone["pooling"] == "mean" else "first",
         summary_use_proj=True, summary_proj_to_labels=True, summary_activation=None,
-        summary_first_dropout=h.head_dropout, num_labels=len(names), problem_type=problem,
-        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-        architectures=["XLMForSequenceClassification"])
+        summary_first_dropout=h.head_dropout, architectures=["XLMForSequenceClassification"],
+        **classification_head(module))
     config.update({"eqn": eqn_config(module)})
     model = XLMForSequenceClassification(config)
     bert = module.backbone.encoder.state_dict()

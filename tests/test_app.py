@@ -238,5 +238,10 @@ def test_a_file_over_max_rows_is_refused_before_any_work_and_nothing_is_written_
     output, frame = annotate_upload(model, ckpt, str(upload), "text", work, max_rows=4)
     assert output.is_relative_to(work) and len(frame) == 4
     assert sorted(p.name for p in upload.parent.iterdir()) == ["texts.csv"]  # the user's folder untouched
+
+    txt = upload.parent / "lines.txt"  # plain text comes back as CSV: the text and one column a label
+    txt.write_text("what a day\nthanks, friend 😀\n\n", encoding="utf-8")
+    output, frame = annotate_upload(model, ckpt, str(txt), "text", work, max_rows=10)
+    assert output.suffix == ".csv" and frame["text"].tolist() == ["what a day", "thanks, friend 😀", ""]
     models = find_models(trained_run.parent)  # run checkpoints and export folders under runs=
     assert ckpt in models and str(trained_run / "export" / "eqn") in models
