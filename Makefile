@@ -1,6 +1,6 @@
 # make run   : create .venv, install (torch first), run the default pipeline (TextCNN EQN on GoEmotions)
 # make test  : same install, then the test suite (offline)
-# make lint  : ruff check (configuration in pyproject.toml); .ci/run runs it before the tests
+# make lint  : ruff format --check, ruff check, mypy eqn (configuration in pyproject.toml); .ci/run runs it before the tests
 # make bench : speed benchmarks (bench_speed.py: training; bench_annotate.py: annotation at scale; bench_sweep.py: parallel sweeps)
 # make data NAME=<dataset> : download a dataset from the Hugging Face hub into the data dir
 # make annotator : rebuild the built-in annotator from scratch (experiments/build_annotator.py: train the recipe chosen
@@ -32,6 +32,7 @@ test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -n auto --maxprocesses=8 --dist worksteal $(PYTEST_ARGS)
 
 lint: install
+	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 
 test-all: install

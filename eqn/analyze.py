@@ -6,6 +6,7 @@ Writes into <run dir>/analysis/: correlation.csv + correlation.png (label x labe
 predicted test intensities), per_class_f1.png (+ .csv), intensity_distribution.png, micro_emotions.json
 (eqn/figures.py draws them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from eqn.cli import OneLineParser, one_line
 
-    parser = OneLineParser(prog="python -m eqn.analyze", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog="python -m eqn.analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir")
     parser.add_argument("others", nargs="*", help="more run dirs (e.g. the baseline run) for the per-class F1 bars")
     args = parser.parse_args(argv)

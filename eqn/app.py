@@ -17,6 +17,7 @@ default: the built-in annotator, or the newest checkpoint under `runs` if none i
 127.0.0.1 unless host= says otherwise and writes only into its own temporary folder (removed when it stops); it
 reads a user's files and never writes, moves or deletes them.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,10 +33,12 @@ from eqn.inference import BUILTIN, Annotator
 from eqn.tables import INPUTS
 
 MAX_ROWS = 20_000
-EXAMPLES = ["I can't believe you remembered my birthday, thank you so much!",
-            "Honestly I'm a bit nervous about tomorrow, but also kind of excited.",
-            "That was the most disappointing ending, what a waste of time.",
-            "Wow, I did not see that coming at all."]
+EXAMPLES = [
+    "I can't believe you remembered my birthday, thank you so much!",
+    "Honestly I'm a bit nervous about tomorrow, but also kind of excited.",
+    "That was the most disappointing ending, what a waste of time.",
+    "Wow, I did not see that coming at all.",
+]
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -80,10 +83,14 @@ def score_text(model: Annotator, text: str) -> tuple[pd.DataFrame, list[str]]:
     numbers eqn.annotate writes (intensities rounded to 2 decimals)."""
     row = model.annotate([text]).iloc[0]
     decided = [e for e in str(row[model.emotions_column]).split(",") if e]
-    table = pd.DataFrame({"label": model.label_names,
-                          "intensity": [float(row[c]) for c in model.label_columns],
-                          "threshold": [round(float(t), 2) for t in label_thresholds(model)],
-                          "decided": ["yes" if n in decided else "" for n in model.label_names]})
+    table = pd.DataFrame(
+        {
+            "label": model.label_names,
+            "intensity": [float(row[c]) for c in model.label_columns],
+            "threshold": [round(float(t), 2) for t in label_thresholds(model)],
+            "decided": ["yes" if n in decided else "" for n in model.label_names],
+        }
+    )
     return table.sort_values("intensity", ascending=False, kind="stable").reset_index(drop=True), decided
 
 
@@ -117,11 +124,16 @@ def compare_texts(a: Annotator, b: Annotator, text: str, name_a: str, name_b: st
 
     ta, da = score_text(a, text)
     tb, db = score_text(b, text)
-    joined = ta[["label", "intensity"]].merge(tb[["label", "intensity"]], on="label", how="outer",
-                                              suffixes=(" A", " B"))
+    joined = ta[["label", "intensity"]].merge(
+        tb[["label", "intensity"]], on="label", how="outer", suffixes=(" A", " B")
+    )
     joined["B - A"] = (joined["intensity B"] - joined["intensity A"]).round(2)
-    joined = joined.assign(top=joined[["intensity A", "intensity B"]].max(axis=1)).sort_values(
-        "top", ascending=False, kind="stable").drop(columns="top").reset_index(drop=True)
+    joined = (
+        joined.assign(top=joined[["intensity A", "intensity B"]].max(axis=1))
+        .sort_values("top", ascending=False, kind="stable")
+        .drop(columns="top")
+        .reset_index(drop=True)
+    )
     fig, ax = plt.subplots(figsize=(7, max(3.0, 0.26 * len(joined))))
     y = np.arange(len(joined))[::-1]
     ax.barh(y + 0.2, joined["intensity A"], height=0.4, color="#1c7ed6", label=f"A: {name_a}")
@@ -149,8 +161,9 @@ def count_rows(path: str, text_column: str, limit: int) -> int:
     return rows
 
 
-def annotate_upload(model: Annotator, source: str, upload: str, text_column: str, workdir: Path,
-                    max_rows: int) -> tuple[Path, pd.DataFrame]:
+def annotate_upload(
+    model: Annotator, source: str, upload: str, text_column: str, workdir: Path, max_rows: int
+) -> tuple[Path, pd.DataFrame]:
     """The uploaded file annotated by eqn.annotate (same readers, same writers, rows in = rows out) into the
     page's own folder, and the annotation read back for the charts."""
     from eqn.annotate import annotate_file
@@ -163,8 +176,11 @@ def annotate_upload(model: Annotator, source: str, upload: str, text_column: str
         raise DataError(name, f"not a file the page reads (its name must end in {', '.join(INPUTS)})")
     rows = count_rows(str(upload_path), text_column, max_rows)
     if rows > max_rows:
-        raise DataError(name, f"more than max_rows={max_rows:,} rows; annotate it with `python -m eqn.annotate "
-                              f"input={name} output=...` (no limit), or start the page with a larger max_rows=")
+        raise DataError(
+            name,
+            f"more than max_rows={max_rows:,} rows; annotate it with `python -m eqn.annotate "
+            f"input={name} output=...` (no limit), or start the page with a larger max_rows=",
+        )
     out_dir = Path(tempfile.mkdtemp(dir=workdir))
     # the input's own format; plain text has no columns to add to: it comes back as CSV (text + one column a label)
     output = out_dir / f"{upload_path.stem}.annotated{'.csv' if kind == '.txt' else kind}"
@@ -231,8 +247,9 @@ def top_texts(frame: pd.DataFrame, model: Annotator, text_column: str, label: st
         return pd.DataFrame(columns=["text", "intensity", "emotions"])
     column = model.label_columns[model.label_names.index(label)]
     top = frame.sort_values(column, ascending=False, kind="stable").head(k)
-    return pd.DataFrame({"text": top[text_column].astype(str), "intensity": top[column],
-                         "emotions": top[model.emotions_column]}).reset_index(drop=True)
+    return pd.DataFrame(
+        {"text": top[text_column].astype(str), "intensity": top[column], "emotions": top[model.emotions_column]}
+    ).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------------ a run
@@ -253,10 +270,20 @@ def run_summary(run_dir: str) -> tuple[pd.DataFrame, list[str], pd.DataFrame | N
         parts = key.split("/")
         if len(parts) == 3 and parts[1] in ("val", "test"):
             rows.setdefault((parts[0], parts[1]), {})[parts[2]] = value
-    table = pd.DataFrame([{"stage": s, "split": sp, **{k: round(v, 4) for k, v in m.items()
-                                                       if k in ("f1_macro", "f1_micro", "accuracy", "subset_accuracy",
-                                                                "mse", "spearman")}}
-                          for (s, sp), m in rows.items()])
+    table = pd.DataFrame(
+        [
+            {
+                "stage": s,
+                "split": sp,
+                **{
+                    k: round(v, 4)
+                    for k, v in m.items()
+                    if k in ("f1_macro", "f1_micro", "accuracy", "subset_accuracy", "mse", "spearman")
+                },
+            }
+            for (s, sp), m in rows.items()
+        ]
+    )
     figures = [str(p) for p in sorted((folder / "analysis").glob("*.png"))] if (folder / "analysis").is_dir() else []
     people = None
     for path in sorted(folder.glob("*.csv")):
@@ -303,9 +330,16 @@ def build(models: Models, choices: list[str], default: str, other: str, max_rows
             raise fail(err) from None
         freq, spread, heat = file_charts(frame, model)
         label = model.label_names[int(np.argmax(frame[model.label_columns].to_numpy(dtype=float).mean(0)))]
-        return (str(output), freq, spread, heat, gr.update(choices=model.label_names, value=label),
-                top_texts(frame, model, text_column or "text", label), frame,
-                f"{len(frame)} rows annotated by {source}")
+        return (
+            str(output),
+            freq,
+            spread,
+            heat,
+            gr.update(choices=model.label_names, value=label),
+            top_texts(frame, model, text_column or "text", label),
+            frame,
+            f"{len(frame)} rows annotated by {source}",
+        )
 
     def show_run(run_dir):
         try:
@@ -316,8 +350,10 @@ def build(models: Models, choices: list[str], default: str, other: str, max_rows
 
     runs_found = sorted({str(Path(c).parent.parent) for c in choices if c.endswith(".ckpt")})
     with gr.Blocks(title="eqn: micro-emotion intensities") as page:
-        gr.Markdown("## eqn — every emotion's intensity, 0 to 10\nThe decided emotions are coloured; each bar's tick is "
-                    "its label's threshold (tuned on validation).")
+        gr.Markdown(
+            "## eqn — every emotion's intensity, 0 to 10\nThe decided emotions are coloured; each bar's tick is "
+            "its label's threshold (tuned on validation)."
+        )
         with gr.Tab("One text"):
             with gr.Row():
                 text = gr.Textbox(label="Text", lines=3, elem_id="text", scale=3)
@@ -345,8 +381,10 @@ def build(models: Models, choices: list[str], default: str, other: str, max_rows
                 ctable = gr.Dataframe(label="Differences", elem_id="differences", buttons=["copy"], interactive=False)
             cgo.click(two, [ctext, a, b], [ctable, ea, eb, cchart])
         with gr.Tab("A file"):
-            gr.Markdown(f"CSV, TSV, JSONL or TXT, at most {max_rows:,} rows: the annotated file comes back in "
-                        "the same format, every row in order, with one column per label and `emotions`.")
+            gr.Markdown(
+                f"CSV, TSV, JSONL or TXT, at most {max_rows:,} rows: the annotated file comes back in "
+                "the same format, every row in order, with one column per label and `emotions`."
+            )
             with gr.Row():
                 infile = gr.File(label="Input file", file_types=list(INPUTS), elem_id="infile", type="filepath")
                 with gr.Column():
@@ -362,32 +400,48 @@ def build(models: Models, choices: list[str], default: str, other: str, max_rows
             label = gr.Dropdown([], label="Top texts of the label")
             top = gr.Dataframe(label="Top texts", interactive=False, wrap=True)
             state = gr.State()
-            fgo.click(upload, [infile, column, fmodel],
-                      [outfile, freq, spread, heat, label, top, state, status])
-            label.change(lambda frame, lab, col, src: top_texts(frame, models.get(src), col or "text", lab),
-                         [state, label, column, fmodel], top)
+            fgo.click(upload, [infile, column, fmodel], [outfile, freq, spread, heat, label, top, state, status])
+            label.change(
+                lambda frame, lab, col, src: top_texts(frame, models.get(src), col or "text", lab),
+                [state, label, column, fmodel],
+                top,
+            )
         with gr.Tab("A run"):
             with gr.Row():
-                run_dir = gr.Dropdown(runs_found, value=runs_found[0] if runs_found else None, label="Run directory",
-                                      allow_custom_value=True, elem_id="run_dir", scale=3)
+                run_dir = gr.Dropdown(
+                    runs_found,
+                    value=runs_found[0] if runs_found else None,
+                    label="Run directory",
+                    allow_custom_value=True,
+                    elem_id="run_dir",
+                    scale=3,
+                )
                 rgo = gr.Button("Show", elem_id="show_run")
             rtable = gr.Dataframe(label="Metrics per stage", interactive=False, elem_id="run_metrics")
             gallery = gr.Gallery(label="Figures", columns=2, height="auto")
-            people = gr.Dataframe(label="Intensities against people's ratings (eqn.validate output, if any)",
-                                  interactive=False)
+            people = gr.Dataframe(
+                label="Intensities against people's ratings (eqn.validate output, if any)", interactive=False
+            )
             rgo.click(show_run, [run_dir], [rtable, gallery, people])
     return page
 
 
-USAGE = ("usage: python -m eqn.app [ckpt=<model>] [compare=<model>] [runs=outputs] [host=127.0.0.1] [port=7860] "
-         "[max_rows=20000]")
+USAGE = (
+    "usage: python -m eqn.app [ckpt=<model>] [compare=<model>] [runs=outputs] [host=127.0.0.1] [port=7860] "
+    "[max_rows=20000]"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
     from eqn.cli import one_line, parse
 
-    args = parse(argv if argv is not None else sys.argv[1:], "eqn.app", USAGE,
-                 known=("ckpt", "compare", "runs", "host", "port", "max_rows"), ints={"port": 1, "max_rows": 1})
+    args = parse(
+        argv if argv is not None else sys.argv[1:],
+        "eqn.app",
+        USAGE,
+        known=("ckpt", "compare", "runs", "host", "port", "max_rows"),
+        ints={"port": 1, "max_rows": 1},
+    )
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -398,8 +452,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.get(key) and args[key] not in choices:
             choices.insert(0 if key == "ckpt" else 1, args[key])
     if not choices:
-        sys.exit(f"eqn.app: no model: no built-in annotator is installed and no checkpoint under {runs}; pass "
-                 "ckpt=<checkpoint or exported folder>")
+        sys.exit(
+            f"eqn.app: no model: no built-in annotator is installed and no checkpoint under {runs}; pass "
+            "ckpt=<checkpoint or exported folder>"
+        )
     default = args.get("ckpt") or choices[0]
     other = args.get("compare") or next((c for c in choices if c != default), default)
     models = Models()
@@ -412,8 +468,15 @@ def main(argv: list[str] | None = None) -> None:
         page = build(models, choices, default, other, args.get("max_rows", MAX_ROWS), runs, workdir)
         host, port = args.get("host", "127.0.0.1"), args.get("port", 7860)
         print(f"eqn.app: http://{host}:{port} (model: {default}); Ctrl+C stops it", flush=True)
-        page.launch(server_name=host, server_port=port, share=False, show_error=True, quiet=True,
-                    allowed_paths=[str(Path(runs).resolve())], footer_links=[])
+        page.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            show_error=True,
+            quiet=True,
+            allowed_paths=[str(Path(runs).resolve())],
+            footer_links=[],
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the page's own folder only
 

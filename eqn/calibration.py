@@ -4,6 +4,7 @@ Temperature scaling is monotone per label: with each threshold moved the same wa
 thresholds stay the same. One temperature for all labels also keeps the labels' order in every row (so the top label
 and the printed order of `emotions`: every decision exactly); one per label fits each label better but may reorder
 labels whose scores are close. Only the probabilities, and so the 0-10 intensities, change."""
+
 from __future__ import annotations
 
 import torch
@@ -47,7 +48,9 @@ def fold_temperature(module, temperature: torch.Tensor) -> None:
     """Make a BCE module output logits / T (its head's weights and bias divided by T) and move its thresholds so that
     every decision stays the same: p -> sigmoid(logit(p) / T)."""
     if module.hparams.objective not in ("bce", "soft_bce"):
-        raise ValueError(f"temperature scaling applies to sigmoid classifiers, not objective {module.hparams.objective!r}")
+        raise ValueError(
+            f"temperature scaling applies to sigmoid classifiers, not objective {module.hparams.objective!r}"
+        )
     t = temperature.to(module.head[-1].weight.dtype)
     module.head[-1].weight.div_(t.unsqueeze(1))
     module.head[-1].bias.div_(t)

@@ -1,5 +1,6 @@
 """eqn's own Lightning callbacks: the training state a resumed stage needs to repeat the uninterrupted one, and the
 pruning reports of a search trial. (Kept apart so that the command-line front ends load without Lightning.)"""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,8 +40,16 @@ class PruneTrial(Callback):
     """Reports each validation epoch's figure (the objective's metric, e.g. val/f1_macro) to the trial and stops
     the run when the pruner says so. Steps count epochs across the pipeline's stages (`offset` = epochs before)."""
 
-    def __init__(self, journal: str, study: str, trial_id: int, metric: str, run_dir: Path, offset: int = 0,
-                 pruner: dict | None = None):
+    def __init__(
+        self,
+        journal: str,
+        study: str,
+        trial_id: int,
+        metric: str,
+        run_dir: Path,
+        offset: int = 0,
+        pruner: dict | None = None,
+    ):
         self.journal, self.study_name, self.trial_id = journal, study, trial_id
         self.metric, self.run_dir, self.offset = metric, Path(run_dir), offset
         self.pruner = pruner or {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 1}
@@ -50,8 +59,9 @@ class PruneTrial(Callback):
         if self._trial is None:
             import optuna
 
-            study = optuna.load_study(study_name=self.study_name, storage=journal_storage(self.journal),
-                                      pruner=make_pruner(self.pruner))
+            study = optuna.load_study(
+                study_name=self.study_name, storage=journal_storage(self.journal), pruner=make_pruner(self.pruner)
+            )
             self._trial = optuna.trial.Trial(study, self.trial_id)
         return self._trial
 
@@ -73,5 +83,6 @@ def prune_callback(cfg, run_dir: Path, stage_index: int) -> PruneTrial | None:
         return None
     metric = "/".join(str(s.metric).split("/")[1:])  # <stage>/val/f1_macro -> val/f1_macro
     pruner = {"name": s.pruner, "n_startup_trials": s.pruner_startup_trials, "n_warmup_steps": s.pruner_warmup_steps}
-    return PruneTrial(s.journal, s.study, int(s.trial_id), metric, run_dir, stage_index * int(cfg.trainer.max_epochs),
-                      pruner)
+    return PruneTrial(
+        s.journal, s.study, int(s.trial_id), metric, run_dir, stage_index * int(cfg.trainer.max_epochs), pruner
+    )

@@ -1,6 +1,7 @@
 """What every eqn command shares: key=value command lines with strict types (eqn.annotate, eqn.export,
 eqn.validate), argparse that errs in one line (eqn.report, eqn.analyze, eqn.data), and `one_line`, which ends a
 command on eqn's own errors and unreadable files with one line `prog: problem` and a non-zero exit."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,9 +14,16 @@ from eqn.errors import ConfigError, DataError
 TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
-def parse(argv: list[str], prog: str, usage: str, known: tuple[str, ...], required: tuple[str, ...] = (),
-          ints: dict[str, int] | None = None, bools: tuple[str, ...] = (), aliases: dict[str, str] | None = None
-          ) -> dict:
+def parse(
+    argv: list[str],
+    prog: str,
+    usage: str,
+    known: tuple[str, ...],
+    required: tuple[str, ...] = (),
+    ints: dict[str, int] | None = None,
+    bools: tuple[str, ...] = (),
+    aliases: dict[str, str] | None = None,
+) -> dict:
     """{key: value} from key=value words; `ints` maps integer keys to their least value. Anything else exits
     with one line naming the word."""
     ints, aliases = ints or {}, aliases or {}

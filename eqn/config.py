@@ -1,5 +1,6 @@
 """Typed config schemas, registered in Hydra's ConfigStore: a misspelt key or a wrong type fails at
 composition, before any work. Also the resolvers the YAML files use."""
+
 from __future__ import annotations
 
 import os
@@ -24,11 +25,18 @@ def minilm_path() -> str:
 
 def per_device(global_batch: int, devices: Any, num_nodes: Any = 1) -> int:
     """The per-device batch that keeps `global_batch` samples per optimiser step across devices x nodes."""
-    world = (devices if isinstance(devices, int) and devices > 0 else
-             len(devices) if isinstance(devices, (list, tuple)) else 1) * (num_nodes if isinstance(num_nodes, int) else 1)
+    world = (
+        devices
+        if isinstance(devices, int) and devices > 0
+        else len(devices)
+        if isinstance(devices, (list, tuple))
+        else 1
+    ) * (num_nodes if isinstance(num_nodes, int) else 1)
     if global_batch % world:
-        raise ConfigError(f"model.batch_size={global_batch} (the global batch) does not split evenly over {world} "
-                          f"devices; choose a multiple of {world}, or set data.batch_size (per device) directly")
+        raise ConfigError(
+            f"model.batch_size={global_batch} (the global batch) does not split evenly over {world} "
+            f"devices; choose a multiple of {world}, or set data.batch_size (per device) directly"
+        )
     return global_batch // world
 
 
@@ -51,9 +59,14 @@ def monitor_mode(monitor: str) -> str:
     return "max" if monitor == "val/f1_macro" else "min"
 
 
-for _name, _fn in (("eqn_data_dir", default_data_dir), ("minilm_path", minilm_path), ("per_device", per_device),
-                   ("monitor_mode", monitor_mode), ("threads_per_job", threads_per_job),
-                   ("parallel_jobs", parallel_jobs)):
+for _name, _fn in (
+    ("eqn_data_dir", default_data_dir),
+    ("minilm_path", minilm_path),
+    ("per_device", per_device),
+    ("monitor_mode", monitor_mode),
+    ("threads_per_job", threads_per_job),
+    ("parallel_jobs", parallel_jobs),
+):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -154,7 +167,9 @@ class PipelineConfig:
     budget: str = "single"  # single | matched;  # baseline: 'matched' trains as many epochs as the EQN pipeline
     threshold: Optional[float] = None  # fixed multi-label threshold in [0, scale]; None = tuned per label on val
     restart: bool = setting(False)  # discard this run dir's finished stages (only the files eqn recorded as its own)
-    reuse_dir: bool = setting(False)  # use a non-empty folder that holds no eqn run as the run dir (eqn's files go beside)
+    reuse_dir: bool = setting(
+        False
+    )  # use a non-empty folder that holds no eqn run as the run dir (eqn's files go beside)
     analyze: bool = setting(True)
     save_relabeled: bool = setting(True)
     export: bool = setting(True)  # export/<stage>/ model folders and relabeled/ (datasets) at the end of a run
@@ -187,6 +202,7 @@ class TrainerConfig:
 class RegressionConfig:
     """How the non-gold training targets are regressed (conf/regression/): offline (between two trainings, the
     paper's EQN) or progressive (inside one training, from the model's own previous-epoch predictions)."""
+
     name: str = "offline"  # offline | progressive | teacher
     alpha: float = 0.8  # progressive/teacher: the predictions' final weight in the targets
     start: int = 1  # progressive/teacher: first epoch (0-based) whose targets include predictions
@@ -198,6 +214,7 @@ class RegressionConfig:
 @dataclass
 class SearchConfig:
     """Set by the eqn_optuna sweeper for each trial (not result keys: a trial's run dir resumes under any number)."""
+
     journal: Optional[str] = None
     study: Optional[str] = None
     trial_id: Optional[int] = None
@@ -218,7 +235,9 @@ class Config:
     callbacks: Any = None  # extra Lightning callbacks (conf/callbacks/), name -> _target_ node
     search: SearchConfig = field(default_factory=SearchConfig, metadata=NOT_RESULT)  # set by hparams_search trials
     regression: RegressionConfig = field(default_factory=RegressionConfig)
-    threads: Optional[int] = setting(None)  # torch intra-op threads for this job (set by cluster=joblib/local); null: torch's default
+    threads: Optional[int] = setting(
+        None
+    )  # torch intra-op threads for this job (set by cluster=joblib/local); null: torch's default
     seed: int = 42
     run_name: str = setting("${data.name}-${model.name}-${pipeline.name}-s${seed}")
     print_config: bool = setting(False)
@@ -256,8 +275,11 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"pipeline.floor={p.floor}: must lie in [0, {p.scale}]")
     if p.refit_from not in ("fresh", "coeqn"):
         problems.append(f"pipeline.refit_from={p.refit_from!r}: choose 'fresh' or 'coeqn'")
-    for key, value, choices in (("pipeline.monitor", p.monitor, MONITORS), ("pipeline.budget", p.budget, BUDGETS),
-                                ("model.head_init", cfg.model.head_init, HEAD_INITS)):
+    for key, value, choices in (
+        ("pipeline.monitor", p.monitor, MONITORS),
+        ("pipeline.budget", p.budget, BUDGETS),
+        ("model.head_init", cfg.model.head_init, HEAD_INITS),
+    ):
         if value not in choices:
             problems.append(f"{key}={value!r}: choose one of {list(choices)}")
     if cfg.data.on_bad_rows not in ("error", "skip"):
@@ -276,8 +298,12 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.tokenizer.kind not in ("word", "pretrained"):
         problems.append(f"model.tokenizer.kind={cfg.model.tokenizer.kind!r}: choose 'word' or 'pretrained'")
     d = cfg.data
-    for key, value in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size),
-                       ("data.max_length", d.max_length), ("data.bucket_batches", d.bucket_batches)):
+    for key, value in (
+        ("data.batch_size", d.batch_size),
+        ("data.eval_batch_size", d.eval_batch_size),
+        ("data.max_length", d.max_length),
+        ("data.bucket_batches", d.bucket_batches),
+    ):
         if value < 1:
             problems.append(f"{key}={value}: must be at least 1")
     if cfg.seed < 0 or d.split_seed < 0:
@@ -303,8 +329,11 @@ def regression_problems(cfg: DictConfig) -> list[str]:
     if not r:
         return []
     problems = []
-    for key, value, choices in (("name", r.name, ("offline", "progressive", "teacher")), ("schedule", r.schedule,
-                                ("linear", "constant")), ("loss", r.loss, ("mse", "bce", "ce"))):
+    for key, value, choices in (
+        ("name", r.name, ("offline", "progressive", "teacher")),
+        ("schedule", r.schedule, ("linear", "constant")),
+        ("loss", r.loss, ("mse", "bce", "ce")),
+    ):
         if value not in choices:
             problems.append(f"regression.{key}={value!r}: choose one of {list(choices)}")
     if r.name in ("progressive", "teacher"):
@@ -314,22 +343,28 @@ def regression_problems(cfg: DictConfig) -> list[str]:
             problems.append(f"regression={r.name} trains the EQN stage: use pipeline=eqn, not {cfg.pipeline.name}")
         epochs, first = cfg.trainer.max_epochs, 1 if r.name == "progressive" else 0
         if epochs is not None and not first <= r.start < epochs:
-            problems.append(f"regression.start={r.start}: must lie in {first}..{epochs - 1} (trainer.max_epochs="
-                            f"{epochs})" + ("; the targets of epoch `start` use the predictions of the epoch before"
-                                            if first else ""))
+            problems.append(
+                f"regression.start={r.start}: must lie in {first}..{epochs - 1} (trainer.max_epochs="
+                f"{epochs})"
+                + ("; the targets of epoch `start` use the predictions of the epoch before" if first else "")
+            )
         devices = cfg.trainer.devices
         count = len(devices) if OmegaConf.is_list(devices) else devices if isinstance(devices, int) else 1
         if r.name == "progressive" and (count > 1 or count == -1 or cfg.trainer.num_nodes > 1):
-            problems.append("regression=progressive gathers each epoch's predictions in one process; train it on one "
-                            "device (trainer.devices=1), or use regression=teacher / offline with DDP")
+            problems.append(
+                "regression=progressive gathers each epoch's predictions in one process; train it on one "
+                "device (trainer.devices=1), or use regression=teacher / offline with DDP"
+            )
         if r.name == "teacher" and not r.teachers:
             problems.append("regression=teacher: name the teacher(s): regression.teachers=[<checkpoint or folder>,...]")
         for teacher in r.teachers if r.name == "teacher" else []:
             if not Path(teacher).expanduser().exists():
                 problems.append(f"regression.teachers: {teacher}: no such checkpoint or folder")
     elif r.loss != "mse":
-        problems.append(f"regression.loss={r.loss}: the offline pipeline trains EQN with MSE; other losses need "
-                        "regression=progressive")
+        problems.append(
+            f"regression.loss={r.loss}: the offline pipeline trains EQN with MSE; other losses need "
+            "regression=progressive"
+        )
     return problems
 
 
@@ -341,8 +376,10 @@ def environment_problems(cfg: DictConfig) -> list[str]:
         import torch
 
         if not torch.cuda.is_available():
-            problems.append(f"trainer.accelerator={accelerator}: no CUDA GPU is visible on this machine "
-                            "(use trainer.accelerator=cpu)")
+            problems.append(
+                f"trainer.accelerator={accelerator}: no CUDA GPU is visible on this machine "
+                "(use trainer.accelerator=cpu)"
+            )
     pretrained = cfg.model.get("pretrained")
     if pretrained and str(pretrained).startswith(("/", "./", "../", "~")):
         if not Path(pretrained).expanduser().is_dir():

@@ -1,4 +1,5 @@
 """The two errors eqn reports in one line: bad input (file, line, problem) and a setting or folder that cannot work."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ judged by the same rules, side by side:
   intensities), the top label always kept.
 - `argmax`: the top label only (single-label datasets; the authors' accuracy-only evaluation).
 """
+
 from __future__ import annotations
 
 import torch
@@ -65,11 +66,14 @@ def tune_thresholds(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     f1 = torch.where(boundary, f1, torch.full_like(f1, -1.0))
     best_f1, best = f1.max(0)
     thresholds = ordered.gather(0, best.unsqueeze(0)).squeeze(0)
-    return torch.where((positives.squeeze(0) > 0) & (best_f1 > 0), thresholds, torch.full((c,), torch.finfo(torch.float32).max))
+    return torch.where(
+        (positives.squeeze(0) > 0) & (best_f1 > 0), thresholds, torch.full((c,), torch.finfo(torch.float32).max)
+    )
 
 
-def rule_decisions(scores: torch.Tensor, multi_label: bool, thresholds: torch.Tensor | None,
-                   score_scale: float) -> dict[str, torch.Tensor]:
+def rule_decisions(
+    scores: torch.Tensor, multi_label: bool, thresholds: torch.Tensor | None, score_scale: float
+) -> dict[str, torch.Tensor]:
     """Decisions under every rule that applies: {'tuned'|'fixed'|'argmax': N x C bool}."""
     out = {"argmax": top_label(scores)}
     if multi_label:
@@ -78,8 +82,9 @@ def rule_decisions(scores: torch.Tensor, multi_label: bool, thresholds: torch.Te
     return out
 
 
-def classification_metrics(pred: torch.Tensor, gold: torch.Tensor, multi_label: bool,
-                           label_names: list[str]) -> dict[str, float]:
+def classification_metrics(
+    pred: torch.Tensor, gold: torch.Tensor, multi_label: bool, label_names: list[str]
+) -> dict[str, float]:
     """macro/micro/weighted F1, per-class F1 and accuracy (subset accuracy when multi-label)."""
     c = gold.shape[1]
     if multi_label:
@@ -96,8 +101,14 @@ def classification_metrics(pred: torch.Tensor, gold: torch.Tensor, multi_label: 
     return metrics
 
 
-def all_rule_metrics(scores: torch.Tensor, gold: torch.Tensor, multi_label: bool, thresholds: torch.Tensor | None,
-                     score_scale: float, label_names: list[str]) -> dict[str, float]:
+def all_rule_metrics(
+    scores: torch.Tensor,
+    gold: torch.Tensor,
+    multi_label: bool,
+    thresholds: torch.Tensor | None,
+    score_scale: float,
+    label_names: list[str],
+) -> dict[str, float]:
     """Headline metrics (un-prefixed) plus `<rule>/<metric>` for every rule; `top1_in_gold` for the argmax rule."""
     decisions = rule_decisions(scores, multi_label, thresholds, score_scale)
     out: dict[str, float] = {}

@@ -1,9 +1,10 @@
 """Share a model or a run's relabeled dataset: the command line of eqn/model_folder.py and eqn/relabeled.py.
 
-    python -m eqn.export ckpt=<run>/checkpoints/eqn.ckpt out=<folder> [push_to_hub=<repo id>] [private=false]
-    python -m eqn.export builtin out=<folder>         # the built-in annotator, merged: a transformers folder
-    python -m eqn.export run=<run dir> dataset=true   # <run>/hub_dataset, loadable by datasets.load_from_disk
+python -m eqn.export ckpt=<run>/checkpoints/eqn.ckpt out=<folder> [push_to_hub=<repo id>] [private=false]
+python -m eqn.export builtin out=<folder>         # the built-in annotator, merged: a transformers folder
+python -m eqn.export run=<run dir> dataset=true   # <run>/hub_dataset, loadable by datasets.load_from_disk
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,8 +14,10 @@ from eqn.errors import ConfigError, DataError
 from eqn.hub import push_to_hub
 from eqn.model_folder import export
 
-USAGE = ("usage: python -m eqn.export ckpt=<checkpoint>|builtin [out=<folder>] [overwrite=true] [push_to_hub=<repo id>] "
-         "[private=true] | run=<run dir> dataset=true [overwrite=true] [push_to_hub=<repo id>]")
+USAGE = (
+    "usage: python -m eqn.export ckpt=<checkpoint>|builtin [out=<folder>] [overwrite=true] [push_to_hub=<repo id>] "
+    "[private=true] | run=<run dir> dataset=true [overwrite=true] [push_to_hub=<repo id>]"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,13 +26,19 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(argv if argv is not None else sys.argv[1:])
     if argv[:1] == ["builtin"]:  # python -m eqn.export builtin out=<folder>: the built-in annotator
         argv = ["ckpt=builtin", *argv[1:]]
-    args = parse(argv, "eqn.export", USAGE,
-                 known=("ckpt", "out", "push_to_hub", "private", "dataset", "run", "overwrite"),
-                 bools=("private", "dataset", "overwrite"))
+    args = parse(
+        argv,
+        "eqn.export",
+        USAGE,
+        known=("ckpt", "out", "push_to_hub", "private", "dataset", "run", "overwrite"),
+        bools=("private", "dataset", "overwrite"),
+    )
     dataset, overwrite = args.get("dataset", False), args.get("overwrite", False)
     if "run" in args and not dataset:
-        sys.exit("eqn.export: run=<run dir> exports the run's relabeled dataset: add dataset=true (to export a "
-                 "model, give ckpt=<run>/checkpoints/<stage>.ckpt)")
+        sys.exit(
+            "eqn.export: run=<run dir> exports the run's relabeled dataset: add dataset=true (to export a "
+            "model, give ckpt=<run>/checkpoints/<stage>.ckpt)"
+        )
     if dataset and "out" in args:
         sys.exit("eqn.export: dataset=true writes <run>/hub_dataset; out= applies to models only")
     if not dataset and "ckpt" not in args:
@@ -40,8 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         from eqn.hub import offline_flag
 
         if offline_flag():
-            sys.exit(f"eqn.export: push_to_hub={args['push_to_hub']}: {offline_flag()}=1 is set in the environment; "
-                     "unset it to upload (nothing was written)")
+            sys.exit(
+                f"eqn.export: push_to_hub={args['push_to_hub']}: {offline_flag()}=1 is set in the environment; "
+                "unset it to upload (nothing was written)"
+            )
     with one_line("eqn.export"):
         if dataset:
             from eqn.relabeled import dataset_folder

@@ -17,6 +17,7 @@ could have got wrong, so that the `emotions` column equals fp32's.
   margins of each other. Rescored rows carry their fp32 scores; the other rows keep the fast path's scores (each
   label's intensity differs from fp32's by less than its margin; their decisions are the same).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -87,15 +88,22 @@ def export_onnx(module, folder: Path, int8: bool) -> None:
     mask = torch.ones(2, 8, dtype=torch.long)  # as pad_batch makes it
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         fp32 = Path(tmp) / "model.onnx"
-        torch.onnx.export(_Logits(module).eval(), (ids, mask), str(fp32), input_names=["ids", "mask"],
-                          output_names=["logits"], opset_version=17, dynamo=False,
-                          dynamic_axes={"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"},
-                                        "logits": {0: "batch"}})
+        torch.onnx.export(
+            _Logits(module).eval(),
+            (ids, mask),
+            str(fp32),
+            input_names=["ids", "mask"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}},
+        )
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(fp32), str(Path(tmp) / "model.int8.onnx"), weight_type=QuantType.QInt8,
-                             per_channel=True)
+            quantize_dynamic(
+                str(fp32), str(Path(tmp) / "model.int8.onnx"), weight_type=QuantType.QInt8, per_channel=True
+            )
             os.replace(Path(tmp) / "model.int8.onnx", folder / "model.int8.onnx")
         else:
             os.replace(fp32, folder / "model.fp32.onnx")
@@ -149,11 +157,16 @@ class FastScorer:
         margin = stored.get("margin") if isinstance(stored, dict) else None
         margins = margin if isinstance(margin, list) else [margin]
         ok = (stored.get("engine") in (*self.CANDIDATES, "fp32") if isinstance(stored, dict) else False) and (
-            len(margins) in (1, labels) and all(isinstance(m, (int, float)) and not isinstance(m, bool)
-                                                and math.isfinite(m) and m >= 0 for m in margins))
+            len(margins) in (1, labels)
+            and all(
+                isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m >= 0 for m in margins
+            )
+        )
         if not ok:
-            log.warning("precision=fast: %s is not a valid choice for this model; calibrating again",
-                        self.folder / "choice.json")
+            log.warning(
+                "precision=fast: %s is not a valid choice for this model; calibrating again",
+                self.folder / "choice.json",
+            )
             return None
         return stored
 
@@ -173,8 +186,11 @@ class FastScorer:
     def _use(self, name: str, margin) -> None:
         """`margin`: one per label (a list or tensor), or one for all labels."""
         self.engine = self.build(name) if name != "fp32" else None
-        self.name, self.margin = (name, torch.as_tensor(margin, dtype=torch.float32)) if self.engine is not None \
+        self.name, self.margin = (
+            (name, torch.as_tensor(margin, dtype=torch.float32))
+            if self.engine is not None
             else ("fp32", torch.tensor(0.0))
+        )
 
     def calibrate(self, ids, lengths, batch_size: int, exact, thresholds, multi_label: bool) -> None:
         """Score the calibration texts in fp32 and with every candidate; keep the engine whose time plus the fp32
@@ -202,21 +218,40 @@ class FastScorer:
                 best = (name, margin, cost)
         self._use(best[0], best[1])
         self.calibrated = True
-        self.report = {"engine": self.name, "margin": self.margin.tolist(), "texts": len(lengths),
-                       "fp32_s": fp32_s, "candidates": trials}
+        self.report = {
+            "engine": self.name,
+            "margin": self.margin.tolist(),
+            "texts": len(lengths),
+            "fp32_s": fp32_s,
+            "candidates": trials,
+        }
         write_json(self.folder / "choice.json", self.report, own=False)
-        log.info("precision=fast: %s (largest margin %.4f) chosen on %d texts", self.name,
-                 float(self.margin.max()), len(lengths))
+        log.info(
+            "precision=fast: %s (largest margin %.4f) chosen on %d texts",
+            self.name,
+            float(self.margin.max()),
+            len(lengths),
+        )
 
     def _scores(self, engine, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
-        return length_sorted_scores(lambda batch, mask: self.module.scores(engine(batch, mask).float()).cpu(), ids,
-                                    lengths, batch_size, len(self.module.hparams.label_names))
+        return length_sorted_scores(
+            lambda batch, mask: self.module.scores(engine(batch, mask).float()).cpu(),
+            ids,
+            lengths,
+            batch_size,
+            len(self.module.hparams.label_names),
+        )
 
     def engine_scores(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         return self._scores(self.engine, ids, lengths, batch_size)
 
-    def uncertain(self, scores: torch.Tensor, thresholds: torch.Tensor, multi_label: bool,
-                  margin: torch.Tensor | float | None = None) -> torch.Tensor:
+    def uncertain(
+        self,
+        scores: torch.Tensor,
+        thresholds: torch.Tensor,
+        multi_label: bool,
+        margin: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
         """Rows whose decisions (labels chosen, top label, printed order) could differ when every label's score may be
         off by up to its margin (one per label, or one for all)."""
         m = torch.as_tensor(self.margin if margin is None else margin, dtype=scores.dtype).expand(scores.shape[1])

@@ -4,6 +4,7 @@ command line is eqn/analyze.py).
 Writes into <run dir>/analysis/: correlation.csv + correlation.png (label x label Pearson correlation of
 predicted test intensities), per_class_f1.png (+ .csv), intensity_distribution.png, micro_emotions.json.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,8 +79,11 @@ def plot_distribution(scores: torch.Tensor, gold: torch.Tensor, scale: float, pa
 
 
 def per_class_f1(metrics: dict[str, float], names: list[str]) -> pd.DataFrame:
-    columns = {stage: [metrics.get(f"{stage}/test/f1/{n}") for n in names] for stage in STAGES
-               if f"{stage}/test/f1_macro" in metrics}
+    columns = {
+        stage: [metrics.get(f"{stage}/test/f1/{n}") for n in names]
+        for stage in STAGES
+        if f"{stage}/test/f1_macro" in metrics
+    }
     return pd.DataFrame(columns, index=names)
 
 
@@ -105,13 +109,18 @@ def stage_figures(run_dir: Path, stage: str) -> tuple[dict, np.ndarray, torch.Te
     out = run_dir / "analysis" / stage
     out.mkdir(parents=True, exist_ok=True)
     corr = correlation(scores)
-    paths = {"label_correlation": out / "correlation.png", "intensity_distribution": out / "intensity_distribution.png",
-             "per_class_f1": out / "per_class_f1.png"}
+    paths = {
+        "label_correlation": out / "correlation.png",
+        "intensity_distribution": out / "intensity_distribution.png",
+        "per_class_f1": out / "per_class_f1.png",
+    }
     plot_heatmap(corr, names, paths["label_correlation"], f"{stage} test scores: label correlation")
     plot_distribution(scores, gold, meta["score_scale"], paths["intensity_distribution"], f"{stage} test scores")
     from eqn.evaluation import classification_metrics, decide
 
-    f1 = classification_metrics(decide(scores, meta["multi_label"], saved["thresholds"]), gold, meta["multi_label"], names)
+    f1 = classification_metrics(
+        decide(scores, meta["multi_label"], saved["thresholds"]), gold, meta["multi_label"], names
+    )
     plot_per_class(pd.DataFrame({stage: [f1[f"f1/{n}"] for n in names]}, index=names), paths["per_class_f1"])
     return paths, corr, scores, gold, names, saved["thresholds"]
 
@@ -128,8 +137,10 @@ def analyze_run(run_dir: str | Path, others: list[str | Path] = (), metrics: dic
             if not isinstance(values, dict):
                 from eqn.errors import DataError
 
-                raise DataError(Path(d) / "metrics.json", f"is a JSON {type(values).__name__}, not eqn's metrics "
-                                                         "(an object of metric names and values)")
+                raise DataError(
+                    Path(d) / "metrics.json",
+                    f"is a JSON {type(values).__name__}, not eqn's metrics (an object of metric names and values)",
+                )
             collected.update(values)
     metrics = {**collected, **(metrics or {})}
     stage = next((s for s in ("eqn", "coeqn") if (run_dir / "stages" / s / "test_scores.safetensors").exists()), None)
@@ -142,8 +153,9 @@ def analyze_run(run_dir: str | Path, others: list[str | Path] = (), metrics: dic
         with atomic_path(out / "correlation.csv") as tmp:
             frame.to_csv(tmp, float_format="%.4f")
         plot_heatmap(corr, names, out / "correlation.png", f"{stage.upper()} test intensities: label correlation")
-        plot_distribution(scores, gold, meta["scale"], out / "intensity_distribution.png",
-                          f"{stage.upper()} test intensities")
+        plot_distribution(
+            scores, gold, meta["scale"], out / "intensity_distribution.png", f"{stage.upper()} test intensities"
+        )
         summary["micro_emotions"] = micro_emotion_stats(scores, gold)
         summary["stage"] = stage
         f1 = per_class_f1(metrics, names)

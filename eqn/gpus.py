@@ -6,6 +6,7 @@ trains on exactly those GPUs (`trainer.devices=[k, ...]`, which works even in a 
 initialised); a job that finds every group busy waits for one. The launcher runs G ÷ devices jobs at once
 (`cluster=joblib` sets n_jobs from the GPU count on a GPU machine). A finished or killed job frees its slot.
 """
+
 from __future__ import annotations
 
 import fcntl

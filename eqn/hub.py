@@ -1,5 +1,6 @@
 """Everything eqn does with the Hugging Face hub: the offline flags, whether the hub can be reached, whether a model
 id can load here, resolving a model source (a local path or a repo id) and uploading a folder."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,9 @@ from eqn.errors import ConfigError, DataError
 
 def offline_flag() -> str | None:
     """The environment variable that forbids the hub, if one is set."""
-    return next((k for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(k, "").lower() in ("1", "true")),
-                None)
+    return next(
+        (k for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(k, "").lower() in ("1", "true")), None
+    )
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -37,9 +39,11 @@ def hub_model_problem(model_id: str) -> str | None:
         return None
     flag = offline_flag()
     why = f"{flag}=1 is set" if flag else "huggingface.co is not reachable from this machine"
-    return (f"{model_id}: neither a local folder nor in the Hugging Face cache, and {why}; get it with "
-            f"`huggingface-cli download {model_id}` on a machine with internet (and copy the cache), or pass a "
-            "local folder")
+    return (
+        f"{model_id}: neither a local folder nor in the Hugging Face cache, and {why}; get it with "
+        f"`huggingface-cli download {model_id}` on a machine with internet (and copy the cache), or pass a "
+        "local folder"
+    )
 
 
 def resolve_model(source: str | Path) -> Path:
@@ -59,8 +63,9 @@ def resolve_model(source: str | Path) -> Path:
         try:
             return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.md"]))
         except Exception as err:
-            raise DataError(source, f"not a local file or folder, and the hub download failed: "
-                                    f"{' '.join(str(err).split())[:200]}") from None
+            raise DataError(
+                source, f"not a local file or folder, and the hub download failed: {' '.join(str(err).split())[:200]}"
+            ) from None
     raise DataError(path, "checkpoint or model folder not found")
 
 
@@ -68,8 +73,11 @@ def looks_like_repo_id(source: str) -> bool:
     """owner/name, as the hub spells repo ids: one slash, no file suffix, not a path (./x, /x, ~/x, x/y/z)."""
     import re
 
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}", source)) and not source.endswith(
-        (".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".json")) and ".." not in source
+    return (
+        bool(re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}", source))
+        and not source.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".json"))
+        and ".." not in source
+    )
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, repo_type: str = "model") -> str:
@@ -82,8 +90,9 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, repo_ty
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                                 ignore_patterns=[".eqn/*"])  # eqn's ledger stays local
+        info = api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, ignore_patterns=[".eqn/*"]
+        )  # eqn's ledger stays local
     except Exception as err:
         raise ConfigError(f"push_to_hub={repo_id}: upload failed: {' '.join(str(err).split())[:200]}") from None
     return str(getattr(info, "commit_url", repo_id))

@@ -1,6 +1,7 @@
 """The scoring core: a model from any source (`load_model`) and the `Annotator` that turns texts into every label's
 0..scale intensity and the decided emotions (precision modes, long texts, several processes). Training, validation,
 `eqn.load` and the benchmarks use it; eqn.annotate adds files, shards and its command line around it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,7 +45,7 @@ class RankBatches:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            return self.batches[dist.get_rank()::dist.get_world_size()]
+            return self.batches[dist.get_rank() :: dist.get_world_size()]
         return self.batches
 
     def __iter__(self):
@@ -83,8 +84,14 @@ class Annotator:
     """precision: fp32; bf16 (autocast, CPU or GPU); int8 (dynamic quantisation of the Linear layers, CPU); fast (the
     fastest path, then fp32 for every row whose decisions it could have got wrong: fp32's `emotions`; eqn/fast.py)."""
 
-    def __init__(self, module: EQNModule, device: str = "cpu", precision: str = "fp32", devices: int = 1,
-                 long_texts: str = "truncate"):
+    def __init__(
+        self,
+        module: EQNModule,
+        device: str = "cpu",
+        precision: str = "fp32",
+        devices: int = 1,
+        long_texts: str = "truncate",
+    ):
         check_device(device)
         if precision not in PRECISIONS:
             raise ConfigError(f"precision={precision!r}: choose one of {list(PRECISIONS)}")
@@ -103,8 +110,9 @@ class Annotator:
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
             # per-channel weight scales: half the intensity error of per-tensor ones at the same speed (measured)
-            self.module = quantize_dynamic(self.module, {torch.nn.Linear: per_channel_dynamic_qconfig},
-                                           dtype=torch.qint8)
+            self.module = quantize_dynamic(
+                self.module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+            )
         if devices > 1 and precision in ("int8", "fast"):
             raise ConfigError(f"precision={precision} runs in one process; use devices=1 (or fp32/bf16 with devices>1)")
         self.fast = None
@@ -130,12 +138,20 @@ class Annotator:
         self.label_columns = [f"{prefix}{n}" for n in self.label_names]
         self.emotions_column = emotions_column or f"{prefix}emotions"
         if self.emotions_column in self.label_columns:
-            raise ConfigError(f"this model has a label named {self.emotions_column!r}, which would share a column with "
-                              "the decisions; pass emotions_column=<another name>")
+            raise ConfigError(
+                f"this model has a label named {self.emotions_column!r}, which would share a column with "
+                "the decisions; pass emotions_column=<another name>"
+            )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu", precision: str = "fp32",
-                        devices: int = 1, long_texts: str = "truncate") -> "Annotator":
+    def from_checkpoint(
+        cls,
+        path: str | Path | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        devices: int = 1,
+        long_texts: str = "truncate",
+    ) -> "Annotator":
         """An annotator for `load_model(path)`: a run checkpoint, an exported model folder, a hub repo id of one,
         or None / "builtin": the built-in annotator (eqn/builtin.py)."""
         return cls(load_model(path, device), device, precision, devices, long_texts)
@@ -155,18 +171,28 @@ class Annotator:
         windows = self.long_texts == "windows"
         limit = MAX_CHARS_PER_TOKEN * self.max_length
         ids, lengths, owner = self.encoder.encode_windows(
-            texts if windows else [t[:limit] for t in texts], self.max_length, parallel=True,
-            overlap=max(1, self.max_length // 4) if windows else None)
-        long = self.encoder.overflowed | (np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > limit
-                                          if not windows else False)
+            texts if windows else [t[:limit] for t in texts],
+            self.max_length,
+            parallel=True,
+            overlap=max(1, self.max_length // 4) if windows else None,
+        )
+        long = self.encoder.overflowed | (
+            np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > limit if not windows else False
+        )
         self.long += int(long.sum())
         ids, lengths, owner = torch.from_numpy(ids), torch.from_numpy(lengths), torch.from_numpy(owner)
         if self.devices > 1 and len(lengths) > batch_size:  # whole batches per rank: at least two batches
             return self.per_text(self.scores_distributed(ids, lengths, batch_size), owner, len(texts))
         if self.fast is not None and not self.fast.calibrated:  # first use of this model: pick the engine
             first = torch.arange(min(len(lengths), CALIBRATION_TEXTS))
-            self.fast.calibrate(ids[first], lengths[first], batch_size, self.scores_local, self.thresholds,
-                                bool(self.module.hparams.multi_label))
+            self.fast.calibrate(
+                ids[first],
+                lengths[first],
+                batch_size,
+                self.scores_local,
+                self.thresholds,
+                bool(self.module.hparams.multi_label),
+            )
         if self.fast is not None and self.fast.engine is not None:
             return self.scores_fast(ids, lengths, batch_size, owner, len(texts))
         return self.per_text(self.scores_local(ids, lengths, batch_size), owner, len(texts))
@@ -181,20 +207,21 @@ class Annotator:
 
     def scores_local(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         def score(batch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(str(self.device).split(":")[0], dtype=torch.bfloat16,
-                                enabled=self.precision == "bf16"):
+            with torch.autocast(str(self.device).split(":")[0], dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 logits = self.module(batch.to(self.device), mask.to(self.device))
             return self.module.scores(logits.float()).cpu()
 
         return length_sorted_scores(score, ids, lengths, batch_size, len(self.label_names))
 
-    def scores_fast(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int, owner: torch.Tensor,
-                    n: int) -> torch.Tensor:
+    def scores_fast(
+        self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int, owner: torch.Tensor, n: int
+    ) -> torch.Tensor:
         """The fast engine's scores; fp32's for the texts whose decisions the engine could have got wrong (judged on
         each text's own scores, after its windows are combined: every window of such a text is rescored)."""
         fast = self.fast.engine_scores(ids, lengths, batch_size)
-        texts = self.fast.uncertain(self.per_text(fast, owner, n), self.thresholds,
-                                    bool(self.module.hparams.multi_label))
+        texts = self.fast.uncertain(
+            self.per_text(fast, owner, n), self.thresholds, bool(self.module.hparams.multi_label)
+        )
         need = texts[owner.long()].nonzero().flatten()
         if len(need):
             fast[need] = self.scores_local(ids[need], lengths[need], batch_size)
@@ -212,15 +239,23 @@ class Annotator:
         from eqn.predict import predict_scores
 
         order = torch.argsort(lengths, descending=True).tolist()
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         gold = torch.zeros(len(lengths), len(self.label_names), dtype=torch.bool)
-        loader = DataLoader(range(len(lengths)), batch_sampler=RankBatches(batches),
-                            collate_fn=Collator(ids, lengths, gold, None))
+        loader = DataLoader(
+            range(len(lengths)), batch_sampler=RankBatches(batches), collate_fn=Collator(ids, lengths, gold, None)
+        )
         accelerator = "gpu" if str(self.device).startswith("cuda") else "cpu"
-        trainer = Trainer(accelerator=accelerator, devices=min(self.devices, len(batches)), strategy="ddp_spawn", logger=False,
-                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                          precision="bf16-mixed" if self.precision == "bf16" else "32-true",
-                          use_distributed_sampler=False)
+        trainer = Trainer(
+            accelerator=accelerator,
+            devices=min(self.devices, len(batches)),
+            strategy="ddp_spawn",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            precision="bf16-mixed" if self.precision == "bf16" else "32-true",
+            use_distributed_sampler=False,
+        )
         trainer.callbacks.append(LeaveTogether())
         return predict_scores(trainer, self.module, loader, len(lengths))
 
@@ -242,26 +277,37 @@ class Annotator:
     def added_columns(self) -> list[str]:
         return [*self.label_columns, self.emotions_column]
 
-    def annotate_frame(self, frame: pd.DataFrame, text_column: str = "text", batch_size: int = BATCH_SIZE,
-                       source: str = "input", lines: list[int] | None = None) -> pd.DataFrame:
+    def annotate_frame(
+        self,
+        frame: pd.DataFrame,
+        text_column: str = "text",
+        batch_size: int = BATCH_SIZE,
+        source: str = "input",
+        lines: list[int] | None = None,
+    ) -> pd.DataFrame:
         """The input columns, untouched, then one intensity column per label and the decisions. An input column
         with one of those names is refused (DataError), never overwritten."""
         self.set_columns(self.label_columns_prefix, self.emotions_column)
         clash = sorted(set(frame.columns) & set(self.added_columns()))
         if clash:
-            how = (f"choose another prefix= than {self.label_columns_prefix!r}, or rename them" if
-                   self.label_columns_prefix else "pass prefix=<text> (e.g. prefix=eqn_ gives eqn_joy, eqn_emotions) "
-                   "or rename them")
-            raise DataError(source, f"input column(s) {clash} would be overwritten by the annotation's columns; "
-                                    + how)
+            how = (
+                f"choose another prefix= than {self.label_columns_prefix!r}, or rename them"
+                if self.label_columns_prefix
+                else "pass prefix=<text> (e.g. prefix=eqn_ gives eqn_joy, eqn_emotions) or rename them"
+            )
+            raise DataError(source, f"input column(s) {clash} would be overwritten by the annotation's columns; " + how)
         texts = frame[text_column].tolist()
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
-            raise DataError(source, f"text {texts[bad]!r} in column {text_column!r} is missing or not a string",
-                            lines[bad] if lines else bad + 1)
+            raise DataError(
+                source,
+                f"text {texts[bad]!r} in column {text_column!r} is missing or not a string",
+                lines[bad] if lines else bad + 1,
+            )
         scores = self.scores(texts, batch_size)
-        out = intensity_frame({c: frame[c].astype(object) for c in frame.columns}, self.intensities(scores),
-                              self.label_columns)
+        out = intensity_frame(
+            {c: frame[c].astype(object) for c in frame.columns}, self.intensities(scores), self.label_columns
+        )
         out[self.emotions_column] = self.emotions(scores)
         return out
 

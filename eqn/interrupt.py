@@ -1,6 +1,7 @@
 """Interruptions that tell the truth: SIGINT/SIGTERM become an `Interrupted` error (non-zero exit, resume hint),
 and named fault points that tests use to crash a run anywhere (`EQN_FAULT_AT=<point>`). The callback that makes a
 resumed stage repeat the uninterrupted one is `eqn.callbacks.TrainingState`."""
+
 from __future__ import annotations
 
 import os

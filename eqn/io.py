@@ -1,4 +1,5 @@
 """Files eqn writes: atomic writes of owned outputs, tensor files, the run lock, digests."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,10 @@ def atomic_path(path: str | os.PathLike, own: bool = True) -> Iterator[Path]:
         if path.exists() or path.is_symlink():
             entry = owned_entry(path)
             if entry is None:
-                raise ConfigError(f"{path}: exists and was not written by eqn (or was changed since); eqn never "
-                                  "replaces it: move it away or choose another output")
+                raise ConfigError(
+                    f"{path}: exists and was not written by eqn (or was changed since); eqn never "
+                    "replaces it: move it away or choose another output"
+                )
             replaces = entry["sha256"]
         path.parent.mkdir(parents=True, exist_ok=True)
         recording_root(path)  # before any work: eqn can record what it writes here
@@ -73,8 +76,11 @@ def save_tensors(path: str | os.PathLike, tensors: dict, meta: dict | None = Non
     import safetensors.torch
 
     with atomic_path(path) as tmp:
-        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                                    metadata={"eqn": json.dumps(meta or {})})
+        safetensors.torch.save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata={"eqn": json.dumps(meta or {})},
+        )
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -114,9 +120,11 @@ class RunLock:
 
     def _busy(self, waited: bool) -> ConfigError:
         owner = self._owner()
-        return ConfigError(f"{self.path.parent} is in use by process {owner.get('pid')} on {owner.get('host')}"
-                           + (f" (still after {self.wait:g} s)" if waited else "")
-                           + "; wait for it to finish (the lock ends with its process)")
+        return ConfigError(
+            f"{self.path.parent} is in use by process {owner.get('pid')} on {owner.get('host')}"
+            + (f" (still after {self.wait:g} s)" if waited else "")
+            + "; wait for it to finish (the lock ends with its process)"
+        )
 
     def __enter__(self) -> "RunLock":
         import fcntl

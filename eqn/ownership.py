@@ -8,6 +8,7 @@ before any work: an existing output is refused unless overwrite=true, and even t
 output that is an input (any spelling, symlink or hard link), `.`, the home folder, a filesystem root or a parent
 of an input is refused outright.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,8 +102,10 @@ def recording_root(path: str | os.PathLike) -> Path:
     parent = path.parent
     if parent != root and not (parent / LEDGER).exists() and _can_append(parent):
         return parent
-    raise ConfigError(f"{path}: eqn cannot record that it wrote this file: {root / LEDGER} is not writable; "
-                      "choose another output folder")
+    raise ConfigError(
+        f"{path}: eqn cannot record that it wrote this file: {root / LEDGER} is not writable; "
+        "choose another output folder"
+    )
 
 
 def is_temp(path: str | os.PathLike) -> bool:
@@ -130,8 +133,16 @@ def make_temp(folder: str | os.PathLike, name: str, directory: bool = False) -> 
     clean_temps(folder)
     path = Path(os.path.abspath(folder / f"{TEMP}{os.getpid()}-{secrets.token_hex(4)}-{name}"[:255]))
     root = recording_root(path)
-    _append(root, {"path": path.relative_to(root).as_posix(), "temp": True, "pid": os.getpid(),
-                   "host": socket.gethostname(), "time": time.time()})
+    _append(
+        root,
+        {
+            "path": path.relative_to(root).as_posix(),
+            "temp": True,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "time": time.time(),
+        },
+    )
     if directory:
         path.mkdir()
     else:
@@ -195,7 +206,11 @@ def clean_temps(folder: str | os.PathLike, recursive: bool = False) -> list[Path
         if entry is None:
             continue
         mine = entry.get("host") == socket.gethostname()
-        stale = (not process_alive(entry.get("pid"))) if mine else time.time() - float(entry.get("time") or 0) > STALE_ELSEWHERE_S
+        stale = (
+            (not process_alive(entry.get("pid")))
+            if mine
+            else time.time() - float(entry.get("time") or 0) > STALE_ELSEWHERE_S
+        )
         if stale and (path.exists() or path.is_symlink()):
             drop_temp(path)
             removed.append(path)
@@ -217,22 +232,30 @@ def record(path: str | os.PathLike, root: Path | None = None, **about) -> None:
     path = Path(os.path.abspath(path))
     root = Path(os.path.abspath(root)) if root is not None else recording_root(path)
     content = Path(about.pop("content", path))  # a temporary about to be renamed onto `path`
-    _append(root, {**about, "path": path.relative_to(root).as_posix(), "size": content.stat().st_size,
-                   "sha256": sha256(content)})
+    _append(
+        root,
+        {**about, "path": path.relative_to(root).as_posix(), "size": content.stat().st_size, "sha256": sha256(content)},
+    )
 
 
 def record_tree(folder: str | os.PathLike, root: Path | None = None) -> None:
     """Note every file under `folder` (outside .eqn/) as eqn's, in the ledger of `root` (default: the nearest)."""
     folder = Path(folder)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".eqn" not in p.relative_to(folder).parts
-                       and not any(part.startswith(TEMP) for part in p.relative_to(folder).parts)):
+    for path in sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and ".eqn" not in p.relative_to(folder).parts
+        and not any(part.startswith(TEMP) for part in p.relative_to(folder).parts)
+    ):
         record(path, root)
 
 
 def record_dirs(folder: Path, root: Path) -> None:
     """Note every sub-folder of `folder` as one eqn made (an empty folder of eqn's is then told from a user's)."""
-    for path in sorted(p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()
-                       and ".eqn" not in p.relative_to(folder).parts):
+    for path in sorted(
+        p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink() and ".eqn" not in p.relative_to(folder).parts
+    ):
         _append(root, {"path": path.relative_to(root).as_posix(), "dir": True})
 
 
@@ -264,8 +287,10 @@ def replace_folder(tmp: Path, out: Path) -> None:
         drop_temp_record(tmp)
         return
     if not owns_folder(out):
-        raise ConfigError(f"{out}: exists and holds files or folders eqn did not write; eqn never replaces them: "
-                          "move them away or choose another output")
+        raise ConfigError(
+            f"{out}: exists and holds files or folders eqn did not write; eqn never replaces them: "
+            "move them away or choose another output"
+        )
     aside = make_temp(out.parent, out.name + ".old", directory=True)
     aside.rmdir()
     os.rename(out, aside)
@@ -288,8 +313,9 @@ def _rename_new(tmp: Path, out: Path) -> None:
     try:
         os.rename(tmp, out)
     except OSError as err:
-        raise ConfigError(f"{out}: appeared while eqn was writing it ({err.strerror}); eqn never replaces it "
-                          "(nothing was written)") from None
+        raise ConfigError(
+            f"{out}: appeared while eqn was writing it ({err.strerror}); eqn never replaces it (nothing was written)"
+        ) from None
 
 
 def drop_temp_record(path: Path) -> None:
@@ -315,14 +341,18 @@ def install_file(tmp: Path, path: Path, replaces: str | None, **about) -> None:
         present = owned_entry(path)
         root = ledger_root(path)
         _append(root, dict(present) if present else {"path": path.relative_to(root).as_posix(), "removed": True})
-        return ConfigError(f"{path}: {what} while eqn was writing it; eqn never replaces it (nothing was written): "
-                           "move it away or choose another output")
+        return ConfigError(
+            f"{path}: {what} while eqn was writing it; eqn never replaces it (nothing was written): "
+            "move it away or choose another output"
+        )
 
     if path.exists() or path.is_symlink():
         entry = owned_entry(path)
         if replaces is None or entry is None or entry.get("sha256") != replaces:
-            raise ConfigError(f"{path}: {'appeared' if replaces is None else 'changed'} while eqn was writing it; "
-                              "eqn never replaces it (nothing was written): move it away or choose another output")
+            raise ConfigError(
+                f"{path}: {'appeared' if replaces is None else 'changed'} while eqn was writing it; "
+                "eqn never replaces it (nothing was written): move it away or choose another output"
+            )
         record(path, content=tmp, **about)
         os.replace(tmp, path)
         return
@@ -470,8 +500,11 @@ def remove_owned(target: Path, run: str | None = None) -> list[Path]:
     everything else stays."""
     target = Path(target)
     cleaned = clean_temps(target, recursive=True) if target.is_dir() else []
-    files = [target] if target.is_file() else [
-        p for p in target.rglob("*") if p.is_file() and ".eqn" not in p.relative_to(target).parts]
+    files = (
+        [target]
+        if target.is_file()
+        else [p for p in target.rglob("*") if p.is_file() and ".eqn" not in p.relative_to(target).parts]
+    )
     removed = []
     for path in files:
         entry = owned_entry(path)
@@ -521,8 +554,13 @@ def forbidden_folder(out: Path, inputs: Iterable[str | os.PathLike] = ()) -> str
     return None
 
 
-def check_output(out: str | os.PathLike, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = (),
-                 folder: bool = False, option: str = "overwrite=true") -> Path:
+def check_output(
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
+    folder: bool = False,
+    option: str = "overwrite=true",
+) -> Path:
     """Refuse, in one line, an output that eqn may not write: an input, a forbidden folder, an existing path
     (unless `option` is given and the path is eqn's own), a path under a file, an unwritable folder."""
     out = Path(out)
@@ -540,8 +578,10 @@ def check_output(out: str | os.PathLike, overwrite: bool = False, inputs: Iterab
         if not overwrite:
             raise ConfigError(f"{out}: exists; pass {option} to replace it (eqn replaces only what it wrote itself)")
         if not (owns_folder(out) if folder else owns_file(out)):
-            raise ConfigError(f"{out}: exists and was not written by eqn (or was changed since); eqn never replaces "
-                              "it: choose another output path")
+            raise ConfigError(
+                f"{out}: exists and was not written by eqn (or was changed since); eqn never replaces "
+                "it: choose another output path"
+            )
     check_writable(out)
     if not folder:
         recording_root(out)  # eqn can record that it wrote the output (decided now, not after the work)

@@ -1,5 +1,6 @@
 """The pipeline: open the run (its run dir's checks and resume guard, the data), then execute the steps of its plan
 (baseline | coeqn -> regress -> eqn | one regressing training; eqn/stages.py), analyse, write metrics.json last."""
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,12 @@ class Pipeline(RunContext):
     def run(self, dm: EQNDataModule | None = None) -> dict[str, float]:
         dm = dm if dm is not None else self.open()
         with self.rundir.writing():
-            self.metrics.update({"data/skipped_rows": float(dm.data.skipped_rows),
-                                 **{f"data/{s}_rows": float(len(dm.split(s))) for s in ("train", "val", "test")}})
+            self.metrics.update(
+                {
+                    "data/skipped_rows": float(dm.data.skipped_rows),
+                    **{f"data/{s}_rows": float(len(dm.split(s))) for s in ("train", "val", "test")},
+                }
+            )
             started, previous = time.perf_counter(), None
             for step in plan(self.cfg, dm.multi_label):
                 if step.kind == "regress":
@@ -53,11 +58,23 @@ class Pipeline(RunContext):
                 if step.regressing:  # best epoch chosen from `start` on: the earlier ones are plain CoEQN training
                     from eqn.regression import regression_callback
 
-                    previous = fit(self, step.stage, dm, step.objective, regression=regression_callback(self, dm),
-                                   select_from=r.start)
+                    previous = fit(
+                        self,
+                        step.stage,
+                        dm,
+                        step.objective,
+                        regression=regression_callback(self, dm),
+                        select_from=r.start,
+                    )
                     continue
-                previous = fit(self, step.stage, dm, step.objective, init_from=previous if step.refit else None,
-                               uses_artifact=step.artifact)
+                previous = fit(
+                    self,
+                    step.stage,
+                    dm,
+                    step.objective,
+                    init_from=previous if step.refit else None,
+                    uses_artifact=step.artifact,
+                )
             self.metrics["time/pipeline_s"] = time.perf_counter() - started
             if self.is_main:
                 self.finish()
@@ -74,8 +91,10 @@ class Pipeline(RunContext):
         write_json(self.run_dir / "metrics.json", self.metrics)
         for stage in stage_plan(self.cfg):
             m = self.metrics
-            line = (f"{stage:>9} test: f1_macro={m[f'{stage}/test/f1_macro']:.4f} "
-                    f"f1_micro={m[f'{stage}/test/f1_micro']:.4f} accuracy={m[f'{stage}/test/accuracy']:.4f}")
+            line = (
+                f"{stage:>9} test: f1_macro={m[f'{stage}/test/f1_macro']:.4f} "
+                f"f1_micro={m[f'{stage}/test/f1_micro']:.4f} accuracy={m[f'{stage}/test/accuracy']:.4f}"
+            )
             print(line, flush=True)
             log.info(line)
         print(f"outputs: {self.run_dir}\nmetrics: {self.run_dir / 'metrics.json'}", flush=True)

@@ -5,6 +5,7 @@ MiniLM training took 2.7x as long as fp32 and annotation ran at 0.27x; on an AMD
 1.4-2x faster. So `auto` chooses bf16 on CUDA GPUs that support it and on CPUs whose flags list avx512_bf16 or
 amx_bf16 (aarch64: bf16), and fp32 everywhere else.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,12 +44,16 @@ def native_bf16(device: str = "cpu") -> tuple[bool, str]:
         ok = torch.cuda.is_bf16_supported()
         return ok, f"{torch.cuda.get_device_name()} {'supports' if ok else 'lacks'} bf16"
     flags = cpu_flags()
-    found = [f for f in CPU_BF16_FLAGS if f in flags] or (["bf16"] if "bf16" in flags and
-                                                           platform.machine() in ("aarch64", "arm64") else [])
+    found = [f for f in CPU_BF16_FLAGS if f in flags] or (
+        ["bf16"] if "bf16" in flags and platform.machine() in ("aarch64", "arm64") else []
+    )
     if found:
         return True, f"the CPU has {', '.join(found)}"
-    return False, ("the CPU lacks AVX512-BF16/AMX (bf16 would be emulated, several times slower than fp32)"
-                   if flags else "the CPU's flags could not be read")
+    return False, (
+        "the CPU lacks AVX512-BF16/AMX (bf16 would be emulated, several times slower than fp32)"
+        if flags
+        else "the CPU's flags could not be read"
+    )
 
 
 def training_precision(precision, accelerator: str = "auto") -> tuple[str, str]:

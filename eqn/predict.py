@@ -5,6 +5,7 @@ Under DDP each rank predicts a shard (DistributedSampler pads it by repeating sa
 with the same value and no row is missing or counted twice. Rank 0 also saves the result, because with
 `ddp_spawn` the calling process only sees files.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -30,8 +31,10 @@ class GatherPredictions(Callback):
         self.parts[dataloader_idx].append((outputs["index"].cpu(), outputs["scores"].float().cpu()))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        local = {i: (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])) if parts else None
-                 for i, parts in self.parts.items()}
+        local = {
+            i: (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])) if parts else None
+            for i, parts in self.parts.items()
+        }
         gathered = [local]
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             gathered = [None] * trainer.world_size
@@ -54,8 +57,13 @@ class GatherPredictions(Callback):
                 torch.save(result, tmp)
 
 
-def predict_splits(trainer: Trainer, module: LightningModule, loaders: list[DataLoader], sizes: list[int],
-                   work_dir: str | Path | None = None) -> list[torch.Tensor]:
+def predict_splits(
+    trainer: Trainer,
+    module: LightningModule,
+    loaders: list[DataLoader],
+    sizes: list[int],
+    work_dir: str | Path | None = None,
+) -> list[torch.Tensor]:
     """(n_i x C) scores for each loader; row j = sample j, whatever order, sharding or padding the run used."""
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         gather = GatherPredictions(sizes, str(Path(tmp) / "predictions.pt"))

@@ -7,6 +7,7 @@ the epoch's own training batches (no extra pass over the data); at the start of 
 become (1 - alpha_t) x initial + alpha_t x those predictions (targets.mix_targets, alpha_t from targets.alpha_at).
 The predictions are part of every checkpoint, so a run killed inside an epoch resumes to the same targets.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,18 @@ LOSSES = {"mse": "eqn", "bce": "soft_bce", "ce": "soft_ce"}  # regression.loss -
 
 
 class ProgressiveRegression(Callback):
-    def __init__(self, targets: torch.Tensor, gold: torch.Tensor, scale: float, floor: float, clip: bool,
-                 alpha: float, start: int, epochs: int, schedule: str = "linear"):
+    def __init__(
+        self,
+        targets: torch.Tensor,
+        gold: torch.Tensor,
+        scale: float,
+        floor: float,
+        clip: bool,
+        alpha: float,
+        start: int,
+        epochs: int,
+        schedule: str = "linear",
+    ):
         self.targets, self.gold = targets, gold  # `targets` is the data module's live tensor: updated in place
         self.initial = targets.clone()
         self.predictions = torch.full_like(targets, float("nan"))
@@ -38,13 +49,15 @@ class ProgressiveRegression(Callback):
             return
         seen = ~torch.isnan(self.predictions).any(1)  # rows the previous epochs trained on (a row cap may skip some)
         before = self.targets.clone()
-        mixed = mix_targets(self.gold[seen], self.initial[seen], self.predictions[seen], alpha, self.scale,
-                            self.floor, self.clip)
+        mixed = mix_targets(
+            self.gold[seen], self.initial[seen], self.predictions[seen], alpha, self.scale, self.floor, self.clip
+        )
         self.targets[seen] = mixed
         changed = float((self.targets != before).float().mean())
         self.history.append({"epoch": epoch, "alpha": alpha, "changed_cells": changed})
-        pl_module.log_dict({"regression/alpha": alpha, "regression/changed_cells": changed}, on_epoch=True,
-                           on_step=False)
+        pl_module.log_dict(
+            {"regression/alpha": alpha, "regression/changed_cells": changed}, on_epoch=True, on_step=False
+        )
 
     def state_dict(self) -> dict:
         return {"predictions": self.predictions.clone(), "targets": self.targets.clone(), "history": self.history}
@@ -59,8 +72,10 @@ class ProgressiveRegression(Callback):
 
     def how(self) -> str:
         """How the targets were made, for the relabeled dataset's card."""
-        return (f"(1 - alpha) x its all-labels target (0) + alpha x {self.source()}, clipped to [0, {{scale:g}}], "
-                f"alpha = {self.alpha:g} at the end")
+        return (
+            f"(1 - alpha) x its all-labels target (0) + alpha x {self.source()}, clipped to [0, {{scale:g}}], "
+            f"alpha = {self.alpha:g} at the end"
+        )
 
     def source(self) -> str:
         return "the model's own prediction of the epoch before (progressive label regression)"
@@ -84,8 +99,17 @@ class TeacherRegression(ProgressiveRegression):
 def regression_callback(run, dm) -> ProgressiveRegression:
     """regression=progressive|teacher for this run: the callback over the data module's live training targets."""
     p, r = run.cfg.pipeline, run.cfg.regression
-    args = (dm.targets, dm.gold["train"], p.scale, p.floor, p.clip, r.alpha, r.start, int(run.cfg.trainer.max_epochs),
-            r.schedule)
+    args = (
+        dm.targets,
+        dm.gold["train"],
+        p.scale,
+        p.floor,
+        p.clip,
+        r.alpha,
+        r.start,
+        int(run.cfg.trainer.max_epochs),
+        r.schedule,
+    )
     if r.name == "teacher":
         return TeacherRegression(teacher_targets(run, dm), *args, teachers=list(r.teachers))
     return ProgressiveRegression(*args)
@@ -117,8 +141,10 @@ def teacher_intensities(paths: list[str], texts: list[str], label_names: list[st
     for path in paths:
         teacher = Annotator.from_checkpoint(path)
         if list(teacher.label_names) != list(label_names):
-            raise ConfigError(f"regression.teachers: {path}: its labels {list(teacher.label_names)[:6]}... are not this "
-                              f"dataset's {list(label_names)[:6]}... (same labels, same order needed)")
+            raise ConfigError(
+                f"regression.teachers: {path}: its labels {list(teacher.label_names)[:6]}... are not this "
+                f"dataset's {list(label_names)[:6]}... (same labels, same order needed)"
+            )
         intensity = teacher.intensities(teacher.scores(texts)) * (scale / float(teacher.module.hparams.scale))
         total = intensity if total is None else total + intensity
     return total / len(paths)

@@ -1,4 +1,5 @@
 """The intensity table format shared by relabeled_train.csv and annotation outputs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,12 @@ from eqn.io import atomic_path
 def intensity_frame(columns: dict, intensities: torch.Tensor, label_names: list[str]) -> pd.DataFrame:
     """Given columns first, then one column per label: intensities rounded to 2 decimals."""
     # each given column keeps its values as they are (a list of ints with a None would become floats: 7 -> 7.0)
-    frame = pd.DataFrame({k: pd.Series(v, dtype=object) if not isinstance(v, pd.Series) else v.reset_index(drop=True)
-                          for k, v in columns.items()})
+    frame = pd.DataFrame(
+        {
+            k: pd.Series(v, dtype=object) if not isinstance(v, pd.Series) else v.reset_index(drop=True)
+            for k, v in columns.items()
+        }
+    )
     values = intensities.detach().cpu().double().numpy().round(2)
     return pd.concat([frame, pd.DataFrame(values, columns=list(label_names), index=frame.index)], axis=1)
 
@@ -32,47 +37,79 @@ def write_intensity_csv(path: Path, columns: dict, intensities: torch.Tensor, la
         write_csv(frame, handle, float_format="%.2f")
 
 
-def hf_dataset(ids: list[str], texts: list[str], intensities: torch.Tensor, label_names: list[str],
-               gold: torch.Tensor):
+def hf_dataset(ids: list[str], texts: list[str], intensities: torch.Tensor, label_names: list[str], gold: torch.Tensor):
     """The annotated training set as a typed `datasets.Dataset`: id, text, one float32 column per label
     (prefixed `intensity_` only if a label is named id, text or gold), gold as a sequence of label names."""
     import datasets
 
     columns = label_columns(label_names)
     values = intensities.detach().cpu().float().numpy()
-    data = {"id": list(map(str, ids)), "text": list(texts),
-            **{c: values[:, j] for j, c in enumerate(columns)},
-            "gold": [[label_names[j] for j in row.nonzero().flatten().tolist()] for row in gold.bool()]}
-    features = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"),
-                                  **{c: datasets.Value("float32") for c in columns},
-                                  "gold": datasets.Sequence(datasets.Value("string"))})
+    data = {
+        "id": list(map(str, ids)),
+        "text": list(texts),
+        **{c: values[:, j] for j, c in enumerate(columns)},
+        "gold": [[label_names[j] for j in row.nonzero().flatten().tolist()] for row in gold.bool()],
+    }
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            **{c: datasets.Value("float32") for c in columns},
+            "gold": datasets.Sequence(datasets.Value("string")),
+        }
+    )
     return datasets.Dataset.from_dict(data, features=features)
 
 
-OFFLINE = ("the prediction of a CoEQN model trained on the all-labels targets (gold = scale, others 0), clipped to "
-           "[0, {scale:g}] (EQN label regression, Zhou, Luo & Chen, arXiv 2411.06160)")
+OFFLINE = (
+    "the prediction of a CoEQN model trained on the all-labels targets (gold = scale, others 0), clipped to "
+    "[0, {scale:g}] (EQN label regression, Zhou, Luo & Chen, arXiv 2411.06160)"
+)
 
 
-def dataset_card(name: str, label_names: list[str], scale: float, model: str, metrics: dict,
-                 method: str = OFFLINE) -> str:
+def dataset_card(
+    name: str, label_names: list[str], scale: float, model: str, metrics: dict, method: str = OFFLINE
+) -> str:
     eqn = {k: v for k, v in metrics.items() if k.startswith("eqn/test/") and k.count("/") == 2}
     coeqn = {k: v for k, v in metrics.items() if k.startswith("coeqn/test/") and k.count("/") == 2}
-    lines = ["---", "task_categories: [text-classification]", "tags: [emotion, micro-emotion, eqn]", "---", "",
-             f"# {name}: micro-emotion intensities (EQN label regression)", "",
-             f"The training split of `{name}` with an intensity from 0 to {scale:g} for every one of its "
-             f"{len(label_names)} labels. Gold labels are exactly {scale:g}; every other cell is "
-             f"{method.format(scale=scale)}.", "",
-             "## Columns", "", "- `id`, `text`: as in the source dataset",
-             "- one float32 column per label: the intensity", "- `gold`: the source dataset's labels", "",
-             "## Source and licence", "",
-             "GoEmotions (Demszky et al. 2020): CC BY 4.0 — keep the attribution." if name == "goemotions" else
-             "See the source dataset's licence (eqn README, Datasets).", "",
-             f"## The annotating model: {model}", ""]
+    lines = [
+        "---",
+        "task_categories: [text-classification]",
+        "tags: [emotion, micro-emotion, eqn]",
+        "---",
+        "",
+        f"# {name}: micro-emotion intensities (EQN label regression)",
+        "",
+        f"The training split of `{name}` with an intensity from 0 to {scale:g} for every one of its "
+        f"{len(label_names)} labels. Gold labels are exactly {scale:g}; every other cell is "
+        f"{method.format(scale=scale)}.",
+        "",
+        "## Columns",
+        "",
+        "- `id`, `text`: as in the source dataset",
+        "- one float32 column per label: the intensity",
+        "- `gold`: the source dataset's labels",
+        "",
+        "## Source and licence",
+        "",
+        "GoEmotions (Demszky et al. 2020): CC BY 4.0 — keep the attribution."
+        if name == "goemotions"
+        else "See the source dataset's licence (eqn README, Datasets).",
+        "",
+        f"## The annotating model: {model}",
+        "",
+    ]
     if coeqn:
-        lines += ["CoEQN test metrics: " + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in sorted(coeqn.items())), ""]
+        lines += [
+            "CoEQN test metrics: " + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in sorted(coeqn.items())),
+            "",
+        ]
     if eqn:
-        lines += ["EQN (trained on these targets) test metrics: "
-                  + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in sorted(eqn.items())), ""]
+        lines += [
+            "EQN (trained on these targets) test metrics: "
+            + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in sorted(eqn.items())),
+            "",
+        ]
     lines += ["Intensities are model outputs, not human judgements.", ""]
     return "\n".join(lines)
 
@@ -94,8 +131,9 @@ def write_dataset(run_dir: Path, dataset, card: str) -> None:
         dataset.to_parquet(str(out))
 
 
-def write_relabeled(run_dir: Path, pipeline, dm, model: str, metrics: dict, how: str | None = None,
-                    fault: str = "") -> None:
+def write_relabeled(
+    run_dir: Path, pipeline, dm, model: str, metrics: dict, how: str | None = None, fault: str = ""
+) -> None:
     """The relabeled training set, the one writer for every way of regressing (dm: the data module with its live
     targets): relabeled_train.csv (pipeline.save_relabeled) and, with pipeline.export, relabeled/ (a datasets
     folder) + relabeled_train.parquet with a dataset card naming the model and how its targets were made."""
@@ -104,8 +142,9 @@ def write_relabeled(run_dir: Path, pipeline, dm, model: str, metrics: dict, how:
     if not pipeline.save_relabeled:
         return
     split = dm.split("train")
-    write_intensity_csv(run_dir / "relabeled_train.csv", {"id": split.ids, "text": split.texts}, dm.targets,
-                        dm.label_names)
+    write_intensity_csv(
+        run_dir / "relabeled_train.csv", {"id": split.ids, "text": split.texts}, dm.targets, dm.label_names
+    )
     fault_point(f"{fault}:csv")
     if pipeline.export:
         dataset = hf_dataset(split.ids, split.texts, dm.targets, dm.label_names, dm.gold["train"])

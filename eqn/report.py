@@ -13,6 +13,7 @@ Collects every metrics.json below <dir> (with the config.yaml beside it) and wri
 - per-class F1 differences with bootstrap intervals (results_per_class.csv, and in the markdown).
 Runs with a config but no metrics.json are listed as missing or failed, never dropped silently.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,17 @@ from eqn.ownership import check_writable
 STAGES = ("baseline", "baseline_matched", "coeqn", "eqn")
 TITLES = {"baseline": "baseline", "baseline_matched": "baseline (EQN budget)", "coeqn": "CoEQN", "eqn": "EQN"}
 COMPARISONS = (("eqn", "baseline"), ("coeqn", "baseline"), ("eqn", "baseline_matched"), ("eqn", "coeqn"))
-HEADLINE = (("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted F1"),
-            ("accuracy", "accuracy"))
-RULES = (("tuned", "per-label tuned thresholds"), ("fixed", "one fixed threshold (0.5 of the score range)"),
-         ("argmax", "argmax (the authors' rule)"))
+HEADLINE = (
+    ("f1_macro", "macro-F1"),
+    ("f1_micro", "micro-F1"),
+    ("f1_weighted", "weighted F1"),
+    ("accuracy", "accuracy"),
+)
+RULES = (
+    ("tuned", "per-label tuned thresholds"),
+    ("fixed", "one fixed threshold (0.5 of the score range)"),
+    ("argmax", "argmax (the authors' rule)"),
+)
 
 
 def variant(cfg: dict, stage: str) -> str:
@@ -69,37 +77,64 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[str]]:
     run_dirs |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}  # jobs that died before writing
     run_dirs |= {p.parent.parent.parent for p in root.rglob(".hydra/pending/config.yaml")}  # ... or were refused
     for run_dir in sorted(run_dirs):
-        config_path = next((p for p in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml",
-                                        run_dir / ".hydra" / "pending" / "config.yaml") if p.exists()))
+        config_path = next(
+            (
+                p
+                for p in (
+                    run_dir / "config.yaml",
+                    run_dir / ".hydra" / "config.yaml",
+                    run_dir / ".hydra" / "pending" / "config.yaml",
+                )
+                if p.exists()
+            )
+        )
         try:
             cfg = yaml.safe_load(config_path.read_text())
-            ident = dict(dataset=cfg["data"]["name"], backbone=cfg["model"]["name"], pipeline=cfg["pipeline"]["name"],
-                         seed=cfg["seed"], run=str(run_dir.relative_to(root)))
+            ident = dict(
+                dataset=cfg["data"]["name"],
+                backbone=cfg["model"]["name"],
+                pipeline=cfg["pipeline"]["name"],
+                seed=cfg["seed"],
+                run=str(run_dir.relative_to(root)),
+            )
         except Exception as err:  # an unreadable config is reported, not fatal
             problems.append(f"{run_dir}: unreadable config.yaml ({err})")
             continue
         metrics_path = run_dir / "metrics.json"
         if not metrics_path.exists():
-            problems.append(f"{ident['run']}: no metrics.json ({ident['dataset']} / {ident['backbone']} / "
-                            f"{ident['pipeline']} / seed {ident['seed']}) - missing or failed")
+            problems.append(
+                f"{ident['run']}: no metrics.json ({ident['dataset']} / {ident['backbone']} / "
+                f"{ident['pipeline']} / seed {ident['seed']}) - missing or failed"
+            )
             continue
         try:
             metrics = read_json(metrics_path)
             if not isinstance(metrics, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as err:
-            problems.append(f"{ident['run']}: unreadable metrics.json ({' '.join(str(err).split())[:120]}) - "
-                            "not counted")
+            problems.append(
+                f"{ident['run']}: unreadable metrics.json ({' '.join(str(err).split())[:120]}) - not counted"
+            )
             continue
         for stage in STAGES:
             prefix = f"{stage}/test/"
             if prefix + "f1_macro" not in metrics:
                 continue
-            values = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix) and "/f1/" not in k
-                      and not k[len(prefix):].startswith("f1/")}
+            values = {
+                k[len(prefix) :]: v
+                for k, v in metrics.items()
+                if k.startswith(prefix) and "/f1/" not in k and not k[len(prefix) :].startswith("f1/")
+            }
             scores = run_dir / "stages" / stage / "test_scores.safetensors"
-            rows.append({**ident, "stage": variant(cfg, stage), **values, "scores": str(scores) if scores.exists() else None,
-                         "fingerprint": fingerprint_of(run_dir)})
+            rows.append(
+                {
+                    **ident,
+                    "stage": variant(cfg, stage),
+                    **values,
+                    "scores": str(scores) if scores.exists() else None,
+                    "fingerprint": fingerprint_of(run_dir),
+                }
+            )
     frame, duplicates = count_seeds_once(pd.DataFrame(rows))
     return frame, problems + duplicates
 
@@ -123,9 +158,11 @@ def count_seeds_once(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for _, row in frame[repeated].iterrows():
         kept = frame[(frame[key] == row[key]).all(axis=1)].iloc[0]
         same = row["fingerprint"] is not None and row["fingerprint"] == kept["fingerprint"]
-        notes.append(f"{row['run']}: {row['stage']} of {row['dataset']} / {row['backbone']} seed {row['seed']} again "
-                     f"({'same' if same else 'another'} configuration as {kept['run']}); each seed is counted once, "
-                     f"so this run is not")
+        notes.append(
+            f"{row['run']}: {row['stage']} of {row['dataset']} / {row['backbone']} seed {row['seed']} again "
+            f"({'same' if same else 'another'} configuration as {kept['run']}); each seed is counted once, "
+            f"so this run is not"
+        )
     return frame[~repeated].drop(columns="fingerprint").reset_index(drop=True), notes
 
 
@@ -142,7 +179,9 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     columns = ["dataset", "backbone", "metric", "stage", "mean", "std", "n"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    metrics = [c for c in frame.columns if c not in ("dataset", "backbone", "pipeline", "seed", "run", "stage", "scores")]
+    metrics = [
+        c for c in frame.columns if c not in ("dataset", "backbone", "pipeline", "seed", "run", "stage", "scores")
+    ]
     long = frame.melt(id_vars=["dataset", "backbone", "stage", "seed"], value_vars=metrics, var_name="metric").dropna()
     grouped = long.groupby(["dataset", "backbone", "metric", "stage"])["value"]
     return grouped.agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else 0.0, n="count").reset_index()
@@ -151,8 +190,9 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 def headline_decisions(path: str) -> tuple[object, object, dict]:
     tensors, meta = load_tensors(path)
     rule = evaluation.headline_rule(meta["multi_label"])
-    pred = evaluation.rule_decisions(tensors["scores"], meta["multi_label"], tensors["thresholds"],
-                                     meta["score_scale"])[rule]
+    pred = evaluation.rule_decisions(
+        tensors["scores"], meta["multi_label"], tensors["thresholds"], meta["score_scale"]
+    )[rule]
     return pred, tensors["gold"], meta
 
 
@@ -183,8 +223,11 @@ def compare(frame: pd.DataFrame, a: str, b: str, resamples: int) -> dict | None:
     out["verdict"] = stats.verdict(low, high, out["boot"]["p"] if out["boot"] else None, title(a), title(b))
     if len(seeds) == 1 and out["boot"]:  # one seed: test-row variation only
         boot = out["boot"]
-        out["verdict"] = ("no significant difference (test rows; one seed)" if boot["p"] >= 0.05 else
-                          f"{title(a) if boot['diff'] > 0 else title(b)} better on test rows (one seed)")
+        out["verdict"] = (
+            "no significant difference (test rows; one seed)"
+            if boot["p"] >= 0.05
+            else f"{title(a) if boot['diff'] > 0 else title(b)} better on test rows (one seed)"
+        )
     return out
 
 
@@ -216,29 +259,45 @@ def markdown(frame: pd.DataFrame, problems: list[str], comparisons: dict, resamp
         for rule, heading in RULES:
             if f"{rule}/f1_macro" in frame:
                 lines += [f"## Test macro-F1, decision rule: {heading}", "", *table(f"{rule}/f1_macro")]
-        lines += ["## Paired comparisons (test macro-F1, headline rule)", "",
-                  "Δ = first − second. Seeds: mean of per-seed differences with a 95% t-interval. Bootstrap: "
-                  f"{resamples:,} paired resamples of the test rows, the difference averaged over seeds, 95% percentile interval "
-                  "and two-sided p. 'Significant' needs the seed interval to exclude 0 and p < 0.05.", "",
-                  "| dataset | backbone | comparison | seeds | Δ (seeds) | 95% CI (seeds) | Δ (bootstrap) | 95% CI (bootstrap) "
-                  "| p | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Paired comparisons (test macro-F1, headline rule)",
+            "",
+            "Δ = first − second. Seeds: mean of per-seed differences with a 95% t-interval. Bootstrap: "
+            f"{resamples:,} paired resamples of the test rows, the difference averaged over seeds, 95% percentile interval "
+            "and two-sided p. 'Significant' needs the seed interval to exclude 0 and p < 0.05.",
+            "",
+            "| dataset | backbone | comparison | seeds | Δ (seeds) | 95% CI (seeds) | Δ (bootstrap) | 95% CI (bootstrap) "
+            "| p | verdict |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for (dataset, backbone, a, b), c in comparisons.items():
             boot = c["boot"]
-            bcells = (f"{boot['diff']:+.4f} | {interval(boot['low'], boot['high'])} | {boot['p']:.3f}" if boot
-                      else "– | – | –")
-            lines.append(f"| {dataset} | {backbone} | {title(a)} vs {title(b)} | {c['seeds']} | {c['mean']:+.4f} | "
-                         f"{interval(c['low'], c['high'])} | {bcells} | {c['verdict']} |")
+            bcells = (
+                f"{boot['diff']:+.4f} | {interval(boot['low'], boot['high'])} | {boot['p']:.3f}"
+                if boot
+                else "– | – | –"
+            )
+            lines.append(
+                f"| {dataset} | {backbone} | {title(a)} vs {title(b)} | {c['seeds']} | {c['mean']:+.4f} | "
+                f"{interval(c['low'], c['high'])} | {bcells} | {c['verdict']} |"
+            )
         lines.append("")
         for (dataset, backbone, a, b), c in comparisons.items():
             if b != "baseline" or not (a == "eqn" or a.startswith("eqn[")) or not c["boot"]:
                 continue
             boot = c["boot"]
-            lines += [f"### Per-class F1, {title(a)} − {title(b)}: {dataset} / {backbone}", "",
-                      "| label | Δ F1 | 95% CI (bootstrap) |", "|---|---|---|"]
+            lines += [
+                f"### Per-class F1, {title(a)} − {title(b)}: {dataset} / {backbone}",
+                "",
+                "| label | Δ F1 | 95% CI (bootstrap) |",
+                "|---|---|---|",
+            ]
             order = sorted(range(len(c["labels"])), key=lambda i: -float(boot["per_class"][i]))
             for i in order:
-                lines.append(f"| {c['labels'][i]} | {float(boot['per_class'][i]):+.4f} | "
-                             f"{interval(float(boot['per_class_low'][i]), float(boot['per_class_high'][i]))} |")
+                lines.append(
+                    f"| {c['labels'][i]} | {float(boot['per_class'][i]):+.4f} | "
+                    f"{interval(float(boot['per_class_low'][i]), float(boot['per_class_high'][i]))} |"
+                )
             lines.append("")
     lines += ["## Missing or failed runs", ""]
     lines += [f"- {p}" for p in problems] or ["- none"]
@@ -262,17 +321,26 @@ def per_class_frame(comparisons: dict) -> pd.DataFrame:
     for (dataset, backbone, a, b), c in comparisons.items():
         if c.get("boot"):
             for i, label in enumerate(c["labels"]):
-                rows.append({"dataset": dataset, "backbone": backbone, "comparison": f"{a}-{b}", "label": label,
-                             "delta_f1": float(c["boot"]["per_class"][i]),
-                             "low": float(c["boot"]["per_class_low"][i]), "high": float(c["boot"]["per_class_high"][i])})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "backbone": backbone,
+                        "comparison": f"{a}-{b}",
+                        "label": label,
+                        "delta_f1": float(c["boot"]["per_class"][i]),
+                        "low": float(c["boot"]["per_class_low"][i]),
+                        "high": float(c["boot"]["per_class_high"][i]),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 OUTPUTS = ("results.md", "results.csv", "results_per_class.csv")
 
 
-def report(root: str | Path, out: str | Path | None = None, resamples: int = 1000,
-           overwrite: bool = False) -> tuple[Path, Path]:
+def report(
+    root: str | Path, out: str | Path | None = None, resamples: int = 1000, overwrite: bool = False
+) -> tuple[Path, Path]:
     """Write results.md / results.csv (and results_per_class.csv) into `out` (default: root). An existing report
     is replaced only with overwrite=True and only if eqn wrote it; a folder with no runs at all is an error."""
     from eqn.ownership import check_output
@@ -317,8 +385,9 @@ def positive(value: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     from eqn.cli import OneLineParser, one_line
 
-    parser = OneLineParser(prog="python -m eqn.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog="python -m eqn.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("root", help="a run or multirun directory")
     parser.add_argument("--out", help="where to write results.md / results.csv (default: root)")
     parser.add_argument("--resamples", type=positive, default=1000, help="paired bootstrap resamples (default 1000)")

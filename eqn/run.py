@@ -1,4 +1,5 @@
 """`python -m eqn.run model=bert data=goemotions`: compose the config, run the pipeline in the Hydra run dir."""
+
 from __future__ import annotations
 
 import gc
@@ -82,7 +83,7 @@ def run_in(cfg: DictConfig, run_dir: str) -> dict[str, float]:
     _frozen = True
     pipeline = Pipeline(cfg, run_dir)
     pipeline.rundir.check(rank_zero_only.rank == 0)  # before the lock: a refused run writes nothing into the folder
-    with interruptible(), (RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext()):
+    with interruptible(), RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
         dm = pipeline.open()
         with job_log(Path(run_dir), rank_zero_only.rank == 0):
             if rank_zero_only.rank == 0:
@@ -122,9 +123,11 @@ def write_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
         hydra_cfg = HydraConfig.get()
     except ValueError:
         return
-    record = {"config.yaml": OmegaConf.to_yaml(cfg),
-              "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)})),
-              "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hydra_cfg.overrides.task)))}
+    record = {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)})),
+        "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hydra_cfg.overrides.task))),
+    }
     for name, text in record.items():
         path = run_dir / ".hydra" / name
         if path.exists() and not owns_file(path):
@@ -151,8 +154,7 @@ def override_problem(argv: list[str]) -> str | None:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"),
-                                   version_base="1.3"):
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
             compose("config", overrides=list(argv))
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         noise = ("full_key:", "reference_type", "object_type", "Set the environment", "To append to your config")

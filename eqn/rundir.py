@@ -10,6 +10,7 @@ run_dir/
   checkpoints/<stage>.ckpt  self-contained: weights, tuned thresholds, labels, tokenizer, model config
   .eqn/run.json, .eqn/owned.jsonl                 the run's id; every file eqn wrote (eqn.ownership)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,17 +70,70 @@ def result_fields(schema: type, node: typing.Any) -> typing.Any:
 
 
 # The keys an older eqn hashed (fingerprint.json without "scheme"): a run dir it wrote resumes under this list.
-LEGACY_RESULT_KEYS = ("seed", "model",
-               *(f"data.{k}" for k in ("name", "tokenizer", "batch_size", "max_length", "max_train_samples",
-                                       "max_eval_samples", "seed", "split_seed", "val_from_train", "bucket_batches",
-                                       "scale", "on_bad_rows", "drop_empty_text", "val_fraction", "test_fraction",
-                                       "path", "train_path", "val_path", "test_path", "text_column", "label_column",
-                                       "id_column", "label_separator", "labels", "multi_label")),
-               *(f"pipeline.{k}" for k in ("name", "rounds", "refit_from", "scale", "floor", "clip", "regress_val",
-                                           "monitor", "budget", "threshold")),
-               *(f"trainer.{k}" for k in ("max_epochs", "devices", "num_nodes", "precision", "gradient_clip_val",
-                                          "accumulate_grad_batches", "val_check_interval", "limit_train_batches",
-                                          "limit_val_batches", "deterministic")))
+LEGACY_RESULT_KEYS = (
+    "seed",
+    "model",
+    *(
+        f"data.{k}"
+        for k in (
+            "name",
+            "tokenizer",
+            "batch_size",
+            "max_length",
+            "max_train_samples",
+            "max_eval_samples",
+            "seed",
+            "split_seed",
+            "val_from_train",
+            "bucket_batches",
+            "scale",
+            "on_bad_rows",
+            "drop_empty_text",
+            "val_fraction",
+            "test_fraction",
+            "path",
+            "train_path",
+            "val_path",
+            "test_path",
+            "text_column",
+            "label_column",
+            "id_column",
+            "label_separator",
+            "labels",
+            "multi_label",
+        )
+    ),
+    *(
+        f"pipeline.{k}"
+        for k in (
+            "name",
+            "rounds",
+            "refit_from",
+            "scale",
+            "floor",
+            "clip",
+            "regress_val",
+            "monitor",
+            "budget",
+            "threshold",
+        )
+    ),
+    *(
+        f"trainer.{k}"
+        for k in (
+            "max_epochs",
+            "devices",
+            "num_nodes",
+            "precision",
+            "gradient_clip_val",
+            "accumulate_grad_batches",
+            "val_check_interval",
+            "limit_train_batches",
+            "limit_val_batches",
+            "deterministic",
+        )
+    ),
+)
 
 
 def legacy_result_config(cfg: DictConfig) -> dict:
@@ -106,8 +160,15 @@ CHECKED_DIRS = ("checkpoints", "analysis", "export")  # every file in them is eq
 KEPT_ON_RESTART = ("config.yaml", "fingerprint.json")
 RUN_RECORD = Path(".eqn") / "run.json"  # an eqn run dir holds this: the id its files are recorded under
 LEGACY = "legacy"  # a run dir written before runs had records: its files carry no run id
-RUN_OUTPUTS = ("config.yaml", "tokenizer.json", "fingerprint.json", "metrics.json", "relabeled_train.csv",
-               "relabeled_train.parquet", *DIRS)
+RUN_OUTPUTS = (
+    "config.yaml",
+    "tokenizer.json",
+    "fingerprint.json",
+    "metrics.json",
+    "relabeled_train.csv",
+    "relabeled_train.parquet",
+    *DIRS,
+)
 
 
 def hydra_own(path: Path) -> bool:
@@ -154,7 +215,8 @@ class RunDir:
         if old not in (None, current) and not self.cfg.pipeline.restart:
             raise ConfigError(
                 f"{self.path} holds a run with a different config or data (fingerprint {old[:12]} != "
-                f"{current[:12]}); use another hydra.run.dir, or pipeline.restart=true to discard it")
+                f"{current[:12]}); use another hydra.run.dir, or pipeline.restart=true to discard it"
+            )
         if not is_main:
             return
         run_id = self.run_id()
@@ -167,8 +229,7 @@ class RunDir:
             write_json(self.path / RUN_RECORD, {"run": run_id, "format": "eqn-run/1"})
         self.run_tag = run_id
         if self.cfg.pipeline.restart:
-            log.warning("pipeline.restart: discarding the finished stages in %s (only files this run wrote)",
-                        self.path)
+            log.warning("pipeline.restart: discarding the finished stages in %s (only files this run wrote)", self.path)
             only = None if run_id == LEGACY else run_id  # a legacy run's files carry no run id: all eqn's
             for name in RUN_OUTPUTS:
                 target = self.path / name
@@ -204,21 +265,24 @@ class RunDir:
         cfg = self.cfg
         why = forbidden_folder(self.path, self.input_paths())
         if why:
-            raise ConfigError(f"{self.path}: {why}; eqn will not use it as a run dir (choose another "
-                              "hydra.run.dir)")
+            raise ConfigError(f"{self.path}: {why}; eqn will not use it as a run dir (choose another hydra.run.dir)")
         if not self.path.exists():
             self.probe_writable()
             return
         if self.run_id() is None:
             present = sorted(p.name for p in self.path.iterdir() if not hydra_own(p))
             if present and not cfg.pipeline.reuse_dir:
-                raise ConfigError(f"{self.path} is not empty and holds no eqn run ({', '.join(present[:5])}"
-                                  f"{', ...' if len(present) > 5 else ''}); choose a new hydra.run.dir, or pass "
-                                  "pipeline.reuse_dir=true to put eqn's files beside yours")
+                raise ConfigError(
+                    f"{self.path} is not empty and holds no eqn run ({', '.join(present[:5])}"
+                    f"{', ...' if len(present) > 5 else ''}); choose a new hydra.run.dir, or pass "
+                    "pipeline.reuse_dir=true to put eqn's files beside yours"
+                )
             clash = [n for n in present if n in RUN_OUTPUTS or n in (".hydra", log_name())]
             if clash:
-                raise ConfigError(f"{self.path}: {', '.join(clash)} would be written by eqn but already exist "
-                                  "and are not eqn's; choose another hydra.run.dir")
+                raise ConfigError(
+                    f"{self.path}: {', '.join(clash)} would be written by eqn but already exist "
+                    "and are not eqn's; choose another hydra.run.dir"
+                )
             self.probe_writable()
             return
         self.probe_writable()
@@ -234,8 +298,11 @@ class RunDir:
                 bad = foreign_entries(target) if owns_folder(target) or (target / LEDGER).is_file() else [target]
             elif name in CHECKED_DIRS:
                 bad = [f for f in target.rglob("*") if f.is_file() and ".eqn" not in f.parts and not owns_file(f)]
-                bad += [f for f in target.iterdir() if name == "export" and f.is_dir() and not owns_folder(f)
-                        and f.name != ".eqn"]
+                bad += [
+                    f
+                    for f in target.iterdir()
+                    if name == "export" and f.is_dir() and not owns_folder(f) and f.name != ".eqn"
+                ]
             elif name in DIRS:
                 bad = [] if target.is_dir() and not target.is_symlink() else [target]
                 for stage in stage_plan(cfg) if name == "stages" else []:
@@ -244,14 +311,18 @@ class RunDir:
                 bad = [] if owns_file(target) else [target]
             bad = bad or (changed_entries(target) if target.is_dir() else [])
             if bad:
-                raise ConfigError(f"{bad[0]}: eqn writes here but found a file it did not write (or one changed "
-                                  "since); move it away or choose another hydra.run.dir")
+                raise ConfigError(
+                    f"{bad[0]}: eqn writes here but found a file it did not write (or one changed "
+                    "since); move it away or choose another hydra.run.dir"
+                )
         if cfg.pipeline.restart and cfg.regression.name == "teacher":
             for teacher in cfg.regression.teachers:
                 path = Path(teacher).expanduser()
                 if path.exists() and Path(os.path.realpath(path)).is_relative_to(os.path.realpath(self.path)):
-                    raise ConfigError(f"regression.teachers: {teacher} lies in the run dir that "
-                                      "pipeline.restart=true would clear; copy or export it elsewhere first")
+                    raise ConfigError(
+                        f"regression.teachers: {teacher} lies in the run dir that "
+                        "pipeline.restart=true would clear; copy or export it elsewhere first"
+                    )
 
     def input_paths(self) -> list[str]:
         """The files and folders this run reads: a run dir may not hold them."""
@@ -268,5 +339,6 @@ class RunDir:
             probe.touch()
             probe.unlink()
         except OSError as err:
-            raise ConfigError(f"run dir {self.path} is not writable ({err.strerror}); choose another "
-                              "hydra.run.dir") from None
+            raise ConfigError(
+                f"run dir {self.path} is not writable ({err.strerror}); choose another hydra.run.dir"
+            ) from None

@@ -8,6 +8,7 @@ kept, an interrupted trial is rerun in its own run dir (where eqn resumes from i
 ends with exactly `n_trials` finished (complete or pruned) trials. Inside a trial, `PruneTrial` reports the
 per-epoch validation figure and stops a hopeless trial (recorded as pruned, not failed).
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,8 +50,9 @@ class Param:
         if self.type == "float":
             return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log,
-                                                        step=int(self.step or 1))
+            return optuna.distributions.IntDistribution(
+                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
         return optuna.distributions.CategoricalDistribution(self.choices)
 
 
@@ -66,8 +68,10 @@ def parse_space(params: dict | None) -> list[Param]:
         kind = spec.get("type")
         unknown = sorted(set(spec) - {"type", "low", "high", "log", "step", "choices"})
         if kind not in ("float", "int", "categorical") or unknown:
-            raise ConfigError(f"{where}: type must be float, int or categorical" +
-                              (f"; unknown field(s) {unknown}" if unknown else f", got {kind!r}"))
+            raise ConfigError(
+                f"{where}: type must be float, int or categorical"
+                + (f"; unknown field(s) {unknown}" if unknown else f", got {kind!r}")
+            )
         if kind == "categorical":
             choices = list(spec.get("choices") or [])
             if not choices:
@@ -84,8 +88,16 @@ def parse_space(params: dict | None) -> list[Param]:
             raise ConfigError(f"{where}: a log range must lie above 0, got low={low}")
         if kind == "int" and (int(low) != low or int(high) != high):
             raise ConfigError(f"{where}: an int parameter needs whole-number bounds, got {low}..{high}")
-        space.append(Param(key, kind, float(low) if kind == "float" else int(low),
-                           float(high) if kind == "float" else int(high), log_scale, spec.get("step")))
+        space.append(
+            Param(
+                key,
+                kind,
+                float(low) if kind == "float" else int(low),
+                float(high) if kind == "float" else int(high),
+                log_scale,
+                spec.get("step"),
+            )
+        )
     return space
 
 
@@ -94,16 +106,22 @@ def objective_key(objective: str, plan: list[str]) -> str:
     key = objective.replace("{last}", plan[-1])
     parts = key.split("/")
     if len(parts) < 3 or parts[0] not in plan:
-        raise ConfigError(f"hydra.sweeper.objective={objective!r}: no stage of this pipeline ({', '.join(plan)}) "
-                          "reports it; use <stage>/val/<metric>, e.g. {last}/val/f1_macro")
+        raise ConfigError(
+            f"hydra.sweeper.objective={objective!r}: no stage of this pipeline ({', '.join(plan)}) "
+            "reports it; use <stage>/val/<metric>, e.g. {last}/val/f1_macro"
+        )
     if parts[1] != "val":
-        raise ConfigError(f"hydra.sweeper.objective={objective!r}: a search selects on validation figures only "
-                          "(<stage>/val/<metric>), never on test")
+        raise ConfigError(
+            f"hydra.sweeper.objective={objective!r}: a search selects on validation figures only "
+            "(<stage>/val/<metric>), never on test"
+        )
     metric = "/".join(parts[2:])
     rule, _, name = metric.rpartition("/")
     if name not in METRICS or rule not in ("", *RULES) or (name in METRICS[4:] and parts[0].startswith("baseline")):
-        raise ConfigError(f"hydra.sweeper.objective={objective!r}: {parts[0]} does not report {metric!r} (metrics: "
-                          f"{', '.join(METRICS)}, optionally after a rule: {', '.join(RULES)})")
+        raise ConfigError(
+            f"hydra.sweeper.objective={objective!r}: {parts[0]} does not report {metric!r} (metrics: "
+            f"{', '.join(METRICS)}, optionally after a rule: {', '.join(RULES)})"
+        )
     return key
 
 
@@ -124,8 +142,9 @@ def make_pruner(spec: dict):
     import optuna
 
     if spec.get("name", "none") == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=int(spec.get("n_startup_trials", 3)),
-                                           n_warmup_steps=int(spec.get("n_warmup_steps", 1)))
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=int(spec.get("n_startup_trials", 3)), n_warmup_steps=int(spec.get("n_warmup_steps", 1))
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -139,8 +158,9 @@ def journal_storage(path: str | Path):
 # ------------------------------------------------------------------------------ the study's outputs
 
 
-def write_outputs(study, space: list[Param], sweep_dir: Path, base_args: list[str], objective: str,
-                  announce: bool = True) -> None:
+def write_outputs(
+    study, space: list[Param], sweep_dir: Path, base_args: list[str], objective: str, announce: bool = True
+) -> None:
     """optimization_results.yaml (the official plugin's layout), trials.csv, the two figures, the best command."""
     import optuna
     import yaml
@@ -148,31 +168,54 @@ def write_outputs(study, space: list[Param], sweep_dir: Path, base_args: list[st
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     rows = []
     for t in study.trials:
-        rows.append({"number": t.number, "state": t.state.name.lower(), "value": t.value,
-                     **{p.key: t.params.get(p.key) for p in space},
-                     "seconds": t.duration.total_seconds() if t.duration else None,
-                     "run_dir": t.user_attrs.get("subdir")})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                **{p.key: t.params.get(p.key) for p in space},
+                "seconds": t.duration.total_seconds() if t.duration else None,
+                "run_dir": t.user_attrs.get("subdir"),
+            }
+        )
     with atomic_path(sweep_dir / "trials.csv") as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["number", "state", "value", *[p.key for p in space], "seconds",
-                                                    "run_dir"])
+        writer = csv.DictWriter(
+            handle, fieldnames=["number", "state", "value", *[p.key for p in space], "seconds", "run_dir"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     if not done:
         return
     best = study.best_trial
-    write_text(sweep_dir / "optimization_results.yaml", yaml.safe_dump(
-        {"name": "optuna", "objective": objective, "direction": study.direction.name.lower(),
-         "best_params": dict(best.params), "best_value": float(best.value), "best_trial": best.number,
-         "best_run_dir": best.user_attrs.get("subdir")}, sort_keys=False))
+    write_text(
+        sweep_dir / "optimization_results.yaml",
+        yaml.safe_dump(
+            {
+                "name": "optuna",
+                "objective": objective,
+                "direction": study.direction.name.lower(),
+                "best_params": dict(best.params),
+                "best_value": float(best.value),
+                "best_trial": best.number,
+                "best_run_dir": best.user_attrs.get("subdir"),
+            },
+            sort_keys=False,
+        ),
+    )
     figures(study, sweep_dir)
-    command = " ".join(["python -m eqn.run", *map(shlex.quote, base_args),
-                        *(shlex.quote(override(k, v)) for k, v in best.params.items())])
+    command = " ".join(
+        [
+            "python -m eqn.run",
+            *map(shlex.quote, base_args),
+            *(shlex.quote(override(k, v)) for k, v in best.params.items()),
+        ]
+    )
     if not announce:
         return
-    log.info("best trial %d: %s = %.4f; rerun its configuration with: %s", best.number, objective, best.value,
-             command)
-    print(f"best trial {best.number}: {objective} = {best.value:.4f}\nrerun the best configuration: {command}",
-          flush=True)
+    log.info("best trial %d: %s = %.4f; rerun its configuration with: %s", best.number, objective, best.value, command)
+    print(
+        f"best trial {best.number}: {objective} = {best.value:.4f}\nrerun the best configuration: {command}", flush=True
+    )
 
 
 def figures(study, sweep_dir: Path) -> None:
@@ -182,14 +225,16 @@ def figures(study, sweep_dir: Path) -> None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ov
 
-    for name, draw in (("optimization_history", ov.plot_optimization_history),
-                       ("param_importances", ov.plot_param_importances)):
+    for name, draw in (
+        ("optimization_history", ov.plot_optimization_history),
+        ("param_importances", ov.plot_param_importances),
+    ):
         try:
             ax = draw(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:  # too few trials for importances
             log.info("no %s figure yet: %s", name, str(err).splitlines()[0][:120])
             continue
-        fig = (ax if hasattr(ax, "savefig") else getattr(ax, "figure", None) or ax.flat[0].figure)
+        fig = ax if hasattr(ax, "savefig") else getattr(ax, "figure", None) or ax.flat[0].figure
         with atomic_path(sweep_dir / f"{name}.png") as tmp:
             fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
         plt.close(fig)

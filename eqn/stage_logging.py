@@ -1,4 +1,5 @@
 """One experiment-tracker run per stage (csv, wandb or none), always closed, even when the stage crashes."""
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,12 @@ log = logging.getLogger(__name__)
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -43,16 +48,32 @@ class StageLogger:
             config["git_commit"] = git_commit()
             config["overrides"] = _overrides()
             group = node.get("group") or default_group(self.cfg, self.run_dir)
-            options = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("_target_", "group")}
+            options = {
+                k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("_target_", "group")
+            }
             # built by hand: hydra's instantiate() reserves the keyword `config`, which wandb.init needs
-            self.lightning = get_class(target)(**options, name=f"{self.cfg.run_name}-{self.stage}", job_type=self.stage,
-                                               group=group, save_dir=str(self.run_dir), config=config,
-                                               reinit="create_new")
+            self.lightning = get_class(target)(
+                **options,
+                name=f"{self.cfg.run_name}-{self.stage}",
+                job_type=self.stage,
+                group=group,
+                save_dir=str(self.run_dir),
+                config=config,
+                reinit="create_new",
+            )
             run = self.lightning.experiment
             if rank_zero_only.rank == 0 and getattr(run, "id", None):  # where to find this stage's W&B run
-                write_json(self.run_dir / "stages" / self.stage / "wandb_run.json",
-                           {"id": run.id, "name": run.name, "group": run.group, "job_type": run.job_type,
-                            "mode": node.get("mode"), "dir": str(getattr(run, "dir", ""))})
+                write_json(
+                    self.run_dir / "stages" / self.stage / "wandb_run.json",
+                    {
+                        "id": run.id,
+                        "name": run.name,
+                        "group": run.group,
+                        "job_type": run.job_type,
+                        "mode": node.get("mode"),
+                        "dir": str(getattr(run, "dir", "")),
+                    },
+                )
         elif target.endswith("CSVLogger") or target.endswith("TensorBoardLogger"):
             self.lightning = instantiate(node, save_dir=str(self.run_dir), name="logs", version=self.stage)
         elif target.endswith("MLFlowLogger"):
@@ -60,8 +81,12 @@ class StageLogger:
             if not uri:  # a file store in the run dir (mlflow-skinny has no SQL store; mlflow asks for this opt-in)
                 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
                 uri = (self.run_dir / "mlruns").resolve().as_uri()
-            self.lightning = instantiate(node, tracking_uri=uri, run_name=f"{self.cfg.run_name}-{self.stage}",
-                                         tags={"stage": self.stage, "run_name": self.cfg.run_name})
+            self.lightning = instantiate(
+                node,
+                tracking_uri=uri,
+                run_name=f"{self.cfg.run_name}-{self.stage}",
+                tags={"stage": self.stage, "run_name": self.cfg.run_name},
+            )
         else:
             self.lightning = instantiate(node)
         return self
@@ -69,7 +94,7 @@ class StageLogger:
     def log_results(self, stage: str, metrics: dict[str, float], label_names: list[str]) -> None:
         if not self.lightning:
             return
-        flat = {k[len(stage) + 1:]: v for k, v in metrics.items() if k.startswith(stage + "/")}
+        flat = {k[len(stage) + 1 :]: v for k, v in metrics.items() if k.startswith(stage + "/")}
         self.lightning.log_metrics({k: v for k, v in flat.items() if "/f1/" not in k})
         if self.is_wandb:
             rows = [[name, flat.get(f"val/f1/{name}"), flat.get(f"test/f1/{name}")] for name in label_names]
@@ -87,14 +112,25 @@ class StageLogger:
         figures, corr, scores, gold, names, thresholds = stage_figures(run_dir, stage)
         run = self.lightning.experiment
         run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()})
-        run.log({"tables/label_correlation": wandb.Table(columns=["label", *names],
-                                                         data=[[n, *map(float, row)] for n, row in zip(names, corr)])})
+        run.log(
+            {
+                "tables/label_correlation": wandb.Table(
+                    columns=["label", *names], data=[[n, *map(float, row)] for n, row in zip(names, corr)]
+                )
+            }
+        )
         rows = []
         for i in range(min(samples, len(test_texts))):
             keep = (scores[i] >= thresholds) | (scores[i] == scores[i].max())
             top = sorted((j for j in range(len(names)) if keep[j]), key=lambda j: -float(scores[i][j]))
-            rows.append([test_texts[i], ",".join(names[j] for j in gold[i].nonzero().flatten().tolist()),
-                         ",".join(names[j] for j in top), *[round(float(v), 2) for v in scores[i]]])
+            rows.append(
+                [
+                    test_texts[i],
+                    ",".join(names[j] for j in gold[i].nonzero().flatten().tolist()),
+                    ",".join(names[j] for j in top),
+                    *[round(float(v), 2) for v in scores[i]],
+                ]
+            )
         run.log({"tables/annotated_test_sample": wandb.Table(columns=["text", "gold", "emotions", *names], data=rows)})
         model = run_dir / "export" / stage
         if model.is_dir():

@@ -3,6 +3,7 @@
 Each is a function of a RunContext (config, run dir, metrics, rank, trainers) and is resumable on its own:
 a finished fit has stages/<stage>/done.json; a finished regression has stages/regress<r>/targets.safetensors.
 """
+
 from __future__ import annotations
 
 import gc
@@ -46,15 +47,26 @@ class RunContext:
         self._predict_trainer: Trainer | None = None
 
     def build_trainer(self, stage: str | None, callbacks: list, logger: Any = False, **overrides) -> Trainer:
-        return instantiate(self.cfg.trainer, callbacks=callbacks, logger=logger,
-                           default_root_dir=str(self.run_dir / "stages" / (stage or "predict")), **overrides)
+        return instantiate(
+            self.cfg.trainer,
+            callbacks=callbacks,
+            logger=logger,
+            default_root_dir=str(self.run_dir / "stages" / (stage or "predict")),
+            **overrides,
+        )
 
     def predict_trainer(self) -> Trainer:
         """Same devices and strategy as training: label regression and evaluation run on every rank."""
         if self._predict_trainer is None:
-            self._predict_trainer = instantiate(self.cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
-                                                enable_progress_bar=False, enable_model_summary=False,
-                                                default_root_dir=str(self.run_dir / "stages" / "predict"))
+            self._predict_trainer = instantiate(
+                self.cfg.trainer,
+                logger=False,
+                callbacks=[],
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                default_root_dir=str(self.run_dir / "stages" / "predict"),
+            )
         return self._predict_trainer
 
     @property
@@ -120,6 +132,7 @@ class Step:
     """One thing a run does, in order: fit a stage, or regress the training targets between two fits.
     fit: `objective`; `refit` starts from the previous fit's weights; `artifact` names the relabeled data it uses
     (W&B); `regressing` trains with label regression inside it (regression=progressive|teacher)."""
+
     kind: str  # fit | regress
     stage: str
     objective: str = "eqn"
@@ -144,13 +157,28 @@ def plan(cfg: DictConfig, multi_label: bool) -> list[Step]:
         else:
             if i > 0:
                 steps.append(Step("regress", f"regress{i}", round=i, last=i == len(stages) - 1))
-            steps.append(Step("fit", stage, "eqn", refit=i > 0 and cfg.pipeline.refit_from == "coeqn",
-                              artifact=artifact_name(cfg, i) if i > 0 else None))
+            steps.append(
+                Step(
+                    "fit",
+                    stage,
+                    "eqn",
+                    refit=i > 0 and cfg.pipeline.refit_from == "coeqn",
+                    artifact=artifact_name(cfg, i) if i > 0 else None,
+                )
+            )
     return steps
 
 
-def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_from: Path | None = None,
-        uses_artifact: str | None = None, regression: Any = None, select_from: int = 0) -> Path:
+def fit(
+    run: "RunContext",
+    stage: str,
+    dm: EQNDataModule,
+    objective: str,
+    init_from: Path | None = None,
+    uses_artifact: str | None = None,
+    regression: Any = None,
+    select_from: int = 0,
+) -> Path:
     """Train a stage (resuming from its last.ckpt), evaluate it, save checkpoints/<stage>.ckpt and export it; with a
     regression callback, the relabeled training set (the targets of its last epoch) is written before the stage
     is marked done."""
@@ -167,8 +195,15 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
         state = torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     monitor = run.cfg.pipeline.monitor
-    checkpoint = OwnedCheckpoint(dirpath=stage_dir, filename="best", monitor=monitor, mode=monitor_mode(monitor),
-                                 save_last=True, save_top_k=1, from_epoch=select_from)
+    checkpoint = OwnedCheckpoint(
+        dirpath=stage_dir,
+        filename="best",
+        monitor=monitor,
+        mode=monitor_mode(monitor),
+        save_last=True,
+        save_top_k=1,
+        from_epoch=select_from,
+    )
     extra = [instantiate(node) for node in (run.cfg.callbacks or {}).values() if node and "_target_" in node]
     pruning = prune_callback(run.cfg, run.run_dir, stage_plan(run.cfg).index(stage))
     extra += [pruning] if pruning is not None else []
@@ -204,9 +239,15 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
                 fault_point(f"fit:{stage}:exported")
             logger.log_stage_outputs(stage, run.run_dir, dm.split("test").texts)
             if regression is not None:
-                write_relabeled(run.run_dir, run.cfg.pipeline, dm,
-                                f"{run.cfg.model.name} EQN, regression={run.cfg.regression.name}", run.metrics,
-                                regression.how(), fault="progressive")
+                write_relabeled(
+                    run.run_dir,
+                    run.cfg.pipeline,
+                    dm,
+                    f"{run.cfg.model.name} EQN, regression={run.cfg.regression.name}",
+                    run.metrics,
+                    regression.how(),
+                    fault="progressive",
+                )
             write_json(done, {"metrics": metrics, "best_checkpoint": str(best)})
     # the loggers' files of this stage are eqn's too, recorded once the logger has closed them (finalize writes)
     if run.is_main and (run.run_dir / "logs" / stage).is_dir():
@@ -219,20 +260,33 @@ def fit(run: "RunContext", stage: str, dm: EQNDataModule, objective: str, init_f
 def evaluate(run: "RunContext", module: EQNModule, dm: EQNDataModule, stage: str) -> dict[str, float]:
     """Thresholds from val (tuned or fixed), then every decision rule on val and test."""
     splits = ("val", "test")
-    predicted = predict_splits(run.predict_trainer(), module, [dm.predict_loader(s) for s in splits],
-                               [len(dm.split(s)) for s in splits], run.run_dir)
+    predicted = predict_splits(
+        run.predict_trainer(),
+        module,
+        [dm.predict_loader(s) for s in splits],
+        [len(dm.split(s)) for s in splits],
+        run.run_dir,
+    )
     scores = dict(zip(splits, predicted))
     module.fit_thresholds(scores["val"], dm.gold["val"])
     if run.is_main:
-        save_tensors(run.run_dir / "stages" / stage / "test_scores.safetensors",
-                     {"scores": scores["test"], "gold": dm.gold["test"], "thresholds": module.thresholds},
-                     {"label_names": dm.label_names, "multi_label": dm.multi_label,
-                      "objective": module.hparams.objective, "score_scale": module.score_scale,
-                      "scale": run.cfg.pipeline.scale, "ids": dm.split("test").ids})
+        save_tensors(
+            run.run_dir / "stages" / stage / "test_scores.safetensors",
+            {"scores": scores["test"], "gold": dm.gold["test"], "thresholds": module.thresholds},
+            {
+                "label_names": dm.label_names,
+                "multi_label": dm.multi_label,
+                "objective": module.hparams.objective,
+                "score_scale": module.score_scale,
+                "scale": run.cfg.pipeline.scale,
+                "ids": dm.split("test").ids,
+            },
+        )
     out: dict[str, float] = {}
     for split, s in scores.items():
-        m = evaluation.all_rule_metrics(s, dm.gold[split], dm.multi_label, module.thresholds, module.score_scale,
-                                        dm.label_names)
+        m = evaluation.all_rule_metrics(
+            s, dm.gold[split], dm.multi_label, module.thresholds, module.score_scale, dm.label_names
+        )
         if module.hparams.objective == "eqn":
             m.update(evaluation.intensity_metrics(s, dm.gold[split], run.cfg.pipeline.scale))
         out.update({f"{stage}/{split}/{k}": v for k, v in m.items()})
@@ -241,8 +295,11 @@ def evaluate(run: "RunContext", module: EQNModule, dm: EQNDataModule, stage: str
 
 def save_final_checkpoint(module: EQNModule, final: Path) -> None:
     """Weights (with the thresholds fitted on val) and hyper-parameters: what annotation needs, no training state."""
-    ckpt = {"state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-            "hyper_parameters": plain(dict(module.hparams)), "pytorch-lightning_version": lightning_version}
+    ckpt = {
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "hyper_parameters": plain(dict(module.hparams)),
+        "pytorch-lightning_version": lightning_version,
+    }
     with atomic_path(final) as tmp:
         torch.save(ckpt, tmp)
 
@@ -261,8 +318,13 @@ def regress(run: "RunContext", dm: EQNDataModule, checkpoint: Path, round_: int,
     with StageLogger(run.cfg, run.run_dir, f"regress{round_}") as logger:
         started = time.perf_counter()
         module = load_module(checkpoint)
-        predictions = predict_splits(run.predict_trainer(), module, [dm.predict_loader(s) for s in splits],
-                                     [len(dm.split(s)) for s in splits], run.run_dir)
+        predictions = predict_splits(
+            run.predict_trainer(),
+            module,
+            [dm.predict_loader(s) for s in splits],
+            [len(dm.split(s)) for s in splits],
+            run.run_dir,
+        )
         for split, predicted in zip(splits, predictions):
             live[split].copy_(regress_targets(dm.gold[split], predicted, p.scale, p.floor, p.clip))
         seconds = time.perf_counter() - started
@@ -272,13 +334,19 @@ def regress(run: "RunContext", dm: EQNDataModule, checkpoint: Path, round_: int,
             return
         artifact = path  # what W&B keeps of the round: the relabeled CSV of the last round, else the targets
         if last and p.save_relabeled:
-            write_relabeled(run.run_dir, run.cfg.pipeline, dm, f"{run.cfg.model.name} CoEQN (export/{checkpoint.stem})",
-                            run.metrics, fault=f"regress{round_}")
+            write_relabeled(
+                run.run_dir,
+                run.cfg.pipeline,
+                dm,
+                f"{run.cfg.model.name} CoEQN (export/{checkpoint.stem})",
+                run.metrics,
+                fault=f"regress{round_}",
+            )
             artifact = run.run_dir / "relabeled_train.csv"
         # written last: its presence marks the round as done
         save_tensors(path, {s: live[s] for s in splits}, {"round": round_})
         changed = (dm.targets != dm.gold["train"].float() * p.scale).float().mean().item()
-        logger.log_results(f"regress{round_}", {f"regress{round_}/seconds": seconds,
-                                                 f"regress{round_}/changed_cells": changed}, [])
+        logger.log_results(
+            f"regress{round_}", {f"regress{round_}/seconds": seconds, f"regress{round_}/changed_cells": changed}, []
+        )
         logger.log_artifact(artifact, artifact_name(run.cfg, round_), "dataset")
-

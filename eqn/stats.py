@@ -1,5 +1,6 @@
 """Every statistic eqn reports: seed-level t-intervals; bootstrap resamples of rows, percentile intervals and the
 two-sided bootstrap p-value; correlations on each resample; the paired bootstrap of macro- and per-class F1."""
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,13 @@ def per_class_f1(weights: torch.Tensor, pred: torch.Tensor, gold: torch.Tensor) 
     return torch.where(denom > 0, 2 * tp / denom.clamp_min(1e-12), torch.zeros_like(tp))
 
 
-def paired_bootstrap(pairs: list[tuple[torch.Tensor, torch.Tensor]], gold: torch.Tensor, resamples: int = 1000,
-                     seed: int = 0, level: float = 0.95) -> dict:
+def paired_bootstrap(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    gold: torch.Tensor,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
     """Paired bootstrap over test rows for decisions of model A vs model B (one pair per training seed, all on
     the same rows). On each resample the macro-F1 difference A - B is averaged over the pairs.
 

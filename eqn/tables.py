@@ -6,6 +6,7 @@ character), .jsonl (one JSON object per line; keys may differ between rows), .tx
 Outputs: .csv, .tsv, .jsonl, .parquet, or '-' (stdout, CSV). JSON values that are not strings are written to CSV/TSV
 as JSON text; a JSONL row keeps exactly its own keys.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,8 +37,10 @@ def output_format(output: str) -> str:
         return "csv"
     fmt = OUTPUTS.get(Path(output).suffix.lower())
     if fmt is None:
-        raise ConfigError(f"output={output}: unsupported output type {Path(output).suffix!r}; use one of "
-                          f"{sorted(OUTPUTS)} or '-' (stdout)")
+        raise ConfigError(
+            f"output={output}: unsupported output type {Path(output).suffix!r}; use one of "
+            f"{sorted(OUTPUTS)} or '-' (stdout)"
+        )
     return fmt
 
 
@@ -46,8 +49,12 @@ def check_input(source: str) -> None:
         return
     path = Path(source)
     if not path.exists():
-        raise DataError(path, "is a link that leads nowhere (a loop or a missing target)" if path.is_symlink()
-                        else "input file not found")
+        raise DataError(
+            path,
+            "is a link that leads nowhere (a loop or a missing target)"
+            if path.is_symlink()
+            else "input file not found",
+        )
     if path.is_dir():
         raise DataError(path, "input is a directory, not a file")
     if path.suffix.lower() not in INPUTS:
@@ -173,12 +180,17 @@ def _delimited(path: Path, tsv: bool, text_column: str, chunk_size: int, header:
                 if duplicate:
                     raise DataError(path, f"duplicate column name(s) {duplicate} in the header", 1)
                 if text_column not in first_row:
-                    raise DataError(path, f"no column {text_column!r}; the input has {first_row} (set text_column=...)",
-                                    1)
+                    raise DataError(
+                        path, f"no column {text_column!r}; the input has {first_row} (set text_column=...)", 1
+                    )
             elif not tsv and len(first_row) > 1:
-                raise DataError(path, f"has {len(first_row)} comma-separated fields; with header=false a CSV row must "
-                                      "be one field, the text (quote texts that contain commas, give the file a header "
-                                      "and text_column=..., or use a .txt file: one text per line)", 1)
+                raise DataError(
+                    path,
+                    f"has {len(first_row)} comma-separated fields; with header=false a CSV row must "
+                    "be one field, the text (quote texts that contain commas, give the file a header "
+                    "and text_column=..., or use a .txt file: one text per line)",
+                    1,
+                )
             names = first_row if header else [text_column, *(f"column_{i}" for i in range(1, len(first_row)))]
             rows: list[list[str]] = [] if header else [first_row or [""]]
             lines: list[int] = [] if header else [1]
@@ -186,8 +198,12 @@ def _delimited(path: Path, tsv: bool, text_column: str, chunk_size: int, header:
             for fields in reader:
                 fields = fields or [""]  # a blank line
                 if len(fields) != len(names):
-                    raise DataError(path, f"row has {len(fields)} field{'s' * (len(fields) != 1)}, the "
-                                          f"{'header' if header else 'first row'} {len(names)}", start)
+                    raise DataError(
+                        path,
+                        f"row has {len(fields)} field{'s' * (len(fields) != 1)}, the "
+                        f"{'header' if header else 'first row'} {len(names)}",
+                        start,
+                    )
                 rows.append(fields)
                 lines.append(start)
                 start = reader.line_num + 1
@@ -226,31 +242,36 @@ class ChunkWriter:
         self.fmt, self.parquet, self.input_columns = fmt, None, input_columns
         self.name = name or (str(target) if not hasattr(target, "write") else "output")  # for errors: never a temp
         self.own = not hasattr(target, "write")
-        self.handle = None if fmt == "parquet" else (
-            open(target, "w", encoding="utf-8", newline="") if self.own else target)
+        self.handle = (
+            None if fmt == "parquet" else (open(target, "w", encoding="utf-8", newline="") if self.own else target)
+        )
         self.path, self.first = target, True
 
     def write(self, frame: pd.DataFrame, chunk: Chunk) -> None:
         if self.fmt == "parquet":
             self._parquet(frame)
         elif self.fmt == "jsonl":  # each row keeps its own keys; missing values are null
-            added = list(frame.columns[self.input_columns:])
+            added = list(frame.columns[self.input_columns :])
             for i, record in enumerate(frame.to_dict(orient="records")):
-                keys = chunk.keys[i] if chunk.keys is not None else frame.columns[:self.input_columns]
+                keys = chunk.keys[i] if chunk.keys is not None else frame.columns[: self.input_columns]
                 row = {k: _json_value(record[k]) for k in [*keys, *added]}
                 self.handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
         else:
-            given = frame.iloc[:, :self.input_columns].map(_json_text)
+            given = frame.iloc[:, : self.input_columns].map(_json_text)
             if self.fmt == "tsv":
                 bad = given.apply(lambda col: col.str.contains(r"[\t\r\n]", regex=True, na=False)).any(axis=1)
                 if bad.any():
-                    raise DataError(self.name, "a value holds a tab or line break, which "
-                                    "TSV cannot carry; choose .csv, .jsonl or .parquet output", chunk.lines[int(
-                                        bad.to_numpy().argmax())])
-            out = pd.concat([given, frame.iloc[:, self.input_columns:]], axis=1)
+                    raise DataError(
+                        self.name,
+                        "a value holds a tab or line break, which "
+                        "TSV cannot carry; choose .csv, .jsonl or .parquet output",
+                        chunk.lines[int(bad.to_numpy().argmax())],
+                    )
+            out = pd.concat([given, frame.iloc[:, self.input_columns :]], axis=1)
             if self.fmt == "tsv":
-                out.to_csv(self.handle, sep="\t", index=False, header=self.first, quoting=csv.QUOTE_NONE,
-                           lineterminator="\n")
+                out.to_csv(
+                    self.handle, sep="\t", index=False, header=self.first, quoting=csv.QUOTE_NONE, lineterminator="\n"
+                )
             else:
                 write_csv(out, self.handle, header=self.first)
         self.first = False
@@ -266,12 +287,16 @@ class ChunkWriter:
             schema = self.parquet.schema
             for got, want in zip(table.schema, schema):  # a cast would change values (0 -> "0"): refused
                 if got.type != want.type and not pa.types.is_null(got.type):
-                    raise pa.ArrowInvalid(f"column {got.name!r} holds {got.type} values in a later chunk, "
-                                          f"{want.type} before")
+                    raise pa.ArrowInvalid(
+                        f"column {got.name!r} holds {got.type} values in a later chunk, {want.type} before"
+                    )
             self.parquet.write_table(table.cast(schema))  # only all-missing columns are cast
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as err:
-            raise DataError(self.name, "Parquet needs one type per column, and the input's values do not have one "
-                            f"({' '.join(str(err).split())[:160]}); choose .jsonl or .csv output") from None
+            raise DataError(
+                self.name,
+                "Parquet needs one type per column, and the input's values do not have one "
+                f"({' '.join(str(err).split())[:160]}); choose .jsonl or .csv output",
+            ) from None
 
     def close(self) -> None:
         if self.parquet is not None:
@@ -288,13 +313,15 @@ def write_csv(frame: pd.DataFrame, handle: IO[str], header: bool = True, float_f
     reading)."""
     text = frame.select_dtypes(include="object")
     bare_cr = any(text[c].map(lambda v: isinstance(v, str) and "\r" in v).any() for c in text.columns) or (
-        header and any("\r" in str(c) for c in frame.columns))
+        header and any("\r" in str(c) for c in frame.columns)
+    )
     if not bare_cr:
         frame.to_csv(handle, index=False, header=header, float_format=float_format, lineterminator="\n")
         return
     buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=header, float_format=float_format, lineterminator="\r\n",
-                 quoting=csv.QUOTE_MINIMAL)  # with "\r\n" as terminator both characters force quotes...
+    frame.to_csv(
+        buffer, index=False, header=header, float_format=float_format, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL
+    )  # with "\r\n" as terminator both characters force quotes...
     for fields in csv.reader(io.StringIO(buffer.getvalue(), newline="")):
         # ...then each record is written again with "\n", its fields quoted where they held a "\r"
         handle.write(('""' if fields == [""] else ",".join(_quoted(f) for f in fields)) + "\n")

@@ -2,6 +2,7 @@
 
 `gold` is a boolean (N x C) mask of each sample's gold labels; `targets` are (N x C) intensities.
 """
+
 from __future__ import annotations
 
 import torch
@@ -55,8 +56,15 @@ def alpha_at(epoch: int, start: int, epochs: int, alpha: float, schedule: str = 
     raise ValueError(f"schedule must be linear or constant, not {schedule!r}")
 
 
-def mix_targets(gold: torch.Tensor, initial: torch.Tensor, predictions: torch.Tensor, alpha: float,
-                scale: float = DEFAULT_SCALE, floor: float = 0.0, clip: bool = True) -> torch.Tensor:
+def mix_targets(
+    gold: torch.Tensor,
+    initial: torch.Tensor,
+    predictions: torch.Tensor,
+    alpha: float,
+    scale: float = DEFAULT_SCALE,
+    floor: float = 0.0,
+    clip: bool = True,
+) -> torch.Tensor:
     """(1 - alpha) x initial + alpha x the regressed prediction (clipped, floored); gold cells stay exactly scale."""
     regressed = regress_targets(gold, predictions, scale, floor, clip)
     mixed = (1.0 - alpha) * initial.float() + alpha * regressed

@@ -17,6 +17,7 @@ model's valence (mean intensity of GoEmotions' positive labels minus that of its
 valence, its arousal (the strongest emotion intensity, neutral aside) against the rated arousal, over all sentences
 and per genre (from meta.tsv beside emobank.csv).
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,8 +33,9 @@ from eqn.io import atomic_path
 NAMES = ("pearson", "spearman")
 
 
-def read_ratings(path: str | Path, text_column: str = "text", emotion_column: str = "emotion",
-                 rating_column: str = "rating") -> pd.DataFrame:
+def read_ratings(
+    path: str | Path, text_column: str = "text", emotion_column: str = "emotion", rating_column: str = "rating"
+) -> pd.DataFrame:
     """The ratings table (text, emotion, rating as float, line); bad rows are a DataError naming the line."""
     from eqn.tables import read_chunks
 
@@ -63,8 +65,14 @@ def read_ratings(path: str | Path, text_column: str = "text", emotion_column: st
     if not_text.any():
         i = int(np.argmax(not_text.to_numpy()))
         raise DataError(path, f"text {texts.iloc[i]!r} is missing or not a string", int(lines[i]))
-    return pd.DataFrame({"text": texts.astype(str), "emotion": frame[emotion_column].astype(str).str.strip(),
-                         "rating": ratings.astype(float), "line": lines})
+    return pd.DataFrame(
+        {
+            "text": texts.astype(str),
+            "emotion": frame[emotion_column].astype(str).str.strip(),
+            "rating": ratings.astype(float),
+            "line": lines,
+        }
+    )
 
 
 def correlations(intensity: np.ndarray, rating: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
@@ -98,8 +106,9 @@ def paired_difference(a: np.ndarray, b: np.ndarray, rating: np.ndarray, resample
     return out
 
 
-def validate(ckpts: dict[str, str], ratings: pd.DataFrame, source: str | Path = "ratings",
-             resamples: int = 1000) -> pd.DataFrame:
+def validate(
+    ckpts: dict[str, str], ratings: pd.DataFrame, source: str | Path = "ratings", resamples: int = 1000
+) -> pd.DataFrame:
     """One row per (model, emotion) plus 'all' pooled: n, pearson, spearman and their intervals."""
     from eqn import load
 
@@ -111,8 +120,11 @@ def validate(ckpts: dict[str, str], ratings: pd.DataFrame, source: str | Path = 
         unknown = ~ratings.emotion.isin(labels)
         if unknown.any():
             i = int(np.argmax(unknown.to_numpy()))
-            raise DataError(source, f"emotion {ratings.emotion.iloc[i]!r} is not a label of {ckpt} "
-                                    f"(labels: {', '.join(labels)})", int(ratings.line.iloc[i]))
+            raise DataError(
+                source,
+                f"emotion {ratings.emotion.iloc[i]!r} is not a label of {ckpt} (labels: {', '.join(labels)})",
+                int(ratings.line.iloc[i]),
+            )
         table = annotator.intensities(annotator.scores(texts)).numpy()
         row_of = {t: i for i, t in enumerate(texts)}
         col_of = {label: j for j, label in enumerate(labels)}
@@ -125,10 +137,33 @@ def validate(ckpts: dict[str, str], ratings: pd.DataFrame, source: str | Path = 
 
 
 # GoEmotions' sentiment grouping (Demszky et al. 2020, Table 2): valence = mean positive - mean negative intensity
-POSITIVE = ("admiration", "amusement", "approval", "caring", "desire", "excitement", "gratitude", "joy", "love",
-            "optimism", "pride", "relief")
-NEGATIVE = ("anger", "annoyance", "disappointment", "disapproval", "disgust", "embarrassment", "fear", "grief",
-            "nervousness", "remorse", "sadness")
+POSITIVE = (
+    "admiration",
+    "amusement",
+    "approval",
+    "caring",
+    "desire",
+    "excitement",
+    "gratitude",
+    "joy",
+    "love",
+    "optimism",
+    "pride",
+    "relief",
+)
+NEGATIVE = (
+    "anger",
+    "annoyance",
+    "disappointment",
+    "disapproval",
+    "disgust",
+    "embarrassment",
+    "fear",
+    "grief",
+    "nervousness",
+    "remorse",
+    "sadness",
+)
 
 
 def read_emobank(path: str | Path) -> pd.DataFrame:
@@ -172,8 +207,10 @@ def dimension_scores(intensity: np.ndarray, labels: list[str]) -> dict[str, np.n
         raise DataError("ckpt", f"EmoBank's valence needs GoEmotions' labels; this model lacks {missing[:4]}")
     col = {n: j for j, n in enumerate(labels)}
     emotions = [j for n, j in col.items() if n != "neutral"]
-    return {"valence": intensity[:, [col[n] for n in POSITIVE]].mean(1) - intensity[:, [col[n] for n in NEGATIVE]].mean(1),
-            "arousal": intensity[:, emotions].max(1)}
+    return {
+        "valence": intensity[:, [col[n] for n in POSITIVE]].mean(1) - intensity[:, [col[n] for n in NEGATIVE]].mean(1),
+        "arousal": intensity[:, emotions].max(1),
+    }
 
 
 def validate_emobank(ckpts: dict[str, str | None], bank: pd.DataFrame, resamples: int = 1000) -> pd.DataFrame:
@@ -184,7 +221,8 @@ def validate_emobank(ckpts: dict[str, str | None], bank: pd.DataFrame, resamples
 
     rows, dims = [], {}
     groups = [("all", np.ones(len(bank), dtype=bool))] + [
-        (g, (bank.genre == g).to_numpy()) for g in sorted(bank.genre.unique()) if g != "unknown"]
+        (g, (bank.genre == g).to_numpy()) for g in sorted(bank.genre.unique()) if g != "unknown"
+    ]
     for name, ckpt in ckpts.items():
         annotator = load(ckpt)
         intensity = annotator.intensities(annotator.scores(bank.text.tolist())).numpy()
@@ -214,14 +252,18 @@ def render(frame: pd.DataFrame) -> str:
 
     lines = ["| model | emotion | n | Pearson r [95% CI] | Spearman r [95% CI] |", "|---|---|---|---|---|"]
     for _, row in frame.iterrows():
-        lines.append(f"| {row['model']} | {row['emotion']} | {row['n']} | {cell(row, 'pearson')}{p(row, 'pearson')} | "
-                     f"{cell(row, 'spearman')}{p(row, 'spearman')} |")
+        lines.append(
+            f"| {row['model']} | {row['emotion']} | {row['n']} | {cell(row, 'pearson')}{p(row, 'pearson')} | "
+            f"{cell(row, 'spearman')}{p(row, 'spearman')} |"
+        )
     return "\n".join(lines)
 
 
-USAGE = ("usage: python -m eqn.validate [ckpt=<checkpoint>] ratings=<file>|emobank=<emobank.csv> [ckpt2=<checkpoint>] "
-         "[output=report.csv] "
-         "[overwrite=true] [text_column=text] [emotion_column=emotion] [rating_column=rating] [resamples=1000]")
+USAGE = (
+    "usage: python -m eqn.validate [ckpt=<checkpoint>] ratings=<file>|emobank=<emobank.csv> [ckpt2=<checkpoint>] "
+    "[output=report.csv] "
+    "[overwrite=true] [text_column=text] [emotion_column=emotion] [rating_column=rating] [resamples=1000]"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,9 +271,25 @@ def main(argv: list[str] | None = None) -> None:
     from eqn.errors import ConfigError
     from eqn.ownership import check_output
 
-    args = parse(argv if argv is not None else sys.argv[1:], "eqn.validate", USAGE,
-                 known=("ckpt", "ckpt2", "ratings", "emobank", "output", "overwrite", "text_column", "emotion_column",
-                        "rating_column", "resamples"), ints={"resamples": 1}, bools=("overwrite",))
+    args = parse(
+        argv if argv is not None else sys.argv[1:],
+        "eqn.validate",
+        USAGE,
+        known=(
+            "ckpt",
+            "ckpt2",
+            "ratings",
+            "emobank",
+            "output",
+            "overwrite",
+            "text_column",
+            "emotion_column",
+            "rating_column",
+            "resamples",
+        ),
+        ints={"resamples": 1},
+        bools=("overwrite",),
+    )
     if ("ratings" in args) == ("emobank" in args):
         sys.exit(f"eqn.validate: give ratings=<file> or emobank=<emobank.csv> (one of them) ({USAGE})")
     args.setdefault("ckpt", None)  # none: the built-in annotator
@@ -239,14 +297,21 @@ def main(argv: list[str] | None = None) -> None:
         if "output" in args:
             if Path(args["output"]).suffix.lower() != ".csv":
                 raise ConfigError(f"output={args['output']}: the report is CSV; name it *.csv")
-            check_output(args["output"], args.get("overwrite", False),
-                         inputs=[args.get("ratings") or args["emobank"], args["ckpt"], args.get("ckpt2")])
+            check_output(
+                args["output"],
+                args.get("overwrite", False),
+                inputs=[args.get("ratings") or args["emobank"], args["ckpt"], args.get("ckpt2")],
+            )
         ckpts = {"ckpt": args["ckpt"], **({"ckpt2": args["ckpt2"]} if "ckpt2" in args else {})}
         if "emobank" in args:
             frame = validate_emobank(ckpts, read_emobank(args["emobank"]), args.get("resamples", 1000))
         else:
-            ratings = read_ratings(args["ratings"], args.get("text_column", "text"),
-                                   args.get("emotion_column", "emotion"), args.get("rating_column", "rating"))
+            ratings = read_ratings(
+                args["ratings"],
+                args.get("text_column", "text"),
+                args.get("emotion_column", "emotion"),
+                args.get("rating_column", "rating"),
+            )
             frame = validate(ckpts, ratings, args["ratings"], args.get("resamples", 1000))
         print(render(frame))
         if "output" in args:

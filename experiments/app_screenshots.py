@@ -4,6 +4,7 @@
 
 Writes <out>/app_one_text.png, app_compare.png and app_file.png (a small CSV of example texts annotated).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,11 +18,16 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["I can't believe you remembered my birthday, thank you so much!",
-         "Honestly I'm a bit nervous about tomorrow, but also kind of excited.",
-         "That was the most disappointing ending, what a waste of time.",
-         "Wow, I did not see that coming at all.", "Stop sending me these, it's really annoying.",
-         "I miss her every single day.", "This is the best news I've heard all year!", "ok"]
+TEXTS = [
+    "I can't believe you remembered my birthday, thank you so much!",
+    "Honestly I'm a bit nervous about tomorrow, but also kind of excited.",
+    "That was the most disappointing ending, what a waste of time.",
+    "Wow, I did not see that coming at all.",
+    "Stop sending me these, it's really annoying.",
+    "I miss her every single day.",
+    "This is the best news I've heard all year!",
+    "ok",
+]
 
 
 def main() -> None:
@@ -58,8 +64,12 @@ def main() -> None:
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#text textarea"))
 
         def put(css: str, text: str) -> None:
-            driver.execute_script("const el = document.querySelector(arguments[0]); el.value = arguments[1];"
-                                  "el.dispatchEvent(new Event('input', {bubbles: true}));", css, text)
+            driver.execute_script(
+                "const el = document.querySelector(arguments[0]); el.value = arguments[1];"
+                "el.dispatchEvent(new Event('input', {bubbles: true}));",
+                css,
+                text,
+            )
 
         def value(css: str) -> str:
             found = driver.find_elements(By.CSS_SELECTOR, f"{css} textarea, {css} input")

@@ -12,6 +12,7 @@
 4. Peak RSS of MiniLM training (one epoch, eqn module + datamodule) in a fresh process (target <= 2 GiB).
 The other models are freshly initialised (speed does not depend on training); fixed seeds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,15 @@ def compose(*overrides: str):
 
 def model(name: str, rows: int, eval_rows: int | None = None) -> tuple[torch.nn.Module, EQNDataModule]:
     cfg = compose(f"model={name}", f"data.max_train_samples={rows}", "paths.cache_dir=null")
-    dm = EQNDataModule("goemotions", cfg.data.data_dir, tokenizer=dict(cfg.model.tokenizer), max_length=128,
-                       max_train_samples=rows, max_eval_samples=eval_rows, cache_dir=None).prepare()
+    dm = EQNDataModule(
+        "goemotions",
+        cfg.data.data_dir,
+        tokenizer=dict(cfg.model.tokenizer),
+        max_length=128,
+        max_train_samples=rows,
+        max_eval_samples=eval_rows,
+        cache_dir=None,
+    ).prepare()
     torch.manual_seed(0)
     return build_module(dm.spec, cfg, "eqn", "bench"), dm
 
@@ -61,9 +69,17 @@ def trained_minilm(rows: int) -> torch.nn.Module:
     from lightning.pytorch import Trainer
 
     module, dm = model("minilm", rows, eval_rows=1000)
-    Trainer(accelerator="cpu", max_epochs=1, precision="bf16-mixed", logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-            num_sanity_val_steps=0).fit(module, train_dataloaders=dm.train_dataloader())
+    Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        precision="bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    ).fit(module, train_dataloaders=dm.train_dataloader())
     module.eval()
     module.fit_thresholds(Annotator(module).scores(dm.split("val").texts), dm.gold["val"])
     return module
@@ -80,7 +96,7 @@ def annotate_modes(texts: list[str], rows: int) -> dict:
     for precision, batch_size in MODES:
         annotator = Annotator(copy.deepcopy(trained), "cpu", precision)
         started = time.perf_counter()
-        annotator.scores(texts[:512 if precision == "fast" else 64], batch_size)  # warm-up (fast: + calibration)
+        annotator.scores(texts[: 512 if precision == "fast" else 64], batch_size)  # warm-up (fast: + calibration)
         warm = time.perf_counter() - started
         if precision == "fast":
             annotator.fast.rows = annotator.fast.rescored = 0
@@ -91,13 +107,20 @@ def annotate_modes(texts: list[str], rows: int) -> dict:
         if base is None:
             base = (scores, emotions)
         out[f"{precision}@{batch_size}"] = {
-            "texts_per_s": len(texts) / seconds, "mean_abs_diff_vs_fp32": float((scores - base[0]).abs().mean()),
-            "identical_emotions_share": sum(a == b for a, b in zip(emotions, base[1])) / len(texts)}
+            "texts_per_s": len(texts) / seconds,
+            "mean_abs_diff_vs_fp32": float((scores - base[0]).abs().mean()),
+            "identical_emotions_share": sum(a == b for a, b in zip(emotions, base[1])) / len(texts),
+        }
         if precision == "fast":
             f = annotator.fast
             out[f"{precision}@{batch_size}"].update(
-                engine=f.name, margin=torch.as_tensor(f.margin).tolist(), rescored_share=f.rescored / max(1, f.rows), first_use_s=warm,
-                max_abs_diff_vs_fp32=float((scores - base[0]).abs().max()), calibration=f.report)
+                engine=f.name,
+                margin=torch.as_tensor(f.margin).tolist(),
+                rescored_share=f.rescored / max(1, f.rows),
+                first_use_s=warm,
+                max_abs_diff_vs_fp32=float((scores - base[0]).abs().max()),
+                calibration=f.report,
+            )
             if f.engine is None:
                 f.engine = f.build("onnxruntime-int8") or f.build("torch-int8")
                 f.name = "onnxruntime-int8" if hasattr(f.engine, "session") else "torch-int8"
@@ -108,8 +131,10 @@ def annotate_modes(texts: list[str], rows: int) -> dict:
             seconds = time.perf_counter() - started
             engine_emotions = annotator.emotions(engine)
             out[f"{f.name} alone@{batch_size}"] = {
-                "texts_per_s": len(texts) / seconds, "mean_abs_diff_vs_fp32": float((engine - base[0]).abs().mean()),
-                "identical_emotions_share": sum(a == b for a, b in zip(engine_emotions, base[1])) / len(texts)}
+                "texts_per_s": len(texts) / seconds,
+                "mean_abs_diff_vs_fp32": float((engine - base[0]).abs().mean()),
+                "identical_emotions_share": sum(a == b for a, b in zip(engine_emotions, base[1])) / len(texts),
+            }
     today, default = out["fp32@256"]["texts_per_s"], out[f"fp32@{BATCH_SIZE}"]["texts_per_s"]
     for mode in out.values():
         mode["ratio_vs_fp32_before"] = mode["texts_per_s"] / today
@@ -129,8 +154,10 @@ def textcnn_speed(texts: list[str]) -> float:
 def child_peak_rss(code: str) -> float:
     """Peak RSS (MiB) of a fresh Python process running `code`: VmHWM, the high-water mark of the process's own
     memory. (ru_maxrss would not do: Linux carries the parent's RSS at fork over the exec into the child's figure.)"""
-    wrapped = code + ("\nimport re; print('PEAK', int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())"
-                      ".group(1)) / 1024)")
+    wrapped = code + (
+        "\nimport re; print('PEAK', int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())"
+        ".group(1)) / 1024)"
+    )
     done = subprocess.run([sys.executable, "-c", wrapped], cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"benchmark child failed:\n{done.stderr[-2000:]}")
@@ -142,14 +169,22 @@ def annotation_rss(texts: list[str], sizes: list[int], work: Path) -> dict:
     ckpt = work / "textcnn.ckpt"
     from lightning.pytorch import __version__ as lightning_version
 
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": plain(dict(module.hparams)),
-                "pytorch-lightning_version": lightning_version}, ckpt)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": plain(dict(module.hparams)),
+            "pytorch-lightning_version": lightning_version,
+        },
+        ckpt,
+    )
     out = {}
     for n in sizes:
         path = work / f"rows{n}.csv"
         pd.DataFrame({"text": [texts[i % len(texts)] for i in range(n)]}).to_csv(path, index=False)
-        out[n] = child_peak_rss(f"from eqn.annotate import annotate_file; annotate_file({str(ckpt)!r}, {str(path)!r}, "
-                                f"{str(work / f'out{n}.csv')!r}, progress=False, overwrite=True)")
+        out[n] = child_peak_rss(
+            f"from eqn.annotate import annotate_file; annotate_file({str(ckpt)!r}, {str(path)!r}, "
+            f"{str(work / f'out{n}.csv')!r}, progress=False, overwrite=True)"
+        )
     return out
 
 
@@ -160,7 +195,8 @@ def training_rss(rows: int) -> float:
         "from lightning.pytorch import Trainer\n"
         f"module, dm = model('minilm', {rows})\n"
         "Trainer(accelerator='cpu', max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,"
-        " limit_val_batches=0, num_sanity_val_steps=0).fit(module, train_dataloaders=dm.train_dataloader())")
+        " limit_val_batches=0, num_sanity_val_steps=0).fit(module, train_dataloaders=dm.train_dataloader())"
+    )
 
 
 def main() -> None:
@@ -177,11 +213,14 @@ def main() -> None:
         print(json.dumps(modes, indent=1))
         return
     with tempfile.TemporaryDirectory() as work:
-        result = {"machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__},
-                  "minilm_annotation": annotate_modes(texts, 300 if args.quick else 4000), "texts": len(texts),
-                  "textcnn_annotation_texts_per_s": textcnn_speed(test[:2000] if args.quick else test * 4),
-                  "annotation_peak_rss_mib": annotation_rss(test, sizes, Path(work)),
-                  "minilm_training_peak_rss_mib": training_rss(200 if args.quick else 1600)}
+        result = {
+            "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__},
+            "minilm_annotation": annotate_modes(texts, 300 if args.quick else 4000),
+            "texts": len(texts),
+            "textcnn_annotation_texts_per_s": textcnn_speed(test[:2000] if args.quick else test * 4),
+            "annotation_peak_rss_mib": annotation_rss(test, sizes, Path(work)),
+            "minilm_training_peak_rss_mib": training_rss(200 if args.quick else 1600),
+        }
     rss = result["annotation_peak_rss_mib"]
     growth = rss[sizes[1]] / rss[sizes[0]] - 1
     result["annotation_rss_growth"] = growth
@@ -189,21 +228,31 @@ def main() -> None:
     modes = result["minilm_annotation"]
     fast = modes[f"fast@{BATCH_SIZE}"]
     margins = fast["margin"] if isinstance(fast["margin"], list) else [fast["margin"]]
-    print(f"precision=fast: engine {fast['engine']}, largest margin {max(margins):.4f}, rows rescored in fp32 "
-          f"{100 * fast['rescored_share']:.1f}%, max |intensity diff| {fast['max_abs_diff_vs_fp32']:.4f}, first use "
-          f"(export + calibration) {fast['first_use_s']:.1f} s")
-    print("| MiniLM annotation | texts/s | x fp32@256 (before) | x fp32, same batch | mean |diff| | identical "
-          "emotions |\n|---|---|---|---|---|---|")
+    print(
+        f"precision=fast: engine {fast['engine']}, largest margin {max(margins):.4f}, rows rescored in fp32 "
+        f"{100 * fast['rescored_share']:.1f}%, max |intensity diff| {fast['max_abs_diff_vs_fp32']:.4f}, first use "
+        f"(export + calibration) {fast['first_use_s']:.1f} s"
+    )
+    print(
+        "| MiniLM annotation | texts/s | x fp32@256 (before) | x fp32, same batch | mean |diff| | identical "
+        "emotions |\n|---|---|---|---|---|---|"
+    )
     for k, v in modes.items():
-        print(f"| {k} | {v['texts_per_s']:.0f} | {v['ratio_vs_fp32_before']:.2f} | {v['ratio_vs_fp32_same_batch']:.2f} | "
-              f"{v['mean_abs_diff_vs_fp32']:.4f} | {100 * v['identical_emotions_share']:.1f}% |")
+        print(
+            f"| {k} | {v['texts_per_s']:.0f} | {v['ratio_vs_fp32_before']:.2f} | {v['ratio_vs_fp32_same_batch']:.2f} | "
+            f"{v['mean_abs_diff_vs_fp32']:.4f} | {100 * v['identical_emotions_share']:.1f}% |"
+        )
     fast = [k for k in modes if modes[k]["identical_emotions_share"] >= 0.99]
     best = max(fast, key=lambda k: modes[k]["ratio_vs_fp32_before"])
-    print(f"fastest mode with >= 99% identical decisions: {best}, {modes[best]['ratio_vs_fp32_before']:.2f}x today's "
-          f"fp32 annotation (target >= 3x), {modes[best]['ratio_vs_fp32_same_batch']:.2f}x fp32 at the same batch size")
+    print(
+        f"fastest mode with >= 99% identical decisions: {best}, {modes[best]['ratio_vs_fp32_before']:.2f}x today's "
+        f"fp32 annotation (target >= 3x), {modes[best]['ratio_vs_fp32_same_batch']:.2f}x fp32 at the same batch size"
+    )
     print(f"TextCNN annotation: {result['textcnn_annotation_texts_per_s']:.0f} texts/s (target >= 20,000)")
-    print(f"annotation peak RSS: {rss[sizes[0]]:.0f} MiB at {sizes[0]} rows, {rss[sizes[1]]:.0f} MiB at {sizes[1]} "
-          f"rows ({100 * growth:+.1f}%, target <= +5%)")
+    print(
+        f"annotation peak RSS: {rss[sizes[0]]:.0f} MiB at {sizes[0]} rows, {rss[sizes[1]]:.0f} MiB at {sizes[1]} "
+        f"rows ({100 * growth:+.1f}%, target <= +5%)"
+    )
     print(f"MiniLM training peak RSS: {result['minilm_training_peak_rss_mib']:.0f} MiB (target <= 2048)")
     print(f"wrote {args.out}")
 

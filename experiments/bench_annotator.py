@@ -19,6 +19,7 @@ annotator_journals/ after every step and restored from there into a fresh --out,
 checkouts; experiments/results/annotator_search.md holds each study's trials and best setting. Test figures are not
 looked at here: the final recipe is trained on all training rows and tested once (make annotator).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,18 @@ def teacher_ckpt(out: Path) -> Path:
 
 def search(out: Path, candidate: str, n_trials: int) -> int:
     extra = [f"regression.teachers=[{teacher_ckpt(out)}]"] if candidate in NEEDS_TEACHER else []
-    code = sh([sys.executable, "-m", "eqn.run", "-m", f"hparams_search={study(candidate)}",
-               f"hydra.sweeper.n_trials={n_trials}", f"paths.output_dir={out}", *extra])
+    code = sh(
+        [
+            sys.executable,
+            "-m",
+            "eqn.run",
+            "-m",
+            f"hparams_search={study(candidate)}",
+            f"hydra.sweeper.n_trials={n_trials}",
+            f"paths.output_dir={out}",
+            *extra,
+        ]
+    )
     save(out)
     return code
 
@@ -58,8 +69,9 @@ def make_teacher(out: Path) -> int:
     found = best(out, study("full"))
     if found is None:
         return 1
-    return run_once(out / "teacher", ["experiment=annotator_search", "pipeline=baseline", *best_params(found),
-                                      "logger=csv"])
+    return run_once(
+        out / "teacher", ["experiment=annotator_search", "pipeline=baseline", *best_params(found), "logger=csv"]
+    )
 
 
 def save(out: Path) -> None:
@@ -68,12 +80,17 @@ def save(out: Path) -> None:
 
 
 def status(out: Path) -> str:
-    lines = ["# The built-in annotator's recipe search (validation only)", "",
-             "`python experiments/bench_annotator.py` (see its docstring): all-MiniLM-L6-v2 fine-tuned on the same "
-             "10,000 GoEmotions training rows for every candidate, chosen on the tuned-threshold macro-F1 of the full "
-             "validation split; equal trial budgets (6 each: 3 random, then TPE; sampler seed 0; median pruning), "
-             "trainer.precision=auto. No test figure is read here.", "",
-             "| candidate | trials finished (pruned) | best val macro-F1 | best setting |", "|---|---|---|---|"]
+    lines = [
+        "# The built-in annotator's recipe search (validation only)",
+        "",
+        "`python experiments/bench_annotator.py` (see its docstring): all-MiniLM-L6-v2 fine-tuned on the same "
+        "10,000 GoEmotions training rows for every candidate, chosen on the tuned-threshold macro-F1 of the full "
+        "validation split; equal trial budgets (6 each: 3 random, then TPE; sampler seed 0; median pruning), "
+        "trainer.precision=auto. No test figure is read here.",
+        "",
+        "| candidate | trials finished (pruned) | best val macro-F1 | best setting |",
+        "|---|---|---|---|",
+    ]
     for candidate in CANDIDATES:
         loaded = load(out, study(candidate))
         if loaded is None:
@@ -90,8 +107,10 @@ def status(out: Path) -> str:
         loaded = load(out, study(candidate))
         for t in loaded.trials if loaded is not None else []:
             value = f"{t.value:.4f}" if t.value is not None else t.state.name.lower()
-            lines.append(f"- {candidate} #{t.number}: {value} — "
-                         + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()))
+            lines.append(
+                f"- {candidate} #{t.number}: {value} — "
+                + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -113,8 +132,10 @@ def main() -> None:
     rounds = [int(x) for x in args.rounds.split(",")]
     for group in ([c for c in chosen if c not in NEEDS_TEACHER], [c for c in chosen if c in NEEDS_TEACHER]):
         if group and group[0] in NEEDS_TEACHER and make_teacher(out) != 0:
-            sys.exit("bench_annotator.py: the teacher (the best full fine-tuning setting) could not be trained; the "
-                     "full search must have a finished trial")
+            sys.exit(
+                "bench_annotator.py: the teacher (the best full fine-tuning setting) could not be trained; the "
+                "full search must have a finished trial"
+            )
         for n in rounds:
             for candidate in group:
                 if trials_done(out, study(candidate)) < n and search(out, candidate, n) != 0:

@@ -21,6 +21,7 @@ probability; CoEQN; EQN): Spearman r with a 95 % bootstrap interval over tweets 
 same resamples for both models, averaged over seeds) and by a t-interval over seeds. Written to
 experiments/results/intensity.md and intensity.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,21 @@ def vader_tweets(folder: Path | None) -> pd.DataFrame:
         folder = ROOT / "outputs" / "cache" / "vader"
         if not list(folder.rglob("tweets_GroundTruth.txt")):
             folder.mkdir(parents=True, exist_ok=True)
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", VADER,
-                            "-d", str(folder)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    VADER,
+                    "-d",
+                    str(folder),
+                ],
+                check=True,
+            )
             for sdist in folder.glob("vaderSentiment-*.tar.gz"):
                 with tarfile.open(sdist) as outer:
                     outer.extractall(folder, filter="data")
@@ -114,8 +128,9 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                 annotator = load(str(ckpt))
                 intensity[seed, stage] = annotator.intensities(annotator.scores(tweets.text.tolist())).numpy()
                 labels = annotator.label_names
-        signed = [(lab, 1.0) for lab in labels if lab.lower() in POSITIVE] + \
-                 [(lab, -1.0) for lab in labels if lab.lower() in NEGATIVE]
+        signed = [(lab, 1.0) for lab in labels if lab.lower() in POSITIVE] + [
+            (lab, -1.0) for lab in labels if lab.lower() in NEGATIVE
+        ]
         for label, sign in signed:
             j = labels.index(label)
             for view in ("intensity", "polarity"):
@@ -129,19 +144,40 @@ def score(study_sets: dict, tweets: pd.DataFrame, resamples: int) -> list[dict]:
                         boot[seed, stage] = stats.boot_correlation(x, y, idx, "spearman")
                         point[seed, stage] = float(scipy_stats.spearmanr(x, y).statistic)
                         low, high = stats.interval(boot[seed, stage])
-                        rows.append({"study": study, "label": label, "view": view, "seed": seed, "stage": stage,
-                                     "n": int(mask.sum()), "spearman": point[seed, stage],
-                                     "spearman_low": float(low), "spearman_high": float(high)})
+                        rows.append(
+                            {
+                                "study": study,
+                                "label": label,
+                                "view": view,
+                                "seed": seed,
+                                "stage": stage,
+                                "n": int(mask.sum()),
+                                "spearman": point[seed, stage],
+                                "spearman_low": float(low),
+                                "spearman_high": float(high),
+                            }
+                        )
                 ref = stages[0]  # the reference: the baseline unless --stages names another first
                 for stage in stages[1:]:
                     diffs = [point[s, stage] - point[s, ref] for s in seeds]
                     mean, lo, hi = stats.t_interval(diffs)
                     delta = np.nanmean([boot[s, stage] - boot[s, ref] for s in seeds], axis=0)
-                    rows.append({"study": study, "label": label, "view": view, "seed": "all",
-                                 "stage": f"{stage}-{ref}", "n": int(mask.sum()), "spearman": mean,
-                                 "spearman_low": lo, "spearman_high": hi,
-                                 "boot_low": stats.interval(delta)[0], "boot_high": stats.interval(delta)[1],
-                                 "p": stats.two_sided_p(delta)})
+                    rows.append(
+                        {
+                            "study": study,
+                            "label": label,
+                            "view": view,
+                            "seed": "all",
+                            "stage": f"{stage}-{ref}",
+                            "n": int(mask.sum()),
+                            "spearman": mean,
+                            "spearman_low": lo,
+                            "spearman_high": hi,
+                            "boot_low": stats.interval(delta)[0],
+                            "boot_high": stats.interval(delta)[1],
+                            "p": stats.two_sided_p(delta),
+                        }
+                    )
     return rows
 
 
@@ -151,39 +187,58 @@ def fmt(v: float) -> str:
 
 def render(rows: list[dict], study_sets: dict, tweets: pd.DataFrame, seconds: float, command: str) -> str:
     frame = pd.DataFrame(rows)
-    lines = ["# Intensities against human ratings (VADER tweets)", "",
-             f"Command: `{command}` ({seconds / 60:.1f} min on {platform.machine()}, 2 CPU cores). "
-             f"{len(tweets)} tweets, each the mean of about 20 people's ratings from -4 to +4 (Hutto & Gilbert 2014; "
-             "vaderSentiment 3.3.2 sdist, MIT). A positive label is scored against the rating, a negative one "
-             "against minus the rating. **intensity** view: only the tweets of the label's polarity (does a "
-             "stronger tweet get a stronger intensity?); **polarity** view: every tweet. Sentiment of tweets is "
-             "a proxy for emotion intensity, not the same judgement: read the differences between stages, not "
-             "the absolute r.", "",
-             "Spearman r (mean ± std over seeds) of each stage's 0–10 intensity (baseline: 10 × probability). "
-             "Δ = stage − the first stage (the baseline unless --stages says otherwise), paired: t-interval over seeds; bootstrap over tweets (same resamples for "
-             "both models, averaged over seeds) with p. A Δ whose seed interval or bootstrap interval includes 0 "
-             "is no significant difference.", ""]
+    lines = [
+        "# Intensities against human ratings (VADER tweets)",
+        "",
+        f"Command: `{command}` ({seconds / 60:.1f} min on {platform.machine()}, 2 CPU cores). "
+        f"{len(tweets)} tweets, each the mean of about 20 people's ratings from -4 to +4 (Hutto & Gilbert 2014; "
+        "vaderSentiment 3.3.2 sdist, MIT). A positive label is scored against the rating, a negative one "
+        "against minus the rating. **intensity** view: only the tweets of the label's polarity (does a "
+        "stronger tweet get a stronger intensity?); **polarity** view: every tweet. Sentiment of tweets is "
+        "a proxy for emotion intensity, not the same judgement: read the differences between stages, not "
+        "the absolute r.",
+        "",
+        "Spearman r (mean ± std over seeds) of each stage's 0–10 intensity (baseline: 10 × probability). "
+        "Δ = stage − the first stage (the baseline unless --stages says otherwise), paired: t-interval over seeds; bootstrap over tweets (same resamples for "
+        "both models, averaged over seeds) with p. A Δ whose seed interval or bootstrap interval includes 0 "
+        "is no significant difference.",
+        "",
+    ]
     for study, seeds in study_sets.items():
         stages = list(next(iter(seeds.values())))
         names = [NAMES.get(st, st) for st in stages]
-        lines += [f"## {study} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
-                  f"{', '.join(str(s) for s in sorted(seeds))})", "",
-                  "| label | view | tweets | " + " | ".join(names) + " | "
-                  + " | ".join(f"Δ {n} (seeds; bootstrap, p)" for n in names[1:]) + " |",
-                  "|---|---|---|" + "---|" * (2 * len(stages) - 1)]
+        lines += [
+            f"## {study} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
+            f"{', '.join(str(s) for s in sorted(seeds))})",
+            "",
+            "| label | view | tweets | "
+            + " | ".join(names)
+            + " | "
+            + " | ".join(f"Δ {n} (seeds; bootstrap, p)" for n in names[1:])
+            + " |",
+            "|---|---|---|" + "---|" * (2 * len(stages) - 1),
+        ]
         part = frame[frame.study == study]
         for (label, view), g in part.groupby(["label", "view"], sort=False):
             per = {st: g[(g.stage == st) & (g.seed != "all")].spearman.astype(float) for st in stages}
-            cells = [f"{per[st].mean():.3f}" + (f" ± {per[st].std(ddof=1):.3f}" if len(per[st]) > 1 else "")
-                     for st in stages]
+            cells = [
+                f"{per[st].mean():.3f}" + (f" ± {per[st].std(ddof=1):.3f}" if len(per[st]) > 1 else "") for st in stages
+            ]
             deltas = []
             for st in stages[1:]:
                 d = g[g.stage == f"{st}-{stages[0]}"].iloc[0]
-                seeds_ci = f"[{fmt(d.spearman_low)}, {fmt(d.spearman_high)}]" if not math.isnan(d.spearman_low) else "one seed"
-                sig = (d.boot_low > 0 or d.boot_high < 0) and d.p < 0.05 and \
-                    (math.isnan(d.spearman_low) or d.spearman_low > 0 or d.spearman_high < 0)
-                deltas.append(f"{fmt(d.spearman)} {seeds_ci}; [{fmt(d.boot_low)}, {fmt(d.boot_high)}], "
-                              f"p = {d.p:.3f}{'' if sig else ' (n.s.)'}")
+                seeds_ci = (
+                    f"[{fmt(d.spearman_low)}, {fmt(d.spearman_high)}]" if not math.isnan(d.spearman_low) else "one seed"
+                )
+                sig = (
+                    (d.boot_low > 0 or d.boot_high < 0)
+                    and d.p < 0.05
+                    and (math.isnan(d.spearman_low) or d.spearman_low > 0 or d.spearman_high < 0)
+                )
+                deltas.append(
+                    f"{fmt(d.spearman)} {seeds_ci}; [{fmt(d.boot_low)}, {fmt(d.boot_high)}], "
+                    f"p = {d.p:.3f}{'' if sig else ' (n.s.)'}"
+                )
             lines.append(f"| {label} | {view} | {int(g.n.iloc[0])} | {' | '.join(cells)} | {' | '.join(deltas)} |")
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -195,11 +250,17 @@ def main() -> None:
     parser.add_argument("--only", default=STUDIES, help="comma-separated study globs under --runs")
     parser.add_argument("--vader", type=Path, default=None, help="folder holding tweets_GroundTruth.txt")
     parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--stages", default=",".join(STAGES),
-                        help="the models compared, baseline first: baseline, coeqn, eqn and any <name> with runs "
-                             "<name>-s<seed> beside them (bench_regression.py's variants, baseline_matched)")
-    parser.add_argument("--name", default="intensity",
-                        help="results file stem under experiments/results (e.g. intensity_tuned for another --runs)")
+    parser.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help="the models compared, baseline first: baseline, coeqn, eqn and any <name> with runs "
+        "<name>-s<seed> beside them (bench_regression.py's variants, baseline_matched)",
+    )
+    parser.add_argument(
+        "--name",
+        default="intensity",
+        help="results file stem under experiments/results (e.g. intensity_tuned for another --runs)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     tweets = vader_tweets(args.vader)
@@ -212,15 +273,25 @@ def main() -> None:
     rows = score(study_sets, tweets, args.resamples)
     seconds = time.perf_counter() - started
     runs = Path(args.runs).resolve()
-    command = " ".join(["python experiments/bench_intensity.py",
-                        *([f"--runs {runs.relative_to(ROOT) if runs.is_relative_to(ROOT) else runs}"]
-                          if runs != ROOT / "outputs" / "quality" else []),
-                        *([f"--only '{args.only}'"] if args.only != STUDIES else []),
-                        *([f"--stages {args.stages}"] if stages != STAGES else []),
-                        *([f"--name {args.name}"] if args.name != "intensity" else [])])
+    command = " ".join(
+        [
+            "python experiments/bench_intensity.py",
+            *(
+                [f"--runs {runs.relative_to(ROOT) if runs.is_relative_to(ROOT) else runs}"]
+                if runs != ROOT / "outputs" / "quality"
+                else []
+            ),
+            *([f"--only '{args.only}'"] if args.only != STUDIES else []),
+            *([f"--stages {args.stages}"] if stages != STAGES else []),
+            *([f"--name {args.name}"] if args.name != "intensity" else []),
+        ]
+    )
     results = ROOT / "experiments" / "results"
-    write_text(results / f"{args.name}.json", json.dumps({"command": command, "tweets": len(tweets), "rows": rows},
-                                                      indent=1, default=float) + "\n", own=False)
+    write_text(
+        results / f"{args.name}.json",
+        json.dumps({"command": command, "tweets": len(tweets), "rows": rows}, indent=1, default=float) + "\n",
+        own=False,
+    )
     path = results / f"{args.name}.md"
     write_text(path, render(rows, study_sets, tweets, seconds, command), own=False)  # the project's results
     print(path.read_text())

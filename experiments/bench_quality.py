@@ -9,6 +9,7 @@ an interrupted one resumes, so the whole study can be stopped and restarted. Gri
 `eqn.report` (mean ± std over seeds, paired seed intervals, paired bootstrap over test rows); variant studies
 (ablations, EQN's own knobs) list every run against a reference run of the same seed with a paired bootstrap.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,22 @@ def grid(data: str, model: str, seeds=SEEDS, extra: tuple[str, ...] = (), matche
     runs = {}
     for seed in seeds:
         for pipeline in ("baseline", "eqn"):
-            runs[f"{pipeline}-s{seed}"] = [f"data={data}", f"model={model}", f"pipeline={pipeline}", f"seed={seed}", *extra]
+            runs[f"{pipeline}-s{seed}"] = [
+                f"data={data}",
+                f"model={model}",
+                f"pipeline={pipeline}",
+                f"seed={seed}",
+                *extra,
+            ]
         if matched:
-            runs[f"baseline_matched-s{seed}"] = [f"data={data}", f"model={model}", "pipeline=baseline",
-                                                 "pipeline.budget=matched", f"seed={seed}", *extra]
+            runs[f"baseline_matched-s{seed}"] = [
+                f"data={data}",
+                f"model={model}",
+                "pipeline=baseline",
+                "pipeline.budget=matched",
+                f"seed={seed}",
+                *extra,
+            ]
     return {"kind": "grid", "runs": runs}
 
 
@@ -59,49 +72,61 @@ def regression_study(data: str, model: str, seeds=SEEDS, extra: tuple[str, ...] 
     base = [f"data={data}", f"model={model}", *extra]
     teacher = "{study}/default-s%d/checkpoints/baseline.ckpt"
     ensemble = ",".join(teacher % s for s in seeds)
-    changes = {"default": lambda s: ["pipeline=baseline"],
-               "eqn": lambda s: ["pipeline=eqn"],
-               "progressive_mse": lambda s: ["regression=progressive"],
-               "progressive_bce": lambda s: ["regression=progressive", "regression.loss=bce"],
-               "teacher_mse": lambda s: ["regression=teacher", f"regression.teachers=[{teacher % s}]"],
-               "teacher_bce": lambda s: ["regression=teacher", f"regression.teachers=[{teacher % s}]",
-                                         "regression.loss=bce"],
-               "teacher_ensemble_mse": lambda s: ["regression=teacher", f"regression.teachers=[{ensemble}]"]}
-    runs = {f"{name}-s{seed}": [*base, *change(seed), f"seed={seed}"] for name, change in changes.items()
-            for seed in seeds}
+    changes = {
+        "default": lambda s: ["pipeline=baseline"],
+        "eqn": lambda s: ["pipeline=eqn"],
+        "progressive_mse": lambda s: ["regression=progressive"],
+        "progressive_bce": lambda s: ["regression=progressive", "regression.loss=bce"],
+        "teacher_mse": lambda s: ["regression=teacher", f"regression.teachers=[{teacher % s}]"],
+        "teacher_bce": lambda s: ["regression=teacher", f"regression.teachers=[{teacher % s}]", "regression.loss=bce"],
+        "teacher_ensemble_mse": lambda s: ["regression=teacher", f"regression.teachers=[{ensemble}]"],
+    }
+    runs = {
+        f"{name}-s{seed}": [*base, *change(seed), f"seed={seed}"] for name, change in changes.items() for seed in seeds
+    }
     return {"kind": "variants", "runs": runs, "reference": "default"}
 
 
 STUDIES: dict[str, dict] = {
-    **{f"grid_{d}_{m}": grid(d, m, matched=(d, m) == ("goemotions", "textcnn")) for d in DATASETS
-       for m in WORD_BACKBONES},
+    **{
+        f"grid_{d}_{m}": grid(d, m, matched=(d, m) == ("goemotions", "textcnn"))
+        for d in DATASETS
+        for m in WORD_BACKBONES
+    },
     # MiniLM on 2 CPU cores: the same epochs for every objective, bf16 autocast where the CPU has it (else fp32)
     "grid_goemotions_minilm": grid("goemotions", "minilm", extra=("trainer.max_epochs=1", "trainer.precision=auto")),
     "grid_emotion6_minilm": grid("emotion6", "minilm", extra=("trainer.max_epochs=1", "trainer.precision=auto")),
     # Where was the baseline handicapped? One change at a time from the default TextCNN BCE baseline, seed 0.
-    "ablation_baseline_textcnn": variants(["data=goemotions", "model=textcnn", "pipeline=baseline"], {
-        "default": [],
-        "head_init_default": ["model.head_init=default"],
-        "no_grad_clip": ["trainer.gradient_clip_val=null"],
-        "constant_lr": ["model.scheduler.name=constant"],
-        "min_frequency_2": ["model.tokenizer.min_frequency=2"],
-        "random_batches": ["data.bucket_batches=1"],
-        "padded_max_pool": ["+model.backbone.valid_windows_only=false"],
-        "select_val_f1": ["pipeline.monitor=val/f1_macro"],
-        "3_epochs": ["trainer.max_epochs=3"],
-    }),
+    "ablation_baseline_textcnn": variants(
+        ["data=goemotions", "model=textcnn", "pipeline=baseline"],
+        {
+            "default": [],
+            "head_init_default": ["model.head_init=default"],
+            "no_grad_clip": ["trainer.gradient_clip_val=null"],
+            "constant_lr": ["model.scheduler.name=constant"],
+            "min_frequency_2": ["model.tokenizer.min_frequency=2"],
+            "random_batches": ["data.bucket_batches=1"],
+            "padded_max_pool": ["+model.backbone.valid_windows_only=false"],
+            "select_val_f1": ["pipeline.monitor=val/f1_macro"],
+            "3_epochs": ["trainer.max_epochs=3"],
+        },
+    ),
     # EQN's own knobs on GoEmotions / TextCNN against the fair baseline of the same seed.
-    "knobs_goemotions_textcnn": variants(["data=goemotions", "model=textcnn"], {
-        "default": ["pipeline=baseline"],
-        "eqn": ["pipeline=eqn"],
-        "refit_coeqn": ["pipeline=eqn", "pipeline.refit_from=coeqn"],
-        "rounds_2": ["pipeline=eqn", "pipeline.rounds=2"],
-        "rounds_3": ["pipeline=eqn", "pipeline.rounds=3"],
-        "floor_1": ["pipeline=eqn", "pipeline.floor=1.0"],
-        "scale_1": ["pipeline=eqn", "pipeline.scale=1.0"],
-        "select_val_f1": ["pipeline=eqn", "pipeline.monitor=val/f1_macro"],
-        "authors_code": ["pipeline=eqn", "experiment=authors_code"],
-    }, seeds=SEEDS),
+    "knobs_goemotions_textcnn": variants(
+        ["data=goemotions", "model=textcnn"],
+        {
+            "default": ["pipeline=baseline"],
+            "eqn": ["pipeline=eqn"],
+            "refit_coeqn": ["pipeline=eqn", "pipeline.refit_from=coeqn"],
+            "rounds_2": ["pipeline=eqn", "pipeline.rounds=2"],
+            "rounds_3": ["pipeline=eqn", "pipeline.rounds=3"],
+            "floor_1": ["pipeline=eqn", "pipeline.floor=1.0"],
+            "scale_1": ["pipeline=eqn", "pipeline.scale=1.0"],
+            "select_val_f1": ["pipeline=eqn", "pipeline.monitor=val/f1_macro"],
+            "authors_code": ["pipeline=eqn", "experiment=authors_code"],
+        },
+        seeds=SEEDS,
+    ),
     # Issue 22: progressive and teacher-driven label regression vs the fair baseline (untuned shared settings until
     # the tuned ones of bench_tuned.py exist)
     "regression_goemotions_textcnn": regression_study("goemotions", "textcnn"),
@@ -112,8 +137,15 @@ STUDIES: dict[str, dict] = {
 def run_one(run_dir: Path, overrides: list[str]) -> float | None:
     if (run_dir / "metrics.json").exists():
         return None
-    args = [sys.executable, "-m", "eqn.run", *overrides, "logger=csv", "trainer.enable_progress_bar=false",
-            f"hydra.run.dir={run_dir}"]
+    args = [
+        sys.executable,
+        "-m",
+        "eqn.run",
+        *overrides,
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     print("$ python", " ".join(args[1:]), flush=True)
     started = time.perf_counter()
     subprocess.run(args, cwd=ROOT, check=False)
@@ -140,8 +172,11 @@ def finished(run_dir: Path) -> tuple[dict, str, object, object]:
 
 def variants_table(study: Path, spec: dict) -> list[str]:
     """Every variant run vs the reference run of its seed: headline metrics and a paired bootstrap."""
-    lines = ["| variant | seed | stage | macro-F1 (tuned) | fixed | argmax | micro-F1 | accuracy | Δ macro-F1 vs "
-             f"{spec['reference']} | 95% CI (bootstrap) | p |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | seed | stage | macro-F1 (tuned) | fixed | argmax | micro-F1 | accuracy | Δ macro-F1 vs "
+        f"{spec['reference']} | 95% CI (bootstrap) | p |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in spec["runs"]:
         run_dir = study / name
         variant, seed = name.rsplit("-s", 1)
@@ -149,7 +184,10 @@ def variants_table(study: Path, spec: dict) -> list[str]:
             lines.append(f"| {variant} | {seed} | not run | | | | | | | | |")
             continue
         m, stage, da, gold = finished(run_dir)
-        cells = [f"{m.get(f'{stage}/test/{k}', float('nan')):.4f}" for k in ("f1_macro", "fixed/f1_macro", "argmax/f1_macro", "f1_micro", "accuracy")]
+        cells = [
+            f"{m.get(f'{stage}/test/{k}', float('nan')):.4f}"
+            for k in ("f1_macro", "fixed/f1_macro", "argmax/f1_macro", "f1_micro", "accuracy")
+        ]
         ref = study / f"{spec['reference']}-s{seed}"
         delta = "– | – | –"
         if ref != run_dir and (ref / "metrics.json").exists():
@@ -163,14 +201,20 @@ def variants_summary(study: Path, spec: dict) -> list[str]:
     """Each variant over the seeds where it and the reference both ran: mean macro-F1, the paired difference with a
     t-interval over seeds and a paired bootstrap over test rows (averaged over the seed pairs), and a verdict."""
     ref_name = spec["reference"]
-    lines = [f"| variant | seeds | macro-F1 (tuned), mean ± std | {ref_name}, same seeds | Δ (seeds 95% CI) | "
-             "bootstrap 95% CI | p | verdict |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| variant | seeds | macro-F1 (tuned), mean ± std | {ref_name}, same seeds | Δ (seeds 95% CI) | "
+        "bootstrap 95% CI | p | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for variant in dict.fromkeys(name.rsplit("-s", 1)[0] for name in spec["runs"]):
         if variant == ref_name:
             continue
-        done = [(finished(study / f"{variant}-s{seed}"), finished(study / f"{ref_name}-s{seed}")) for seed in SEEDS
-                if (study / f"{variant}-s{seed}" / "metrics.json").exists()
-                and (study / f"{ref_name}-s{seed}" / "metrics.json").exists()]
+        done = [
+            (finished(study / f"{variant}-s{seed}"), finished(study / f"{ref_name}-s{seed}"))
+            for seed in SEEDS
+            if (study / f"{variant}-s{seed}" / "metrics.json").exists()
+            and (study / f"{ref_name}-s{seed}" / "metrics.json").exists()
+        ]
         if not done:
             continue
         scores = [m[f"{st}/test/f1_macro"] for (m, st, _, _), _ in done]
@@ -179,9 +223,11 @@ def variants_summary(study: Path, spec: dict) -> list[str]:
         boot = stats.paired_bootstrap([(a[2], b[2]) for a, b in done], done[0][0][3])
         spread = lambda v: f"{np.mean(v):.4f}" + (f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else "")  # noqa: E731
         ci = f"[{low:+.4f}, {high:+.4f}]" if len(done) > 1 else "–"
-        lines.append(f"| {variant} | {len(done)} | {spread(scores)} | {spread(ref_scores)} | {mean:+.4f} {ci} | "
-                     f"[{boot['low']:+.4f}, {boot['high']:+.4f}] | {boot['p']:.3f} | "
-                     f"{stats.verdict(low, high, boot['p'], variant, ref_name)} |")
+        lines.append(
+            f"| {variant} | {len(done)} | {spread(scores)} | {spread(ref_scores)} | {mean:+.4f} {ci} | "
+            f"[{boot['low']:+.4f}, {boot['high']:+.4f}] | {boot['p']:.3f} | "
+            f"{stats.verdict(low, high, boot['p'], variant, ref_name)} |"
+        )
     return lines + ["", "Per run:", ""]
 
 
@@ -215,9 +261,18 @@ fixed threshold (0.5 of the score range) and argmax (the authors' accuracy-only 
 
 
 def write_results(out: Path, names: list[str]) -> Path:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU") \
-        if Path("/proc/cpuinfo").exists() else platform.processor()
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor() or "unknown CPU",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     machine = f"{platform.machine()} {model}, {os.cpu_count()} CPU threads, no GPU"
     lines, missing = [HEADER.format(machine=machine)], []
     for name in names:
@@ -226,21 +281,37 @@ def write_results(out: Path, names: list[str]) -> Path:
         if not done:
             missing.append(name)
             continue
-        walls = [float((study / r / "wall_time_s.txt").read_text()) for r in done if (study / r / "wall_time_s.txt").exists()]
+        walls = [
+            float((study / r / "wall_time_s.txt").read_text()) for r in done if (study / r / "wall_time_s.txt").exists()
+        ]
         first = next(iter(spec["runs"].values()))
-        lines += [f"## {name}", "", f"{len(done)} of {len(spec['runs'])} runs finished; total wall time "
-                  f"{sum(walls) / 60:.0f} min. Commands: `python -m eqn.run <overrides> logger=csv "
-                  f"hydra.run.dir={out.name}/{name}/<run>`, e.g. `{' '.join(first)}`.", ""]
+        lines += [
+            f"## {name}",
+            "",
+            f"{len(done)} of {len(spec['runs'])} runs finished; total wall time "
+            f"{sum(walls) / 60:.0f} min. Commands: `python -m eqn.run <overrides> logger=csv "
+            f"hydra.run.dir={out.name}/{name}/<run>`, e.g. `{' '.join(first)}`.",
+            "",
+        ]
         if spec["kind"] == "grid":
             md, _ = report(study, overwrite=True)
             body = md.read_text().split("\n", 2)[2]
             lines += [body.replace("\n## ", "\n### ").replace("\n### Per-class", "\n#### Per-class"), ""]
         else:
-            lines += ["Overrides per variant: " + "; ".join(f"`{k}`: `{' '.join(v[:-1])}`" for k, v in spec["runs"].items()
-                                                          if k.endswith("-s0")), "", *variants_table(study, spec)]
+            lines += [
+                "Overrides per variant: "
+                + "; ".join(f"`{k}`: `{' '.join(v[:-1])}`" for k, v in spec["runs"].items() if k.endswith("-s0")),
+                "",
+                *variants_table(study, spec),
+            ]
     if missing:
-        lines += ["## Not run", "", "Planned in `bench_quality.py` but without any finished run (cut for time on this "
-                  "machine, for all three objectives alike): " + ", ".join(f"`{n}`" for n in missing) + ".", ""]
+        lines += [
+            "## Not run",
+            "",
+            "Planned in `bench_quality.py` but without any finished run (cut for time on this "
+            "machine, for all three objectives alike): " + ", ".join(f"`{n}`" for n in missing) + ".",
+            "",
+        ]
     path = ROOT / "experiments" / "results" / "quality.md"
     old = path.read_text() if path.exists() else ""
     lines += kept_sections(old).values()  # bench_tuned.py's and bench_regression.py's sections, kept as they are

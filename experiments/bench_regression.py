@@ -26,6 +26,7 @@ Budgets: progressive regression mixes in the scores of each epoch's own training
 training, at most the baseline's budget); a teacher variant costs the teacher's training plus its own (the EQN pipeline's
 budget), so it is also paired with the matched-budget baseline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,15 +70,26 @@ def variant_args(out: Path, variant: str, seeds: list[int], seed: int) -> list[s
 
 def missing_inputs(out: Path) -> list[str]:
     """The searches of bench_tuned.py that have not finished yet (this study starts from their settings)."""
-    return [f"the {o} search ({studies.trials_done(out, tuned.study_name(o))} of {TUNED_TRIALS} trials)"
-            for o in ("baseline", "eqn") if studies.trials_done(out, tuned.study_name(o)) < TUNED_TRIALS]
+    return [
+        f"the {o} search ({studies.trials_done(out, tuned.study_name(o))} of {TUNED_TRIALS} trials)"
+        for o in ("baseline", "eqn")
+        if studies.trials_done(out, tuned.study_name(o)) < TUNED_TRIALS
+    ]
 
 
 def search(out: Path, variant: str, n_trials: int, seeds: list[int], dry: bool) -> int:
     kind = VARIANTS[variant][0]
-    args = [sys.executable, "-m", "eqn.run", "-m", f"hparams_search=regression_{kind}_goemotions_textcnn",
-            *variant_args(out, variant, seeds, 0), f"hydra.sweeper.study_name={study_name(variant)}",
-            f"hydra.sweeper.n_trials={n_trials}", f"paths.output_dir={out}"]
+    args = [
+        sys.executable,
+        "-m",
+        "eqn.run",
+        "-m",
+        f"hparams_search=regression_{kind}_goemotions_textcnn",
+        *variant_args(out, variant, seeds, 0),
+        f"hydra.sweeper.study_name={study_name(variant)}",
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"paths.output_dir={out}",
+    ]
     if dry:
         print("$", *args)
         return 0
@@ -100,15 +112,22 @@ def seed_run(out: Path, variant: str, seeds: list[int], seed: int, dry: bool) ->
         if found is None:  # only in a dry run: the search has not run
             print(f"# {variant} seed {seed}: after its search")
             return
-        overrides = ["experiment=goemotions_textcnn_tuning", f"regression={kind}",
-                     *variant_args(out, variant, seeds, seed), *studies.best_params(found), f"seed={seed}",
-                     "logger=csv", "pipeline.analyze=false"]
+        overrides = [
+            "experiment=goemotions_textcnn_tuning",
+            f"regression={kind}",
+            *variant_args(out, variant, seeds, seed),
+            *studies.best_params(found),
+            f"seed={seed}",
+            "logger=csv",
+            "pipeline.analyze=false",
+        ]
     if studies.run_once(run_dir, overrides, dry) != 0:
         sys.exit(f"bench_regression: the {variant} run of seed {seed} failed; rerun this command")
 
 
 def ranked(out: Path, variants: list[str]) -> list[str]:
     """The variants by their search's best validation macro-F1, best first (unsearched ones last)."""
+
     def value(variant: str) -> float:
         found = studies.best(out, study_name(variant))
         return found["best_value"] if found else float("-inf")
@@ -121,33 +140,64 @@ def render(out: Path, variants: list[str], rounds: str, seeds: list[int]) -> str
     target = int(rounds.split(",")[-1])
     done = {v: studies.trials_done(out, study_name(v)) for v in variants}
     waiting = missing_inputs(out)
-    status = ("waiting for bench_tuned.py: " + "; ".join(waiting) if waiting else
-              "searches complete" if min(done.values()) >= target else
-              "**in progress**: " + ", ".join(f"{v} {d}" for v, d in done.items()) + f" of {target} trials")
-    lines = ["# Label regression done differently: each variant at its own best, against the tuned baseline", "",
-             "GoEmotions, TextCNN, full data. Written by `python experiments/bench_regression.py"
-             + (f" --rounds {rounds}" if rounds != ROUNDS else "") + "` (resumable; `--report-only` rewrites this "
-             "file), after `experiments/bench_tuned.py`. Each variant's alpha and start epoch are searched with the "
-             f"same budget ({target} trials, sampler seed 0"
-             + (f"; the presets plan {PLANNED}, and `--rounds {ROUNDS}` grows every search to it" if target < PLANNED
-                else "") + ") on top of the tuned setting of the objective that trains with its loss, selected on "
-             "validation macro-F1. Status: " + status + ".", "",
-             "## Searches", "", "| variant | finished trials | best val macro-F1 | alpha, start | command |",
-             "|---|---|---|---|---|"]
+    status = (
+        "waiting for bench_tuned.py: " + "; ".join(waiting)
+        if waiting
+        else "searches complete"
+        if min(done.values()) >= target
+        else "**in progress**: " + ", ".join(f"{v} {d}" for v, d in done.items()) + f" of {target} trials"
+    )
+    lines = [
+        "# Label regression done differently: each variant at its own best, against the tuned baseline",
+        "",
+        "GoEmotions, TextCNN, full data. Written by `python experiments/bench_regression.py"
+        + (f" --rounds {rounds}" if rounds != ROUNDS else "")
+        + "` (resumable; `--report-only` rewrites this "
+        "file), after `experiments/bench_tuned.py`. Each variant's alpha and start epoch are searched with the "
+        f"same budget ({target} trials, sampler seed 0"
+        + (
+            f"; the presets plan {PLANNED}, and `--rounds {ROUNDS}` grows every search to it"
+            if target < PLANNED
+            else ""
+        )
+        + ") on top of the tuned setting of the objective that trains with its loss, selected on "
+        "validation macro-F1. Status: " + status + ".",
+        "",
+        "## Searches",
+        "",
+        "| variant | finished trials | best val macro-F1 | alpha, start | command |",
+        "|---|---|---|---|---|",
+    ]
     for variant in variants:
         found = studies.best(out, study_name(variant))
         kind = VARIANTS[variant][0]
-        extra = [e.format(teacher="<tuned baseline s0 ckpt>", ensemble="<tuned baseline s0,s1,s2 ckpts>")
-                 for e in VARIANTS[variant][2]]
-        command = " ".join(["python -m eqn.run -m", f"hparams_search=regression_{kind}_goemotions_textcnn",
-                            "<tuned setting>", *extra, f"hydra.sweeper.study_name={study_name(variant)}",
-                            f"hydra.sweeper.n_trials=<n> paths.output_dir={shown}"])
+        extra = [
+            e.format(teacher="<tuned baseline s0 ckpt>", ensemble="<tuned baseline s0,s1,s2 ckpts>")
+            for e in VARIANTS[variant][2]
+        ]
+        command = " ".join(
+            [
+                "python -m eqn.run -m",
+                f"hparams_search=regression_{kind}_goemotions_textcnn",
+                "<tuned setting>",
+                *extra,
+                f"hydra.sweeper.study_name={study_name(variant)}",
+                f"hydra.sweeper.n_trials=<n> paths.output_dir={shown}",
+            ]
+        )
         value = f"{found['best_value']:.4f}" if found else "–"
-        setting = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in found["best_params"].values()) \
-            if found else "–"
+        setting = (
+            ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in found["best_params"].values())
+            if found
+            else "–"
+        )
         lines.append(f"| {variant} | {done[variant]} | {value} | {setting} | `{command}` |")
-    lines += ["", "## Every variant at its best, 3 seeds, with the tuned objectives", "",
-              *studies.seeds_section(out, "*_*-s*", report_dir=out / "regression_report")]
+    lines += [
+        "",
+        "## Every variant at its best, 3 seeds, with the tuned objectives",
+        "",
+        *studies.seeds_section(out, "*_*-s*", report_dir=out / "regression_report"),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -157,11 +207,17 @@ def main() -> None:
     parser.add_argument("--rounds", default=ROUNDS)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--no-matched", action="store_true",
-                        help="skip the matched-budget baseline's seed runs (made after every variant's)")
-    parser.add_argument("--searches-only", action="store_true",
-                        help="grow the searches and save their journals, no seed runs and no report (a study split "
-                             "across sessions: the report needs every seed run in one --out)")
+    parser.add_argument(
+        "--no-matched",
+        action="store_true",
+        help="skip the matched-budget baseline's seed runs (made after every variant's)",
+    )
+    parser.add_argument(
+        "--searches-only",
+        action="store_true",
+        help="grow the searches and save their journals, no seed runs and no report (a study split "
+        "across sessions: the report needs every seed run in one --out)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -176,8 +232,12 @@ def main() -> None:
         if any(VARIANTS[v][0] == "teacher" for v in variants):  # the teachers, before any search needs them
             for seed in seeds:
                 seed_run(out, "baseline", seeds, seed, args.dry_run)
-        studies.grow(out, {study_name(v): functools.partial(search, out, v, seeds=seeds, dry=args.dry_run)
-                         for v in variants}, args.rounds, "bench_regression")
+        studies.grow(
+            out,
+            {study_name(v): functools.partial(search, out, v, seeds=seeds, dry=args.dry_run) for v in variants},
+            args.rounds,
+            "bench_regression",
+        )
         if args.searches_only:
             if not args.dry_run:
                 studies.save_journals(out, searched, tuned.JOURNALS)

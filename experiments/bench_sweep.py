@@ -11,6 +11,7 @@ three times through Hydra's joblib launcher on this machine's cores:
               two jobs started by hand get; joblib's own workers would otherwise start with OMP_NUM_THREADS=1)
 Target: `threads` is not slower than `sequential`, and `all_cores` shows the oversubscription it avoids.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,21 @@ WAYS = {"sequential": ["hydra.launcher.n_jobs=1"], "threads": [], "all_cores": [
 
 
 def sweep(seeds: str, rows: int, extra: list[str], out: Path) -> float:
-    args = [sys.executable, "-m", "eqn.run", "-m", "experiment=smoke_grid", "cluster=joblib", "logger=none",
-            f"seed={seeds}", f"data.max_train_samples={rows}", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={out}",
-            f"paths.cache_dir={out / 'cache'}", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "eqn.run",
+        "-m",
+        "experiment=smoke_grid",
+        "cluster=joblib",
+        "logger=none",
+        f"seed={seeds}",
+        f"data.max_train_samples={rows}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={out}",
+        f"paths.cache_dir={out / 'cache'}",
+        *extra,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     started = time.perf_counter()
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -59,12 +72,17 @@ def main() -> None:
                 seconds[way] = sweep(args.seeds, rows, extra, Path(work) / f"{rows}-{way}")
                 print(f"{rows} rows per job, {way}: {jobs} jobs in {seconds[way]:.0f} s", flush=True)
             r = result["by_train_rows"][rows] = {
-                "seconds": seconds, "threads_vs_sequential": seconds["sequential"] / seconds["threads"],
+                "seconds": seconds,
+                "threads_vs_sequential": seconds["sequential"] / seconds["threads"],
                 "all_cores_vs_sequential": seconds["sequential"] / seconds["all_cores"],
-                "threads_vs_all_cores": seconds["all_cores"] / seconds["threads"]}
-            print(f"{rows} rows: 2 parallel jobs with threads per job {r['threads_vs_sequential']:.2f}x sequential "
-                  f"(target >= 1), with {CORES} threads per job {r['all_cores_vs_sequential']:.2f}x sequential; "
-                  f"the thread limit is {r['threads_vs_all_cores']:.2f}x faster", flush=True)
+                "threads_vs_all_cores": seconds["all_cores"] / seconds["threads"],
+            }
+            print(
+                f"{rows} rows: 2 parallel jobs with threads per job {r['threads_vs_sequential']:.2f}x sequential "
+                f"(target >= 1), with {CORES} threads per job {r['all_cores_vs_sequential']:.2f}x sequential; "
+                f"the thread limit is {r['threads_vs_all_cores']:.2f}x faster",
+                flush=True,
+            )
     write_json(args.out, result, own=False)  # the project's results file
     print(f"wrote {args.out}")
 

@@ -23,6 +23,7 @@ to experiments/results/transfer.md with every command, and as its section of qua
 ratings: `python experiments/bench_intensity.py --runs <out>/seeds --only goemotions_minilm --stages
 baseline,<variant> --name intensity_transfer` (GoEmotions models only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,11 @@ CONFIGS: dict[str, tuple[list[str], int, bool]] = {
     "emotion6_textcnn": (["data=emotion6", "model=textcnn"], 5, True),
     "tsa3_textcnn": (["data=tsa3", "model=textcnn"], 5, True),
     "goemotions_cnn": (["data=goemotions", "model=cnn"], 5, False),
-    "goemotions_minilm": (["data=goemotions", "model=minilm", "trainer.max_epochs=1",
-                           "trainer.precision=auto"], 1, False),
+    "goemotions_minilm": (
+        ["data=goemotions", "model=minilm", "trainer.max_epochs=1", "trainer.precision=auto"],
+        1,
+        False,
+    ),
 }
 SINGLE_LABEL_LOSS = {"bce": "ce"}  # a variant's loss -> the single-label classifier's own (others unchanged)
 
@@ -53,8 +57,10 @@ def winner(tuned_out: Path) -> tuple[str, dict]:
     best = regression.ranked(tuned_out, list(regression.VARIANTS))[0]
     found = studies.best(tuned_out, regression.study_name(best))
     if found is None:
-        sys.exit("bench_transfer: bench_regression.py's searches have not run (no journal in experiments/results/"
-                 "tuned_journals)")
+        sys.exit(
+            "bench_transfer: bench_regression.py's searches have not run (no journal in experiments/results/"
+            "tuned_journals)"
+        )
     return best, found
 
 
@@ -67,12 +73,18 @@ def variant_overrides(out: Path, config: str, variant: str, found: dict, seeds: 
     settings, epochs, single = CONFIGS[config]
     params = dict(found["best_params"])
     params["regression.start"] = min(int(params["regression.start"]), epochs - 1)
-    fill = {"teacher": str(teacher(out, config, seed)),
-            "ensemble": ",".join(str(teacher(out, config, s)) for s in seeds)}
+    fill = {
+        "teacher": str(teacher(out, config, seed)),
+        "ensemble": ",".join(str(teacher(out, config, s)) for s in seeds),
+    }
     extra = [e.format(**fill) for e in extra]
     if single:
-        extra = [f"regression.loss={SINGLE_LABEL_LOSS.get(e.split('=', 1)[1], e.split('=', 1)[1])}"
-                 if e.startswith("regression.loss=") else e for e in extra]
+        extra = [
+            f"regression.loss={SINGLE_LABEL_LOSS.get(e.split('=', 1)[1], e.split('=', 1)[1])}"
+            if e.startswith("regression.loss=")
+            else e
+            for e in extra
+        ]
     return [*settings, f"regression={kind}", *studies.best_params({"best_params": params}), *extra]
 
 
@@ -87,31 +99,49 @@ def render(out: Path, variant: str, found: dict, configs: list[str], seeds: list
     setting = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in found["best_params"].items())
     planned = [(c, s) for c in configs for s in seeds]
     done = sum((out / "seeds" / c / f"{variant}-s{s}" / "metrics.json").exists() for c, s in planned)
-    lines = ["# The best label-regression variant on other backbones and other datasets", "",
-             "Written by `python experiments/bench_transfer.py` (resumable; `--report-only` rewrites this file). "
-             f"The variant is `{variant}`, first on validation macro-F1 in bench_regression.py's GoEmotions TextCNN "
-             f"searches, at its searched {setting} (start capped at the last epoch). Both sides train with the "
-             "project's default settings of each configuration (the untuned grid's of quality.md); the teacher of "
-             "seed s is the baseline of seed s. "
-             + (f"Status: complete ({done} of {len(planned)} variant seeds)." if done == len(planned) else
-                f"Status: **in progress**, {done} of {len(planned)} variant seeds; rerun the command to continue."), "",
-             "| configuration | settings | variant's overrides |", "|---|---|---|"]
+    lines = [
+        "# The best label-regression variant on other backbones and other datasets",
+        "",
+        "Written by `python experiments/bench_transfer.py` (resumable; `--report-only` rewrites this file). "
+        f"The variant is `{variant}`, first on validation macro-F1 in bench_regression.py's GoEmotions TextCNN "
+        f"searches, at its searched {setting} (start capped at the last epoch). Both sides train with the "
+        "project's default settings of each configuration (the untuned grid's of quality.md); the teacher of "
+        "seed s is the baseline of seed s. "
+        + (
+            f"Status: complete ({done} of {len(planned)} variant seeds)."
+            if done == len(planned)
+            else f"Status: **in progress**, {done} of {len(planned)} variant seeds; rerun the command to continue."
+        ),
+        "",
+        "| configuration | settings | variant's overrides |",
+        "|---|---|---|",
+    ]
     for config in configs:
         overrides = variant_overrides(out, config, variant, found, seeds, 0)
-        shown_overrides = " ".join(o.replace(str(out), str(shown)) for o in overrides[len(CONFIGS[config][0]):])
+        shown_overrides = " ".join(o.replace(str(out), str(shown)) for o in overrides[len(CONFIGS[config][0]) :])
         lines.append(f"| {config} | `{' '.join(CONFIGS[config][0])}` | `{shown_overrides}` (seed 0) |")
-    lines += ["", *studies.seeds_section(out, "*/*", f"Runs: `python -m eqn.run <settings> <pipeline=baseline | variant's "
-                                                 f"overrides> seed=<s> logger=csv pipeline.analyze=false "
-                                                 f"hydra.run.dir={shown}/seeds/<configuration>/<side>-s<s>`; ",
-                                       report_dir=out / "report")]
+    lines += [
+        "",
+        *studies.seeds_section(
+            out,
+            "*/*",
+            f"Runs: `python -m eqn.run <settings> <pipeline=baseline | variant's "
+            f"overrides> seed=<s> logger=csv pipeline.analyze=false "
+            f"hydra.run.dir={shown}/seeds/<configuration>/<side>-s<s>`; ",
+            report_dir=out / "report",
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "outputs" / "quality" / "transfer"))
-    parser.add_argument("--tuned-out", default=str(ROOT / "outputs" / "quality" / "tuned"),
-                        help="bench_regression.py's --out (its searches pick the variant)")
+    parser.add_argument(
+        "--tuned-out",
+        default=str(ROOT / "outputs" / "quality" / "tuned"),
+        help="bench_regression.py's --out (its searches pick the variant)",
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--matched", action="store_true", help="also the matched-budget baseline, after the rest")
@@ -125,13 +155,25 @@ def main() -> None:
         for config in configs:
             for seed in seeds:
                 run(out, config, "baseline", [*CONFIGS[config][0], "pipeline=baseline"], seed, args.dry_run)
-                run(out, config, variant, variant_overrides(out, config, variant, found, seeds, seed), seed,
-                    args.dry_run)
+                run(
+                    out,
+                    config,
+                    variant,
+                    variant_overrides(out, config, variant, found, seeds, seed),
+                    seed,
+                    args.dry_run,
+                )
         if args.matched:
             for config in configs:
                 for seed in seeds:
-                    run(out, config, "baseline_matched",
-                        [*CONFIGS[config][0], "pipeline=baseline", "pipeline.budget=matched"], seed, args.dry_run)
+                    run(
+                        out,
+                        config,
+                        "baseline_matched",
+                        [*CONFIGS[config][0], "pipeline=baseline", "pipeline.budget=matched"],
+                        seed,
+                        args.dry_run,
+                    )
     if args.dry_run:
         return
     path = ROOT / "experiments" / "results" / "transfer.md"

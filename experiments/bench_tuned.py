@@ -16,6 +16,7 @@
 The studies' journals are copied to experiments/results/tuned_journals/ whenever tuned.md is written and restored
 from there into a fresh --out, so the searches continue across checkouts (commit them with tuned.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,13 +52,28 @@ def study_name(objective: str) -> str:
 
 
 def search(out: Path, objective: str, n_trials: int) -> int:
-    return sh([sys.executable, "-m", "eqn.run", "-m", f"hparams_search=goemotions_textcnn_{objective}",
-               f"hydra.sweeper.n_trials={n_trials}", f"paths.output_dir={out}"])
+    return sh(
+        [
+            sys.executable,
+            "-m",
+            "eqn.run",
+            "-m",
+            f"hparams_search=goemotions_textcnn_{objective}",
+            f"hydra.sweeper.n_trials={n_trials}",
+            f"paths.output_dir={out}",
+        ]
+    )
 
 
 def seed_args(objective: str, found: dict, seed: int) -> list[str]:
-    return ["experiment=goemotions_textcnn_tuning", f"pipeline={objective}", *best_params(found), f"seed={seed}",
-            "logger=csv", "pipeline.analyze=false"]
+    return [
+        "experiment=goemotions_textcnn_tuning",
+        f"pipeline={objective}",
+        *best_params(found),
+        f"seed={seed}",
+        "logger=csv",
+        "pipeline.analyze=false",
+    ]
 
 
 def render(out: Path, seconds: float, rounds: str, seeds: list[int]) -> str:
@@ -66,31 +82,55 @@ def render(out: Path, seconds: float, rounds: str, seeds: list[int]) -> str:
     done = [trials_done(out, study_name(o)) for o in OBJECTIVES]
     planned = [out / "seeds" / f"{o}-s{s}" / "metrics.json" for o in OBJECTIVES for s in seeds]
     finished = sum(p.exists() for p in planned)
-    status = (f"**in progress**: {', '.join(f'{o} {d}' for o, d in zip(OBJECTIVES, done))} of {target} trials; rerun "
-              "the command to continue (no verdict is drawn from a partial search)" if min(done) < target else
-              "complete" if finished == len(planned) else
-              f"searches complete, **{finished} of {len(planned)} seed runs** finished (rerun the command to "
-              "continue; no verdict is drawn before all of them)")
-    lines = ["# Tuned comparison: every objective at its own best setting", "",
-             "GoEmotions, TextCNN, full data. Written by `python experiments/bench_tuned.py` (resumable; "
-             "`--report-only` rewrites this file). Each objective searches the same space with the same budget and "
-             "sampler seed (conf/hparams_search/goemotions_textcnn.yaml), selected on tuned-threshold validation "
-             f"macro-F1, never on test. Status: {status}.", "", "## Searches", "",
-             "| objective | finished trials | best val macro-F1 | best setting | command |", "|---|---|---|---|---|"]
+    status = (
+        f"**in progress**: {', '.join(f'{o} {d}' for o, d in zip(OBJECTIVES, done))} of {target} trials; rerun "
+        "the command to continue (no verdict is drawn from a partial search)"
+        if min(done) < target
+        else "complete"
+        if finished == len(planned)
+        else f"searches complete, **{finished} of {len(planned)} seed runs** finished (rerun the command to "
+        "continue; no verdict is drawn before all of them)"
+    )
+    lines = [
+        "# Tuned comparison: every objective at its own best setting",
+        "",
+        "GoEmotions, TextCNN, full data. Written by `python experiments/bench_tuned.py` (resumable; "
+        "`--report-only` rewrites this file). Each objective searches the same space with the same budget and "
+        "sampler seed (conf/hparams_search/goemotions_textcnn.yaml), selected on tuned-threshold validation "
+        f"macro-F1, never on test. Status: {status}.",
+        "",
+        "## Searches",
+        "",
+        "| objective | finished trials | best val macro-F1 | best setting | command |",
+        "|---|---|---|---|---|",
+    ]
     for objective in OBJECTIVES:
         found = best(out, study_name(objective))
-        command = (f"python -m eqn.run -m hparams_search=goemotions_textcnn_{objective} "
-                   f"hydra.sweeper.n_trials=<n> paths.output_dir={shown}")
+        command = (
+            f"python -m eqn.run -m hparams_search=goemotions_textcnn_{objective} "
+            f"hydra.sweeper.n_trials=<n> paths.output_dir={shown}"
+        )
         if found is None:
             lines.append(f"| {objective} | {trials_done(out, study_name(objective))} | – | – | `{command}` |")
             continue
-        setting = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                            for k, v in found["best_params"].items())
-        lines.append(f"| {objective} | {trials_done(out, study_name(objective))} | {found['best_value']:.4f} | {setting} | "
-                     f"`{command}` |")
-    lines += ["", "## Each objective at its best, 3 seeds", "",
-              *seeds_section(out, "*", f"Runs: `python -m eqn.run <best setting> seed=<s> "
-                                       f"hydra.run.dir={shown}/seeds/<objective>-s<s>`; ")]
+        setting = ", ".join(
+            f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+            for k, v in found["best_params"].items()
+        )
+        lines.append(
+            f"| {objective} | {trials_done(out, study_name(objective))} | {found['best_value']:.4f} | {setting} | "
+            f"`{command}` |"
+        )
+    lines += [
+        "",
+        "## Each objective at its best, 3 seeds",
+        "",
+        *seeds_section(
+            out,
+            "*",
+            f"Runs: `python -m eqn.run <best setting> seed=<s> hydra.run.dir={shown}/seeds/<objective>-s<s>`; ",
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -108,8 +148,9 @@ def main() -> None:
         grow(out, {study_name(o): functools.partial(search, out, o) for o in OBJECTIVES}, args.rounds, "bench_tuned")
         for seed in seeds:
             for objective in OBJECTIVES:
-                run_once(out / "seeds" / f"{objective}-s{seed}",
-                         seed_args(objective, best(out, study_name(objective)), seed))
+                run_once(
+                    out / "seeds" / f"{objective}-s{seed}", seed_args(objective, best(out, study_name(objective)), seed)
+                )
     save_journals(out, [study_name(o) for o in OBJECTIVES], JOURNALS)
     text = render(out, time.perf_counter() - started, args.rounds, seeds)
     write_text(ROOT / "experiments" / "results" / "tuned.md", text, own=False)

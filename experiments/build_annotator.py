@@ -19,6 +19,7 @@ eqn/builtin/ and write experiments/results/annotator.md.
    RSS.
 Deterministic on one CPU: the same command rewrites the same files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,12 +40,17 @@ from bench_annotator import CANDIDATES, JOURNALS, study  # noqa: E402
 from eqn.io import write_text  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results" / "annotator.md"
-SHIPPABLE = ("lora", "lora_teacher")  # the candidates whose model ships within 10 MB (the others fine-tune every weight)
-ANCHORS = [("Demszky et al. 2020, BERT-base (thresholds tuned on val)", 0.46),
-           ("monologg/bert-base-cased-goemotions-original", 0.488),
-           ("MiniLMv2-L6 distilled from roberta-large", 0.487),
-           ("roberta-base, threshold 0.5", 0.450),
-           ("frozen all-MiniLM-L6-v2 + linear head, threshold 0.5", 0.26)]
+SHIPPABLE = (
+    "lora",
+    "lora_teacher",
+)  # the candidates whose model ships within 10 MB (the others fine-tune every weight)
+ANCHORS = [
+    ("Demszky et al. 2020, BERT-base (thresholds tuned on val)", 0.46),
+    ("monologg/bert-base-cased-goemotions-original", 0.488),
+    ("MiniLMv2-L6 distilled from roberta-large", 0.487),
+    ("roberta-base, threshold 0.5", 0.450),
+    ("frozen all-MiniLM-L6-v2 + linear head, threshold 0.5", 0.26),
+]
 
 
 def sh(args: list[str]) -> int:
@@ -68,15 +74,25 @@ def chosen_recipe(out_search: Path) -> tuple[list[str], str]:
     best = max(shippable, key=lambda c: found[c]["best_value"])
     params = studies.best_params(found[best])
     lora = {k.split(".")[-1]: v for k, v in found[best]["best_params"].items() if ".lora." in k}
-    recipe = ["pipeline=baseline" if best == "lora" else "pipeline=eqn", "+model.backbone.lora={" + ", ".join(
-        f"{k}: {v}" for k, v in {"alpha": "null", "dropout": 0.05, **lora}.items()) + "}",
-              *[p for p in params if ".lora." not in p]]
+    recipe = [
+        "pipeline=baseline" if best == "lora" else "pipeline=eqn",
+        "+model.backbone.lora={"
+        + ", ".join(f"{k}: {v}" for k, v in {"alpha": "null", "dropout": 0.05, **lora}.items())
+        + "}",
+        *[p for p in params if ".lora." not in p],
+    ]
     if best == "lora_teacher":  # the teacher: the best full fine-tuning setting, trained on the same (all) rows
-        recipe += ["regression=teacher", "regression.loss=bce", "TEACHER",
-                   *[f"TEACHER_ARG:{p}" for p in studies.best_params(found["full"])]]
+        recipe += [
+            "regression=teacher",
+            "regression.loss=bce",
+            "TEACHER",
+            *[f"TEACHER_ARG:{p}" for p in studies.best_params(found["full"])],
+        ]
     why = ", ".join(f"{c} {f['best_value']:.4f}" for c, f in sorted(found.items(), key=lambda kv: -kv[1]["best_value"]))
-    return recipe, (f"{best}, the best shippable candidate on validation (best validation macro-F1 of each search: "
-                    f"{why}; only a LoRA delta fits the package)")
+    return recipe, (
+        f"{best}, the best shippable candidate on validation (best validation macro-F1 of each search: "
+        f"{why}; only a LoRA delta fits the package)"
+    )
 
 
 def train(run_dir: Path, overrides: list[str]) -> None:
@@ -93,9 +109,14 @@ def splits(ckpt: Path, extra: list[str]):
     from eqn.data.datamodule import EQNDataModule
 
     cfg = OmegaConf.load(ckpt.parent.parent / "config.yaml")
-    dm = EQNDataModule(cfg.data.name, cfg.data.data_dir, tokenizer={}, encoder=(ckpt.parent.parent / "tokenizer.json"
-                                                                              ).read_text(),
-                       max_eval_samples=cfg.data.max_eval_samples, max_train_samples=10).prepare()
+    dm = EQNDataModule(
+        cfg.data.name,
+        cfg.data.data_dir,
+        tokenizer={},
+        encoder=(ckpt.parent.parent / "tokenizer.json").read_text(),
+        max_eval_samples=cfg.data.max_eval_samples,
+        max_train_samples=10,
+    ).prepare()
     return dm.split("val").texts, dm.gold["val"], dm.split("test").texts, dm.gold["test"]
 
 
@@ -127,9 +148,14 @@ def calibrate(module, val_texts, val_gold, test_texts, test_gold) -> dict:
     keep = bool(after["val"].mean() < before["val"].mean())
     if keep:
         fold_temperature(module, t)
-    return {"temperature": float(t[0]), "kept": keep,
-            "ece_test_before": before["test"].tolist(), "ece_test_after": after["test"].tolist(),
-            "ece_val_before_mean": float(before["val"].mean()), "ece_val_after_mean": float(after["val"].mean())}
+    return {
+        "temperature": float(t[0]),
+        "kept": keep,
+        "ece_test_before": before["test"].tolist(),
+        "ece_test_after": after["test"].tolist(),
+        "ece_val_before_mean": float(before["val"].mean()),
+        "ece_val_after_mean": float(after["val"].mean()),
+    }
 
 
 def speed(ckpt_module, texts: list[str]) -> dict:
@@ -142,17 +168,27 @@ def speed(ckpt_module, texts: list[str]) -> dict:
         started = time.perf_counter()
         scores = annotator.scores(texts)
         seconds = time.perf_counter() - started
-        out[precision] = {"texts_per_s": len(texts) / seconds, "emotions": annotator.emotions(scores),
-                          "engine": getattr(annotator.fast, "name", annotator.precision)}
+        out[precision] = {
+            "texts_per_s": len(texts) / seconds,
+            "emotions": annotator.emotions(scores),
+            "engine": getattr(annotator.fast, "name", annotator.precision),
+        }
         if annotator.fast is not None:  # every engine precision=fast measured against fp32 when it chose
             report = annotator.fast.report
-            calibration = {"texts": report.get("texts"), "fp32_s": report.get("fp32_s"),
-                           "candidates": {k: {"seconds": v["seconds"], "rescored_share": v["rescored_share"]}
-                                          for k, v in (report.get("candidates") or {}).items()}}
+            calibration = {
+                "texts": report.get("texts"),
+                "fp32_s": report.get("fp32_s"),
+                "candidates": {
+                    k: {"seconds": v["seconds"], "rescored_share": v["rescored_share"]}
+                    for k, v in (report.get("candidates") or {}).items()
+                },
+            }
     same = np.mean([a == b for a, b in zip(out["fp32"]["emotions"], out["fast"]["emotions"])])
     return {k: {"texts_per_s": v["texts_per_s"], "engine": v["engine"]} for k, v in out.items()} | {
-        "fast_same_emotions": float(same), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "fast_calibration": calibration}
+        "fast_same_emotions": float(same),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "fast_calibration": calibration,
+    }
 
 
 def main() -> None:
@@ -172,16 +208,20 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     recipe, why = (args.recipe, "given with --recipe") if args.recipe else chosen_recipe(Path(args.search).resolve())
     if not any("lora" in r for r in recipe):
-        sys.exit(f"build_annotator.py: the chosen recipe ({why}) is not a LoRA delta; the package ships at most 10 MB "
-                 "(a LoRA delta and the head): choose a LoRA recipe with --recipe")
+        sys.exit(
+            f"build_annotator.py: the chosen recipe ({why}) is not a LoRA delta; the package ships at most 10 MB "
+            "(a LoRA delta and the head): choose a LoRA recipe with --recipe"
+        )
     print(f"recipe: {' '.join(recipe)} — {why}", flush=True)
     teacher_args = [r.split(":", 1)[1] for r in recipe if r.startswith("TEACHER_ARG:")]
     recipe = [r for r in recipe if not r.startswith("TEACHER_ARG:")]
     if "TEACHER" in recipe:  # distillation: its teacher trained first, on all the training rows
         teacher = out / "teacher"
         train(teacher, ["experiment=annotator", "pipeline=baseline", *teacher_args, *args.extra])
-        recipe = [f"regression.teachers=[{teacher / 'checkpoints' / 'baseline.ckpt'}]" if r == "TEACHER" else r
-                  for r in recipe]
+        recipe = [
+            f"regression.teachers=[{teacher / 'checkpoints' / 'baseline.ckpt'}]" if r == "TEACHER" else r
+            for r in recipe
+        ]
     stage = "eqn" if "pipeline=eqn" in recipe else "baseline"
     # the shipped model's runs: baseline-s<seed> (bench_intensity.py's layout), a distillation's distilled-s<seed>
     # (its pipeline ends with eqn.ckpt, which bench_intensity.py reads there for any stage other than its own)
@@ -211,16 +251,27 @@ def main() -> None:
     save_final_checkpoint(module, calibrated)
     names = list(module.hparams.label_names)
     support = test_gold.sum(0).tolist()
-    per_label = {n: {"val_f1": metrics.get(f"{stage}/val/f1/{n}"), "test_f1": metrics.get(f"{stage}/test/f1/{n}"),
-                     "support": int(support[j])} for j, n in enumerate(names)}
+    per_label = {
+        n: {
+            "val_f1": metrics.get(f"{stage}/val/f1/{n}"),
+            "test_f1": metrics.get(f"{stage}/test/f1/{n}"),
+            "support": int(support[j]),
+        }
+        for j, n in enumerate(names)
+    }
     command = f"make annotator  # python experiments/build_annotator.py {' '.join(sys.argv[1:])}".rstrip()
-    seed_metrics = [json.loads((out / "seeds" / "annotator" / f"{run_name}-s{s}" / "metrics.json").read_text())
-                    for s in seeds]
-    figures = {"test macro-F1 (thresholds tuned on val)": {"value": metrics[f"{stage}/test/f1_macro"], "command": command},
-               "test micro-F1": {"value": metrics[f"{stage}/test/f1_micro"], "command": command},
-               "test macro-F1 at threshold 0.5": {"value": metrics[f"{stage}/test/fixed/f1_macro"], "command": command},
-               f"test macro-F1, mean of {len(seeds)} seeds": {
-                   "value": float(np.mean([m[f"{stage}/test/f1_macro"] for m in seed_metrics])), "command": command}}
+    seed_metrics = [
+        json.loads((out / "seeds" / "annotator" / f"{run_name}-s{s}" / "metrics.json").read_text()) for s in seeds
+    ]
+    figures = {
+        "test macro-F1 (thresholds tuned on val)": {"value": metrics[f"{stage}/test/f1_macro"], "command": command},
+        "test micro-F1": {"value": metrics[f"{stage}/test/f1_micro"], "command": command},
+        "test macro-F1 at threshold 0.5": {"value": metrics[f"{stage}/test/fixed/f1_macro"], "command": command},
+        f"test macro-F1, mean of {len(seeds)} seeds": {
+            "value": float(np.mean([m[f"{stage}/test/f1_macro"] for m in seed_metrics])),
+            "command": command,
+        },
+    }
     emobank = Path(args.emobank) if args.emobank else None
     if emobank is None:
         from eqn.config import default_data_dir
@@ -235,34 +286,66 @@ def main() -> None:
     vader = None
     if not (args.no_eqn or args.no_vader):  # VADER's rated tweets, the annotator vs EQN over the seeds (ranks: the
         # shared temperature changes none)
-        code = sh([sys.executable, "experiments/bench_intensity.py", "--runs", str(out / "seeds"), "--only",
-                   "annotator", "--stages", f"{run_name},eqn", "--name", "intensity_annotator"])
+        code = sh(
+            [
+                sys.executable,
+                "experiments/bench_intensity.py",
+                "--runs",
+                str(out / "seeds"),
+                "--only",
+                "annotator",
+                "--stages",
+                f"{run_name},eqn",
+                "--name",
+                "intensity_annotator",
+            ]
+        )
         vader = "experiments/results/intensity_annotator.md" if code == 0 else f"bench_intensity.py failed ({code})"
     verdicts = []
     if people is not None:
         for _, row in people[people.emotion.str.endswith("(all)")].iterrows():
             if row.model in ("annotator", "EQN"):
                 figures[f"EmoBank {row.emotion.split()[0]}: Spearman r, {row.model}"] = {
-                    "value": row.spearman, "command": command}
+                    "value": row.spearman,
+                    "command": command,
+                }
         verdicts = people_verdicts(people)
     figures["mean per-label ECE on test, before / after the temperature"] = {
         "value": f"{np.mean(calibration['ece_test_before']):.4f} / {np.mean(calibration['ece_test_after']):.4f}",
-        "command": command}
+        "command": command,
+    }
     timing = speed(load_module(calibrated), test_texts)
     for k, v in timing.items():
         if isinstance(v, dict) and "texts_per_s" in v:
-            figures[f"texts/s, precision={k} ({v['engine']}, this CPU)"] = {"value": f"{v['texts_per_s']:.0f}",
-                                                                           "command": command}
+            figures[f"texts/s, precision={k} ({v['engine']}, this CPU)"] = {
+                "value": f"{v['texts_per_s']:.0f}",
+                "command": command,
+            }
     folder = Path(args.folder) if args.folder else None
     from omegaconf import OmegaConf
 
     data_digest = data_sha256(OmegaConf.load(shipped_run / "config.yaml").data.data_dir)
     recipe = [r.replace(f"{ROOT}/", "") for r in recipe]  # the teacher's path as written here, not this machine's
-    builtin.pack(calibrated, folder, {"command": command, "recipe": recipe, "recipe_choice": why,
-                                      "data_sha256": data_digest, "figures": figures, "per_label": per_label,
-                                      "calibration": {k: v for k, v in calibration.items() if "ece_test" not in k}})
-    write_text(args.results, render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing,
-                                    names, vader, verdicts), own=False)
+    builtin.pack(
+        calibrated,
+        folder,
+        {
+            "command": command,
+            "recipe": recipe,
+            "recipe_choice": why,
+            "data_sha256": data_digest,
+            "figures": figures,
+            "per_label": per_label,
+            "calibration": {k: v for k, v in calibration.items() if "ece_test" not in k},
+        },
+    )
+    write_text(
+        args.results,
+        render(
+            recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing, names, vader, verdicts
+        ),
+        own=False,
+    )
     print(f"packed {folder or builtin.FOLDER}; wrote {args.results}")
 
 
@@ -281,47 +364,108 @@ def people_verdicts(people) -> list[str]:
     return out
 
 
-def render(recipe, why, seeds, seed_metrics, figures, per_label, calibration, people, timing, names,
-           vader: str | None = None, verdicts: list[str] | None = None) -> str:
-    lines = ["# The built-in annotator", "", "`make annotator` (`python experiments/build_annotator.py`) wrote this "
-             "file, the model card and eqn/builtin/.", "", f"Recipe: `{' '.join(recipe)}` — {why}.", "",
-             "## Figures (GoEmotions test, once; EmoBank; speed on this CPU)", "", "| figure | value |", "|---|---|"]
-    lines += [f"| {k} | {v['value']:.4f} |" if isinstance(v["value"], float) else f"| {k} | {v['value']} |"
-              for k, v in figures.items()]
+def render(
+    recipe,
+    why,
+    seeds,
+    seed_metrics,
+    figures,
+    per_label,
+    calibration,
+    people,
+    timing,
+    names,
+    vader: str | None = None,
+    verdicts: list[str] | None = None,
+) -> str:
+    lines = [
+        "# The built-in annotator",
+        "",
+        "`make annotator` (`python experiments/build_annotator.py`) wrote this file, the model card and eqn/builtin/.",
+        "",
+        f"Recipe: `{' '.join(recipe)}` — {why}.",
+        "",
+        "## Figures (GoEmotions test, once; EmoBank; speed on this CPU)",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {k} | {v['value']:.4f} |" if isinstance(v["value"], float) else f"| {k} | {v['value']} |"
+        for k, v in figures.items()
+    ]
     key = next(k for k in seed_metrics[0] if k.endswith("/test/f1_macro") and k.count("/") == 2)
-    lines += ["", "Per seed: " + ", ".join(f"seed {s} {m[key]:.4f}" for s, m in zip(seeds, seed_metrics)),
-              "", "Published anchors (test macro-F1): " + "; ".join(f"{n} {v:.3f}" for n, v in ANCHORS), "",
-              "| label | val F1 | test F1 | support | ECE before | ECE after |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Per seed: " + ", ".join(f"seed {s} {m[key]:.4f}" for s, m in zip(seeds, seed_metrics)),
+        "",
+        "Published anchors (test macro-F1): " + "; ".join(f"{n} {v:.3f}" for n, v in ANCHORS),
+        "",
+        "| label | val F1 | test F1 | support | ECE before | ECE after |",
+        "|---|---|---|---|---|---|",
+    ]
     for j, n in enumerate(names):
         p = per_label[n]
-        lines.append(f"| {n} | {p['val_f1'] or 0:.3f} | {p['test_f1'] or 0:.3f} | {p['support']} | "
-                     f"{calibration['ece_test_before'][j]:.4f} | {calibration['ece_test_after'][j]:.4f} |")
-    lines += ["", f"## Calibration: one temperature {calibration['temperature']:.3f} fitted on validation, "
-              f"{'kept' if calibration['kept'] else 'not kept'} (mean val ECE {calibration['ece_val_before_mean']:.4f} "
-              f"-> {calibration['ece_val_after_mean']:.4f}; every decision unchanged)", ""]
+        lines.append(
+            f"| {n} | {p['val_f1'] or 0:.3f} | {p['test_f1'] or 0:.3f} | {p['support']} | "
+            f"{calibration['ece_test_before'][j]:.4f} | {calibration['ece_test_after'][j]:.4f} |"
+        )
+    lines += [
+        "",
+        f"## Calibration: one temperature {calibration['temperature']:.3f} fitted on validation, "
+        f"{'kept' if calibration['kept'] else 'not kept'} (mean val ECE {calibration['ece_val_before_mean']:.4f} "
+        f"-> {calibration['ece_val_after_mean']:.4f}; every decision unchanged)",
+        "",
+    ]
     if people is not None:
         from eqn.validate import render as render_people
 
-        lines += ["## Intensities against people: EmoBank", "", "Valence: mean intensity of GoEmotions' positive labels "
-                  "minus that of its negative ones; arousal: the strongest intensity (neutral left out). Rows "
-                  "'annotator − EQN' are paired bootstrap differences (the same resampled sentences for both).", "",
-                  *[f"- {v}" for v in verdicts or []], "", render_people(people), ""]
+        lines += [
+            "## Intensities against people: EmoBank",
+            "",
+            "Valence: mean intensity of GoEmotions' positive labels "
+            "minus that of its negative ones; arousal: the strongest intensity (neutral left out). Rows "
+            "'annotator − EQN' are paired bootstrap differences (the same resampled sentences for both).",
+            "",
+            *[f"- {v}" for v in verdicts or []],
+            "",
+            render_people(people),
+            "",
+        ]
     if vader:
-        lines += ["## Intensities against people: VADER's rated tweets", "",
-                  f"The annotator (baseline) against EQN trained the same way, per label and seed: {vader}", ""]
+        lines += [
+            "## Intensities against people: VADER's rated tweets",
+            "",
+            f"The annotator (baseline) against EQN trained the same way, per label and seed: {vader}",
+            "",
+        ]
     lines += ["## Speed (test texts, this CPU, side by side)", "", "| precision | engine | texts/s |", "|---|---|---|"]
-    lines += [f"| {k} | {v['engine']} | {v['texts_per_s']:.0f} |" for k, v in timing.items()
-              if isinstance(v, dict) and "texts_per_s" in v]
-    lines += ["", f"precision=fast keeps fp32's emotions on {100 * timing['fast_same_emotions']:.1f} % of rows; peak "
-              f"RSS {timing['peak_rss_mib']:.0f} MiB.", ""]
+    lines += [
+        f"| {k} | {v['engine']} | {v['texts_per_s']:.0f} |"
+        for k, v in timing.items()
+        if isinstance(v, dict) and "texts_per_s" in v
+    ]
+    lines += [
+        "",
+        f"precision=fast keeps fp32's emotions on {100 * timing['fast_same_emotions']:.1f} % of rows; peak "
+        f"RSS {timing['peak_rss_mib']:.0f} MiB.",
+        "",
+    ]
     engines = timing.get("fast_calibration") or {}
     if engines.get("candidates") and engines.get("fp32_s"):
-        lines += [f"Every engine of precision=fast against fp32 on its {engines['texts']} calibration texts (the "
-                  "choice weighs each one's time with the fp32 time of the rows its margins hand back):", "",
-                  "| engine | seconds | speed-up over fp32 | rows handed back to fp32 |", "|---|---|---|---|",
-                  f"| fp32 | {engines['fp32_s']:.2f} | 1.00× | – |"]
-        lines += [f"| {name} | {c['seconds']:.2f} | {engines['fp32_s'] / c['seconds']:.2f}× | "
-                  f"{100 * c['rescored_share']:.1f} % |" for name, c in engines["candidates"].items()] + [""]
+        lines += [
+            f"Every engine of precision=fast against fp32 on its {engines['texts']} calibration texts (the "
+            "choice weighs each one's time with the fp32 time of the rows its margins hand back):",
+            "",
+            "| engine | seconds | speed-up over fp32 | rows handed back to fp32 |",
+            "|---|---|---|---|",
+            f"| fp32 | {engines['fp32_s']:.2f} | 1.00× | – |",
+        ]
+        lines += [
+            f"| {name} | {c['seconds']:.2f} | {engines['fp32_s'] / c['seconds']:.2f}× | "
+            f"{100 * c['rescored_share']:.1f} % |"
+            for name, c in engines["candidates"].items()
+        ] + [""]
     return "\n".join(lines)
 
 

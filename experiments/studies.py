@@ -1,6 +1,7 @@
 """What the study scripts share (bench_tuned, bench_regression, bench_transfer, bench_quality, bench_annotator,
 build_annotator): running eqn commands, Optuna studies read from their journals (committed beside the results so a
 fresh checkout continues a search), best settings as overrides, paired seed reports, and quality.md's sections."""
+
 from __future__ import annotations
 
 import shlex
@@ -141,7 +142,7 @@ def splice_quality(text: str, heading: str = TUNED_SECTION) -> None:
     body = text.split("\n", 1)[1].replace("\n## ", "\n### ").strip("\n")
     old = path.read_text() if path.exists() else ""
     sections = kept_sections(old)
-    head = old[:min((old.index(h) for h in sections), default=len(old))].rstrip("\n")
+    head = old[: min((old.index(h) for h in sections), default=len(old))].rstrip("\n")
     sections[heading] = f"{heading}\n\n{body}"
     parts = [head] if head else []
     parts += [sections[h] for h in KEPT_SECTIONS if h in sections]

@@ -51,8 +51,10 @@ def needs(*names: str) -> None:
     GoEmotions is always there (embedded in the package) and health7 tests use a fixture."""
     missing = [SHARED_DATA / n for n in names if n not in ("goemotions", "health7") and not (SHARED_DATA / n).is_dir()]
     if missing:
-        pytest.skip(f"needs the original dataset files in {', '.join(map(str, missing))} (not present; "
-                    "set EQN_DATA_DIR or run `python -m eqn.data download <name>`)")
+        pytest.skip(
+            f"needs the original dataset files in {', '.join(map(str, missing))} (not present; "
+            "set EQN_DATA_DIR or run `python -m eqn.data download <name>`)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +72,9 @@ def tiny_base(folder: Path) -> Path:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
-              ).save_pretrained(folder)
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    ).save_pretrained(folder)
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(f"{eqn.config.minilm_path()}/{name}", folder / name)
     return folder
@@ -83,19 +86,34 @@ def trained_run(tmp_path_factory):
     from eqn.run import run
 
     tmp = tmp_path_factory.mktemp("trained")
-    cfg = compose_config("data.max_train_samples=400", "data.max_eval_samples=200", "trainer.max_epochs=1",
-                         "logger=none", tmp_path=tmp)
+    cfg = compose_config(
+        "data.max_train_samples=400", "data.max_eval_samples=200", "trainer.max_epochs=1", "logger=none", tmp_path=tmp
+    )
     run(cfg, run_dir=str(tmp / "run"))
     return tmp / "run"
 
 
 # Tests that start eqn in other processes take 10-30 s each; run them first so that, with one pytest-xdist worker per
 # core (`make test`), no worker is left alone with a long one at the end.
-LONG_FIRST = ("test_app.py::", "test_sweeps.py::test_seeded_2x2x2", "test_search.py::test_smoke_search_resumes", "test_distributed.py::",
-              "test_annotate.py::test_two_processes", "test_smoke_grid.py::test_minilm", "test_share.py::test_minilm",
-              "test_fresh_clone.py::", "test_interruptions.py::test_refused", "test_interruptions.py::test_real_signal",
-              "test_sweeps.py::test_submitit", "test_resume.py::test_sigkill", "test_search.py::", "test_races.py::test_kill",
-              "test_races.py::test_a_refused_run", "test_build_annotator.py::", "test_builtin.py::")
+LONG_FIRST = (
+    "test_app.py::",
+    "test_sweeps.py::test_seeded_2x2x2",
+    "test_search.py::test_smoke_search_resumes",
+    "test_distributed.py::",
+    "test_annotate.py::test_two_processes",
+    "test_smoke_grid.py::test_minilm",
+    "test_share.py::test_minilm",
+    "test_fresh_clone.py::",
+    "test_interruptions.py::test_refused",
+    "test_interruptions.py::test_real_signal",
+    "test_sweeps.py::test_submitit",
+    "test_resume.py::test_sigkill",
+    "test_search.py::",
+    "test_races.py::test_kill",
+    "test_races.py::test_a_refused_run",
+    "test_build_annotator.py::",
+    "test_builtin.py::",
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,8 +10,13 @@ from eqn.figures import analyze_run, correlation, micro_emotion_stats
 
 def test_pipeline_writes_the_analysis(trained_run):
     out = trained_run / "analysis"
-    for name in ("correlation.csv", "correlation.png", "intensity_distribution.png", "per_class_f1.png",
-                 "micro_emotions.json"):
+    for name in (
+        "correlation.csv",
+        "correlation.png",
+        "intensity_distribution.png",
+        "per_class_f1.png",
+        "micro_emotions.json",
+    ):
         assert (out / name).stat().st_size > 0, name
     corr = pd.read_csv(out / "correlation.csv", index_col=0)
     assert list(corr.index) == list(corr.columns) and len(corr) == 28

@@ -11,8 +11,13 @@ from eqn import load
 from eqn.annotate import annotate_file, main
 from eqn.io import ConfigError, DataError
 
-TEXTS = ["I love this so much, thank you!", "This is terrible and I am angry.", "What? I did not expect that",
-         "ok", "Is this real? wow"]
+TEXTS = [
+    "I love this so much, thank you!",
+    "This is terrible and I am angry.",
+    "What? I did not expect that",
+    "ok",
+    "Is this real? wow",
+]
 
 
 def sha(path):
@@ -57,8 +62,11 @@ def test_file_round_trip_keeps_input_columns_and_input_bytes(ckpt, tmp_path, fmt
     stats = annotate_file(str(ckpt), str(path), str(out), text_column="body", chunk_size=2, progress=False)
     assert sha(path) == before
     assert stats["texts"] == len(TEXTS) and stats["texts_per_s"] > 0
-    frame = (pd.read_json(out, lines=True, dtype=False, precise_float=True) if fmt == "jsonl"
-             else pd.read_csv(out, sep="\t" if fmt == "tsv" else ",", keep_default_na=False))
+    frame = (
+        pd.read_json(out, lines=True, dtype=False, precise_float=True)
+        if fmt == "jsonl"
+        else pd.read_csv(out, sep="\t" if fmt == "tsv" else ",", keep_default_na=False)
+    )
     check_annotated(frame, ["id", "body", "extra"], load(str(ckpt)).label_names)
     assert frame["body"].tolist() == TEXTS  # order kept across chunks
     api = load(str(ckpt)).annotate(TEXTS)
@@ -114,8 +122,13 @@ def test_bad_annotation_input(ckpt, tmp_path, case):
         path.write_text("body\nhello\n")
     elif case == "directory":
         path.mkdir()
-    message = {"empty": "empty", "header_only": "empty", "no_column": "no column 'text'", "directory": "directory",
-               "missing": "not found"}[case]
+    message = {
+        "empty": "empty",
+        "header_only": "empty",
+        "no_column": "no column 'text'",
+        "directory": "directory",
+        "missing": "not found",
+    }[case]
     with pytest.raises(DataError, match=message) as err:
         annotate_file(str(ckpt), str(path), str(tmp_path / "out.csv"), progress=False)
     assert str(path) in str(err.value)
@@ -212,8 +225,17 @@ def test_two_processes_give_the_bytes_of_one(ckpt, tmp_path):
     inp = big_input(tmp_path, 120)
     one, two = tmp_path / "one.csv", tmp_path / "two.csv"
     main([f"ckpt={ckpt}", f"input={inp}", f"output={one}", "batch_size=16", "chunk_size=110", "progress=false"])
-    main([f"ckpt={ckpt}", f"input={inp}", f"output={two}", "batch_size=16", "chunk_size=110", "progress=false",
-          "trainer.devices=2"])
+    main(
+        [
+            f"ckpt={ckpt}",
+            f"input={inp}",
+            f"output={two}",
+            "batch_size=16",
+            "chunk_size=110",
+            "progress=false",
+            "trainer.devices=2",
+        ]
+    )
     assert two.read_bytes() == one.read_bytes()
 
 

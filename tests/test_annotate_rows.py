@@ -1,6 +1,7 @@
 """Annotation gives back exactly its input's rows, in order, with the input's columns and values unchanged, for
 every input format (CSV, TSV, JSONL, TXT, stdin, headerless), output format, chunk size, shard split and device
 count."""
+
 import csv
 import io
 import json
@@ -13,8 +14,17 @@ from eqn.annotate import annotate_file, main
 from eqn.io import ConfigError, DataError
 from tests.conftest import ROOT as ROOT_DIR
 
-TEXTS = ["hello, world, again", '"quoted" at the start', "semi; colon | pipe", "ünïcödé ✓ 😀", "",
-         "plain", "ends with a backslash \\", "  spaces kept  ", "x" * 300]
+TEXTS = [
+    "hello, world, again",
+    '"quoted" at the start',
+    "semi; colon | pipe",
+    "ünïcödé ✓ 😀",
+    "",
+    "plain",
+    "ends with a backslash \\",
+    "  spaces kept  ",
+    "x" * 300,
+]
 FLOATS = ["48.858370", "0.000123", "1e-7", "", "NaN", "007", "-0.0", "3", "2.50"]
 
 
@@ -42,7 +52,8 @@ def make_input(tmp_path, kind):
         path = tmp_path / "in.tsv"
         lines = (["id\ttext\tlat"] if kind == "tsv" else []) + [
             f"r{i}\t{t}\t{FLOATS[i % len(FLOATS)]}" if kind == "tsv" else f"{t}\tlabel{i}\tid{i}"
-            for i, t in enumerate(texts)]
+            for i, t in enumerate(texts)
+        ]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path, None, kind == "tsv", csv_rows(path, "\t", header=kind == "tsv")
     if kind == "jsonl":
@@ -75,18 +86,23 @@ def given_part(out, fmt, input_kind, expected):
         return [header, *[[r[c] for c in header] for r in rows]], rows
     if fmt == "parquet":
         frame = pd.read_parquet(out)
-        header = list(frame.columns[:len(expected[0])])
+        header = list(frame.columns[: len(expected[0])])
         return [header, *frame[header].astype(object).where(frame[header].notna(), None).values.tolist()], None
     rows = csv_rows(out, "\t" if fmt == "tsv" else ",")
     if input_kind == "jsonl":
         columns = list(dict.fromkeys(k for r in expected for k in r))
-        assert rows[0][:len(columns)] == columns
+        assert rows[0][: len(columns)] == columns
         decoded = []
         for r, record in zip(rows[1:], expected):
-            decoded.append({c: (v if isinstance(record[c], str) else None if record[c] is None and v == "" else
-                                json.loads(v)) for c, v in zip(columns, r) if c in record})
+            decoded.append(
+                {
+                    c: (v if isinstance(record[c], str) else None if record[c] is None and v == "" else json.loads(v))
+                    for c, v in zip(columns, r)
+                    if c in record
+                }
+            )
         return decoded, rows
-    return [r[:len(expected[0])] for r in rows], rows
+    return [r[: len(expected[0])] for r in rows], rows
 
 
 @pytest.fixture(scope="module")
@@ -94,22 +110,38 @@ def ckpt(trained_run):
     return trained_run / "checkpoints" / "eqn.ckpt"
 
 
-CASES = [(kind, fmt, 1, 1) for kind in ("csv", "csv_headerless", "tsv", "tsv_headerless", "jsonl", "txt", "stdin")
-         for fmt in ("csv", "tsv", "jsonl")]
-CASES += [("csv", "csv", 4, 2), ("jsonl", "jsonl", 2, 3), ("tsv", "tsv", 100, 1), ("txt", "parquet", 3, 1),
-          ("csv", "parquet", 1, 2), ("jsonl", "csv", 4, 2)]
+CASES = [
+    (kind, fmt, 1, 1)
+    for kind in ("csv", "csv_headerless", "tsv", "tsv_headerless", "jsonl", "txt", "stdin")
+    for fmt in ("csv", "tsv", "jsonl")
+]
+CASES += [
+    ("csv", "csv", 4, 2),
+    ("jsonl", "jsonl", 2, 3),
+    ("tsv", "tsv", 100, 1),
+    ("txt", "parquet", 3, 1),
+    ("csv", "parquet", 1, 2),
+    ("jsonl", "csv", 4, 2),
+]
 
 
 @pytest.mark.parametrize("kind,fmt,chunk_size,shards", CASES, ids=[f"{k}-{f}-c{c}-s{s}" for k, f, c, s in CASES])
-def test_rows_order_columns_and_values_come_back_unchanged(ckpt, tmp_path, monkeypatch, kind, fmt, chunk_size,
-                                                          shards):
+def test_rows_order_columns_and_values_come_back_unchanged(ckpt, tmp_path, monkeypatch, kind, fmt, chunk_size, shards):
     source, stdin, header, expected = make_input(tmp_path, kind)
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     out = tmp_path / f"out.{fmt}"
     for shard in range(shards):
-        annotate_file(str(ckpt), str(source), str(out), chunk_size=chunk_size, progress=False, header=header,
-                      shards=shards, shard=shard)
+        annotate_file(
+            str(ckpt),
+            str(source),
+            str(out),
+            chunk_size=chunk_size,
+            progress=False,
+            header=header,
+            shards=shards,
+            shard=shard,
+        )
     given, raw = given_part(out, fmt, kind, expected)
     assert given == expected  # JSONL: every row keeps exactly its own keys and values
     n = len(expected) if kind == "jsonl" else len(expected) - 1
@@ -141,7 +173,8 @@ def test_prefix_lets_a_gold_labelled_file_be_annotated_as_it_is(ckpt, tmp_path):
     labels = load(str(ckpt)).label_names
     inp = tmp_path / "raw.csv"
     pd.DataFrame({"text": ["so happy", "so sad"], **{n: [0, 1] for n in labels}, "emotions": ["a", "b"]}).to_csv(
-        inp, index=False)
+        inp, index=False
+    )
     with pytest.raises(DataError, match="prefix="):
         annotate_file(str(ckpt), str(inp), str(tmp_path / "o.csv"), progress=False)
     annotate_file(str(ckpt), str(inp), str(tmp_path / "o.csv"), progress=False, prefix="eqn_")

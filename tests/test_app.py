@@ -1,6 +1,7 @@
 """eqn.app in a real browser (headless Chromium from the Debian packages, driven by Selenium): the intensities shown
 for a text are eqn.load(...).annotate's, an uploaded file comes back row for row as eqn.annotate writes it, a broken
 file shows eqn.annotate's one-line error, and every tab renders (screenshots)."""
+
 import os
 import shutil
 import socket
@@ -46,9 +47,22 @@ def page(trained_run, tmp_path):
     port = free_port()
     ckpt, other = trained_run / "checkpoints" / "eqn.ckpt", trained_run / "checkpoints" / "coeqn.ckpt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    app = subprocess.Popen([sys.executable, "-m", "eqn.app", f"ckpt={ckpt}", f"compare={other}",
-                            f"runs={trained_run.parent}", f"port={port}"], cwd=ROOT, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    app = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eqn.app",
+            f"ckpt={ckpt}",
+            f"compare={other}",
+            f"runs={trained_run.parent}",
+            f"port={port}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -94,7 +108,8 @@ def table(driver, elem_id: str) -> list[list[str]]:
     """The rows a Gradio table shows (its grid cells by row)."""
     cells = driver.execute_script(
         f"return [...document.querySelectorAll('#{elem_id} [role=gridcell]')]"
-        ".map(c => [+c.dataset.row, +c.dataset.col, c.innerText.trim()])")
+        ".map(c => [+c.dataset.row, +c.dataset.col, c.innerText.trim()])"
+    )
     rows: dict = {}
     for r, c, text in cells:
         rows.setdefault(r, {})[c] = text
@@ -103,8 +118,12 @@ def table(driver, elem_id: str) -> list[list[str]]:
 
 def type_text(driver, css: str, text: str) -> None:
     """Put text into a text box as typing would (ChromeDriver cannot type characters beyond the BMP, e.g. emoji)."""
-    driver.execute_script("const el = document.querySelector(arguments[0]); el.value = arguments[1];"
-                          "el.dispatchEvent(new Event('input', {bubbles: true}));", css, text)
+    driver.execute_script(
+        "const el = document.querySelector(arguments[0]); el.value = arguments[1];"
+        "el.dispatchEvent(new Event('input', {bubbles: true}));",
+        css,
+        text,
+    )
 
 
 def tab(driver, name: str) -> None:

@@ -1,4 +1,5 @@
 """Backbone outputs must not depend on how much padding a batch carries."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Bad data and bad configs: an error naming the file, the line and the problem, before any training."""
+
 import json
 
 import pytest
@@ -71,9 +72,14 @@ def test_skip_policy_drops_and_counts_bad_rows(tmp_path):
     assert sum(len(s) for s in data.splits.values()) == 21
 
 
-@pytest.mark.parametrize("line,words", [(b"text only\n", "expected 3 tab-separated fields"),
-                                        (b"hi\t30\tid9\n", "label id 30 is out of range 0..27"),
-                                        (b"hi\tjoy\tid9\n", "'joy' is not in the label set")])
+@pytest.mark.parametrize(
+    "line,words",
+    [
+        (b"text only\n", "expected 3 tab-separated fields"),
+        (b"hi\t30\tid9\n", "label id 30 is out of range 0..27"),
+        (b"hi\tjoy\tid9\n", "'joy' is not in the label set"),
+    ],
+)
 def test_bad_goemotions_rows(tmp_path, line, words):
     root = goemotions_dir(tmp_path, b"good\t1\tid1\n" + line)
     with pytest.raises(DataError) as err:
@@ -123,11 +129,16 @@ def test_wrong_type_fails_at_composition():
         compose_config("trainer.max_epochs=three")
 
 
-@pytest.mark.parametrize("override,words", [("trainer.max_epochs=0", "positive number of epochs"),
-                                            ("pipeline.threshold=11", "must lie in [0, 10.0]"),
-                                            ("pipeline.threshold=-1", "must lie in [0, 10.0]"),
-                                            ("pipeline.name=triple", "choose one of"),
-                                            ("data.on_bad_rows=ignore", "choose 'error' or 'skip'")])
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("trainer.max_epochs=0", "positive number of epochs"),
+        ("pipeline.threshold=11", "must lie in [0, 10.0]"),
+        ("pipeline.threshold=-1", "must lie in [0, 10.0]"),
+        ("pipeline.name=triple", "choose one of"),
+        ("data.on_bad_rows=ignore", "choose 'error' or 'skip'"),
+    ],
+)
 def test_invalid_values_fail_before_any_work(tmp_path, override, words):
     cfg = compose_config(override, tmp_path=tmp_path)
     with pytest.raises(ValueError) as err:
@@ -146,27 +157,37 @@ def test_max_train_samples_larger_than_the_data(tmp_path, data_dir):
 def test_skipped_rows_reach_metrics_json(tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("text,label\n" + "".join(f"sample text {i},{'xyz'[i % 3]}\n" for i in range(60)) + ",x\n")
-    cfg = compose_config("data=custom", f"data.path={path}", "data.on_bad_rows=skip", "trainer.max_epochs=1",
-                         "pipeline.analyze=false", "logger=none", tmp_path=tmp_path)
+    cfg = compose_config(
+        "data=custom",
+        f"data.path={path}",
+        "data.on_bad_rows=skip",
+        "trainer.max_epochs=1",
+        "pipeline.analyze=false",
+        "logger=none",
+        tmp_path=tmp_path,
+    )
     run(cfg, run_dir=str(tmp_path / "run"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data/skipped_rows"] == 1.0
     assert metrics["data/train_rows"] + metrics["data/val_rows"] + metrics["data/test_rows"] == 60
 
 
-@pytest.mark.parametrize("override,words", [
-    ("model.batch_size=0", "data.batch_size=0: must be at least 1"),
-    ("data.batch_size=-1", "data.batch_size=-1: must be at least 1"),
-    ("data.max_length=0", "data.max_length=0: must be at least 1"),
-    ("seed=-3", "seeds must be >= 0"),
-    ("model.optimizer.lr=-0.001", "model.optimizer.lr=-0.001: must be > 0"),
-    ("data.label_separator=''", "data.label_separator='': use null"),
-    ("pipeline.monitor=val/bogus", "pipeline.monitor='val/bogus': choose one of"),
-    ("data.val_fraction=0", "data.val_fraction=0.0: must lie strictly between 0 and 1"),
-    ("data.val_fraction=1.5", "data.val_fraction=1.5: must lie strictly between 0 and 1"),
-    ("model.pretrained=/nonexistent/model", "model.pretrained=/nonexistent/model: no such folder"),
-    ("trainer.accelerator=gpu", "no CUDA GPU is visible"),
-])
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("model.batch_size=0", "data.batch_size=0: must be at least 1"),
+        ("data.batch_size=-1", "data.batch_size=-1: must be at least 1"),
+        ("data.max_length=0", "data.max_length=0: must be at least 1"),
+        ("seed=-3", "seeds must be >= 0"),
+        ("model.optimizer.lr=-0.001", "model.optimizer.lr=-0.001: must be > 0"),
+        ("data.label_separator=''", "data.label_separator='': use null"),
+        ("pipeline.monitor=val/bogus", "pipeline.monitor='val/bogus': choose one of"),
+        ("data.val_fraction=0", "data.val_fraction=0.0: must lie strictly between 0 and 1"),
+        ("data.val_fraction=1.5", "data.val_fraction=1.5: must lie strictly between 0 and 1"),
+        ("model.pretrained=/nonexistent/model", "model.pretrained=/nonexistent/model: no such folder"),
+        ("trainer.accelerator=gpu", "no CUDA GPU is visible"),
+    ],
+)
 def test_every_bad_value_gets_one_line_before_any_work(tmp_path, override, words):
     import torch
 
@@ -185,12 +206,16 @@ def test_data_batch_size_override_takes_effect():
     assert compose_config().data.batch_size == compose_config().model.batch_size == 64
 
 
-@pytest.mark.parametrize("label,words", [("1.0", "label 1.0 is a float"), ("true", "label True is a bool"),
-                                         ('{"x": 1}', "label {'x': 1} is a dict")])
+@pytest.mark.parametrize(
+    "label,words",
+    [("1.0", "label 1.0 is a float"), ("true", "label True is a bool"), ('{"x": 1}', "label {'x': 1} is a dict")],
+)
 def test_jsonl_labels_of_the_wrong_type_are_refused(tmp_path, label, words):
     path = tmp_path / "d.jsonl"
-    path.write_text("".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(10))
-                    + f'{{"text": "odd", "label": {label}}}\n')
+    path.write_text(
+        "".join(f'{{"text": "row {i}", "label": {i % 2}}}\n' for i in range(10))
+        + f'{{"text": "odd", "label": {label}}}\n'
+    )
     with pytest.raises(DataError, match=f"d.jsonl, line 11: {words}"):
         sources.load("custom", tmp_path, path=str(path))
 
@@ -212,8 +237,14 @@ def test_single_class_and_empty_split_are_refused_before_training(tmp_path):
     tr, te = tmp_path / "tr.csv", tmp_path / "te.csv"
     tr.write_text(GOOD)
     te.write_text("text,label\n")
-    cfg = compose_config("data=custom", f"data.train_path={tr}", f"data.val_path={tr}", f"data.test_path={te}",
-                         "logger=none", tmp_path=tmp_path)
+    cfg = compose_config(
+        "data=custom",
+        f"data.train_path={tr}",
+        f"data.val_path={tr}",
+        f"data.test_path={te}",
+        "logger=none",
+        tmp_path=tmp_path,
+    )
     with pytest.raises(DataError, match="te.csv: no usable rows"):
         run(cfg, run_dir=str(tmp_path / "run2"))
 
@@ -251,8 +282,14 @@ def test_unwritable_cache_dir_costs_time_not_the_run(tmp_path, caplog, monkeypat
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(datamodule, "write_cache", refuse)
-    dm = datamodule.EQNDataModule("goemotions", str(tmp_path), {"kind": "word"}, max_train_samples=40,
-                                  max_eval_samples=20, cache_dir=str(tmp_path / "cache")).prepare()
+    dm = datamodule.EQNDataModule(
+        "goemotions",
+        str(tmp_path),
+        {"kind": "word"},
+        max_train_samples=40,
+        max_eval_samples=20,
+        cache_dir=str(tmp_path / "cache"),
+    ).prepare()
     assert len(dm.split("train")) == 40
     assert "cannot write the token cache" in caplog.text and "continuing without it" in caplog.text
 
@@ -267,5 +304,11 @@ def test_annotation_on_cuda_without_a_gpu_is_refused(trained_run, tmp_path):
     from eqn.annotate import main
 
     with pytest.raises(SystemExit, match="device=cuda: no CUDA GPU is visible"):
-        main([f"ckpt={trained_run / 'checkpoints' / 'eqn.ckpt'}", f"input={inp}", f"output={tmp_path / 'o.csv'}",
-              "device=cuda"])
+        main(
+            [
+                f"ckpt={trained_run / 'checkpoints' / 'eqn.ckpt'}",
+                f"input={inp}",
+                f"output={tmp_path / 'o.csv'}",
+                "device=cuda",
+            ]
+        )

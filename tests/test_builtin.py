@@ -1,6 +1,7 @@
 """The built-in annotator's machinery on a tiny stand-in: a LoRA run on a small base encoder is packed into the
 shipped layout (safetensors + JSON + card), loads with its delta merged into the base (the same scores as the run's
 own checkpoint, no LoRA at runtime), and a different or tampered base or weights file is refused in one line."""
+
 import json
 import shutil
 
@@ -19,9 +20,19 @@ from tests.conftest import compose_config, tiny_base
 def packed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("builtin")
     base = tiny_base(tmp / "base")
-    cfg = compose_config("model=minilm", f"model.pretrained={base}", "pipeline=baseline", "data.max_train_samples=64",
-                         "data.max_eval_samples=32", "trainer.max_epochs=1", "logger=none", "model.optimizer.lr=1e-2",
-                         "+model.backbone.lora={r: 4, target_modules: all}", "model.backbone.pooling=mean", tmp_path=tmp)
+    cfg = compose_config(
+        "model=minilm",
+        f"model.pretrained={base}",
+        "pipeline=baseline",
+        "data.max_train_samples=64",
+        "data.max_eval_samples=32",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "model.optimizer.lr=1e-2",
+        "+model.backbone.lora={r: 4, target_modules: all}",
+        "model.backbone.pooling=mean",
+        tmp_path=tmp,
+    )
     run(cfg, run_dir=str(tmp / "run"))
     ckpt = tmp / "run" / "checkpoints" / "baseline.ckpt"
     folder = pack(ckpt, tmp / "shipped", {"name": "tiny", "version": "0", "command": "pytest"})

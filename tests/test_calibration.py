@@ -1,5 +1,6 @@
 """Per-label ECE and temperature scaling: an overconfident classifier's ECE falls, and folding the temperature into
 the head changes no decision."""
+
 import torch
 
 from eqn.calibration import ece, fit_temperature, fold_temperature
@@ -31,9 +32,19 @@ def test_folding_keeps_every_decision(trained_run, tmp_path):
     with pytest.raises(ValueError, match="sigmoid classifiers"):
         fold_temperature(mse, torch.ones(len(mse.hparams.label_names)))
     tmp = tmp_path
-    run(compose_config("pipeline=baseline", "data.max_train_samples=200", "data.max_eval_samples=64",
-                       "trainer.max_epochs=1", "logger=none", "model.backbone.embed_dim=32",
-                       "model.backbone.num_filters=16", tmp_path=tmp), run_dir=str(tmp / "run"))
+    run(
+        compose_config(
+            "pipeline=baseline",
+            "data.max_train_samples=200",
+            "data.max_eval_samples=64",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "model.backbone.embed_dim=32",
+            "model.backbone.num_filters=16",
+            tmp_path=tmp,
+        ),
+        run_dir=str(tmp / "run"),
+    )
     module = load_module(tmp / "run" / "checkpoints" / "baseline.ckpt")
     texts = ["thank you!", "this is awful", "what?", "i love it", "ok then", "so sad today"]
     before = Annotator(module).annotate(texts)

@@ -1,5 +1,6 @@
 """Every eqn command: a bad argument, input or output gets one line and a non-zero exit status, before any work;
 a command exits 0 only when it did what was asked."""
+
 import importlib
 import json
 import os
@@ -41,7 +42,7 @@ def files(trained_run, tmp_path_factory):
     (f["badscores"] / "stages" / "eqn" / "test_scores.safetensors").write_bytes(b"garbage")
     f["missing"] = tmp / "no_such_file.csv"
     f["bigints"] = tmp / "bigints.jsonl"
-    f["bigints"].write_text(json.dumps({"text": "a", "n": 2 ** 70}) + "\n")
+    f["bigints"].write_text(json.dumps({"text": "a", "n": 2**70}) + "\n")
     f["ratingsobj"] = tmp / "ratings.jsonl"
     f["ratingsobj"].write_text(json.dumps({"text": "a", "emotion": "joy", "rating": 1}) + "\n[1, 2]\n")
     f["listmetrics"] = tmp / "listmetrics"
@@ -64,8 +65,11 @@ CASES = [
     ("eqn.annotate", ["ckpt={ckpt}"], "missing input, output"),
     ("eqn.annotate", ["ckpt={ckpt}", "input={inp}", "output={tmp}/o.csv", "colour=red"], "unknown option 'colour'"),
     ("eqn.annotate", ["ckpt={ckpt}", "input={inp}", "output={tmp}/o.xlsx"], "unsupported output type '.xlsx'"),
-    ("eqn.annotate", ["ckpt={ckpt}", "input={inp}", "output={tmp}/o.csv", "header=ture"],
-     "header='ture': must be true or false"),
+    (
+        "eqn.annotate",
+        ["ckpt={ckpt}", "input={inp}", "output={tmp}/o.csv", "header=ture"],
+        "header='ture': must be true or false",
+    ),
     ("eqn.annotate", ["ckpt={ckpt}", "input={inp}", "output={tmp}/o.csv", "batch_size=0"], "batch_size='0'"),
     ("eqn.annotate", ["ckpt={ckpt}", "input={inp}", "output={tmp}/o.csv", "shards=2", "shard=5"], "shard=5"),
     ("eqn.annotate", ["ckpt={ckpt}", "input={inp}", "output={tmp}/o.csv", "precision=fp8"], "precision='fp8'"),
@@ -81,11 +85,17 @@ CASES = [
     ("eqn.annotate", ["ckpt={ckpt}", "input={bigints}", "output={tmp}/o.parquet"], "o.parquet: Parquet needs one"),
     ("eqn.annotate", ["ckpt={ckpt}", "input={loop}", "output={tmp}/o.csv"], "link that leads nowhere"),
     ("eqn.annotate", ["ckpt={ckptloop}", "input={inp}", "output={tmp}/o.csv"], "link that leads nowhere"),
-    ("eqn.annotate", ["ckpt=runs/nothing/eqn.ckpt", "input={inp}", "output={tmp}/o.csv"], "checkpoint or model folder "
-                                                                                          "not found"),
+    (
+        "eqn.annotate",
+        ["ckpt=runs/nothing/eqn.ckpt", "input={inp}", "output={tmp}/o.csv"],
+        "checkpoint or model folder not found",
+    ),
     ("eqn.annotate", ["ckpt={ckpt}", "input={ragged}", "output={tmp}/o.csv"], "line 3: row has 1 field, the header 2"),
-    ("eqn.annotate", ["ckpt={ckpt}", "input={lateutf}", "output={tmp}/o.csv"], "line 3: is not UTF-8 text (invalid "
-                                                                                "start byte: byte at offset 300006)"),
+    (
+        "eqn.annotate",
+        ["ckpt={ckpt}", "input={lateutf}", "output={tmp}/o.csv"],
+        "line 3: is not UTF-8 text (invalid start byte: byte at offset 300006)",
+    ),
     ("eqn.validate", ["ckpt={ckpt}", "ratings={ratingsobj}"], "ratings.jsonl, line 2: a JSONL row must be an object"),
     ("eqn.analyze", ["{listmetrics}"], "is a JSON list, not eqn's metrics"),
     ("eqn.export", ["ckpt={ckpt}", "out={tmp}/pushed", "push_to_hub=me/model"], "nothing was written"),
@@ -137,8 +147,10 @@ def test_report_counts_each_seed_once_and_a_failed_job_once(trained_run, tmp_pat
     (tmp_path / "d" / "metrics.json").write_text("{broken")
     frame, problems = collect(tmp_path)
     assert sorted(frame.groupby("stage").size().to_dict().items()) == [("coeqn", 1), ("eqn", 1)]
-    assert sum("c: no metrics.json" in p for p in problems) == 1 and sum("again (same configuration" in p
-                                                                           for p in problems) == 2
+    assert (
+        sum("c: no metrics.json" in p for p in problems) == 1
+        and sum("again (same configuration" in p for p in problems) == 2
+    )
     assert any("d: unreadable metrics.json" in p for p in problems)
     main([str(tmp_path), "--resamples", "20"])
     assert "(n=1)" in capsys.readouterr().out
@@ -152,8 +164,14 @@ def test_run_checks_its_output_folder_before_hydra_makes_it(tmp_path):
     assert "is a file" in output_dir_problem([f"hydra.sweep.dir={tmp_path / 'afile' / 'sweep'}"])
     assert output_dir_problem([f"hydra.run.dir={tmp_path / 'new' / 'run'}", "seed=1"]) is None
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "eqn.run", f"hydra.run.dir={tmp_path / 'afile' / 'run'}"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "eqn.run", f"hydra.run.dir={tmp_path / 'afile' / 'run'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     lines = [line for line in proc.stderr.splitlines() if line.startswith("eqn: error:")]
     assert proc.returncode != 0 and len(lines) == 1 and "is a file" in lines[0] and "Traceback" not in proc.stderr
     assert (tmp_path / "afile").read_text() == "x"
@@ -192,8 +210,14 @@ def test_a_shard_after_the_merge_says_already_merged_with_a_stale_temporary(file
 
     inp = tmp_path / "in.csv"
     inp.write_text("text\n" + "".join(f"t {i}\n" for i in range(20)))
-    args = [f"ckpt={files['ckpt']}", f"input={inp}", f"output={tmp_path / 'o.csv'}", "chunk_size=5", "shards=2",
-            "progress=false"]
+    args = [
+        f"ckpt={files['ckpt']}",
+        f"input={inp}",
+        f"output={tmp_path / 'o.csv'}",
+        "chunk_size=5",
+        "shards=2",
+        "progress=false",
+    ]
     for shard in (0, 1):
         main([*args, f"shard={shard}"])
     parts = tmp_path / "o.csv.shards"
@@ -201,8 +225,18 @@ def test_a_shard_after_the_merge_says_already_merged_with_a_stale_temporary(file
     stale = parts / ".eqn-tmp-99999-0badf00d-chunk-00000001.csv.tmp"  # what a killed late shard left
     stale.write_text("half a chunk")
     with open(ledger_root(stale) / ".eqn" / "owned.jsonl", "a") as ledger:  # noted by a process now gone
-        ledger.write(json.dumps({"path": stale.relative_to(ledger_root(stale)).as_posix(), "temp": True,
-                                 "pid": 2 ** 22 + 7, "host": socket.gethostname(), "time": 0}) + "\n")
+        ledger.write(
+            json.dumps(
+                {
+                    "path": stale.relative_to(ledger_root(stale)).as_posix(),
+                    "temp": True,
+                    "pid": 2**22 + 7,
+                    "host": socket.gethostname(),
+                    "time": 0,
+                }
+            )
+            + "\n"
+        )
     main([*args, "shard=1"])  # exits 0
     assert "already merged" in capsys.readouterr().err and not parts.exists()
 
@@ -237,9 +271,21 @@ def test_sigint_during_annotation_is_one_line_and_130(files, tmp_path):
 
     inp = tmp_path / "many.txt"
     inp.write_text("".join(f"text number {i} is here\n" for i in range(200000)))
-    proc = subprocess.Popen([sys.executable, "-m", "eqn.annotate", f"ckpt={files['ckpt']}", f"input={inp}",
-                             f"output={tmp_path / 'o.csv'}", "progress=false", "chunk_size=1000"], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eqn.annotate",
+            f"ckpt={files['ckpt']}",
+            f"input={inp}",
+            f"output={tmp_path / 'o.csv'}",
+            "progress=false",
+            "chunk_size=1000",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not list(tmp_path.glob(".eqn-tmp-*")) and time.time() < deadline:  # the output is being written
         time.sleep(0.1)
@@ -255,6 +301,7 @@ def test_hydra_override_mistakes_are_one_line():
     assert "could not be converted to Integer" in override_problem(["trainer.max_epochs=abc"])
     assert "Key 'max_epoch' not in 'TrainerConfig'" in override_problem(["trainer.max_epoch=3"])
     assert override_problem(["trainer.max_epochs=3", "hydra.run.dir=/tmp/x"]) is None
-    done = subprocess.run([sys.executable, "-m", "eqn.run", "trainer.max_epoch=3"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)  # the command itself: one line, exit 1
+    done = subprocess.run(
+        [sys.executable, "-m", "eqn.run", "trainer.max_epoch=3"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )  # the command itself: one line, exit 1
     assert done.returncode == 1 and done.stderr.strip().count("\n") == 0 and "max_epoch" in done.stderr, done.stderr

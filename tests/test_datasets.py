@@ -1,4 +1,5 @@
 """Every reader against the real files (counts from ../shared/data/SOURCES.md) and small fixtures."""
+
 import json
 import shutil
 from collections import Counter
@@ -26,8 +27,14 @@ def test_emotion6_matches_sources(data_dir):
     data = sources.load("emotion6", data_dir)
     assert counts(data) == {"train": 16000, "val": 2000, "test": 2000}
     assert data.label_names == ["sadness", "joy", "love", "anger", "fear", "surprise"] and not data.multi_label
-    assert label_counts(data, "train") == {"sadness": 4666, "joy": 5362, "love": 1304, "anger": 2159,
-                                           "fear": 1937, "surprise": 572}
+    assert label_counts(data, "train") == {
+        "sadness": 4666,
+        "joy": 5362,
+        "love": 1304,
+        "anger": 2159,
+        "fear": 1937,
+        "surprise": 572,
+    }
     assert label_counts(data, "test")["surprise"] == 66
 
 
@@ -67,7 +74,15 @@ def health7_dir(tmp_path):
 
 def test_health7_original_format_stratified_80_10_10(tmp_path):
     data = sources.load("health7", health7_dir(tmp_path), seed=3)
-    assert data.label_names == ["Normal", "Depression", "Suicidal", "Anxiety", "Stress", "Bipolar", "Personality disorder"]
+    assert data.label_names == [
+        "Normal",
+        "Depression",
+        "Suicidal",
+        "Anxiety",
+        "Stress",
+        "Bipolar",
+        "Personality disorder",
+    ]
     assert data.skipped_rows == 2  # the two empty statements
     assert counts(data) == {"train": 56, "val": 7, "test": 7}
     assert all(n == 1 for n in label_counts(data, "test").values()) and len(label_counts(data, "test")) == 7
@@ -104,13 +119,17 @@ def test_custom_single_label_names_in_three_formats(tmp_path, fmt):
 
 
 def test_custom_multi_label_with_separator_and_json_lists(tmp_path):
-    csv_path = write(tmp_path / "ml.csv", "text,label\n" + "\n".join(f'row {i},"joy,love"' if i % 2 else f"row {i},sad"
-                                                                   for i in range(40)))
+    csv_path = write(
+        tmp_path / "ml.csv",
+        "text,label\n" + "\n".join(f'row {i},"joy,love"' if i % 2 else f"row {i},sad" for i in range(40)),
+    )
     data = sources.load("custom", tmp_path, path=str(csv_path), label_separator=",")
     assert data.multi_label and data.label_names == ["joy", "love", "sad"]
     assert [0, 1] in data.splits["train"].labels + data.splits["test"].labels
-    jl = write(tmp_path / "ml.jsonl", "\n".join(json.dumps({"text": f"r{i}", "label": ["a", "b"] if i % 2 else ["c"]})
-                                               for i in range(40)))
+    jl = write(
+        tmp_path / "ml.jsonl",
+        "\n".join(json.dumps({"text": f"r{i}", "label": ["a", "b"] if i % 2 else ["c"]}) for i in range(40)),
+    )
     data = sources.load("custom", tmp_path, path=str(jl))
     assert data.multi_label and data.label_names == ["a", "b", "c"]
 
@@ -131,8 +150,14 @@ def test_custom_label_only_in_test_needs_data_labels(tmp_path):
     with pytest.raises(DataError) as err:
         sources.load("custom", tmp_path, train_path=str(train), test_path=str(test), val_path=str(train))
     assert "test.csv, line 2" in str(err.value) and "'fear'" in str(err.value) and "data.labels" in str(err.value)
-    data = sources.load("custom", tmp_path, train_path=str(train), test_path=str(test), val_path=str(train),
-                        labels=["sad", "joy", "fear"])
+    data = sources.load(
+        "custom",
+        tmp_path,
+        train_path=str(train),
+        test_path=str(test),
+        val_path=str(train),
+        labels=["sad", "joy", "fear"],
+    )
     assert data.label_names == ["sad", "joy", "fear"] and data.splits["test"].labels == [[2]]
 
 
@@ -142,8 +167,8 @@ def test_the_last_datasets_read_are_served_from_memory_until_a_file_changes(tmp_
         path = tmp_path / f"d{i}.csv"
         path.write_text("text,label\n" + "".join(f"text {j} of {i},{'ab'[j % 2]}\n" for j in range(30)))
         files.append(path)
-    first = [sources.load("custom", tmp_path, path=str(p)) for p in files[:sources.KEEP]]
-    again = [sources.load("custom", tmp_path, path=str(p)) for p in files[:sources.KEEP]]
+    first = [sources.load("custom", tmp_path, path=str(p)) for p in files[: sources.KEEP]]
+    again = [sources.load("custom", tmp_path, path=str(p)) for p in files[: sources.KEEP]]
     assert all(a.splits["train"] is b.splits["train"] for a, b in zip(first, again))  # not reread
     again[0].splits["train"] = None  # each caller gets its own split table
     assert sources.load("custom", tmp_path, path=str(files[0])).splits["train"] is first[0].splits["train"]

@@ -1,4 +1,5 @@
 """DDP on CPU (gloo): label regression gathered by sample index equals a single-process prediction."""
+
 import json
 import os
 import subprocess
@@ -19,11 +20,24 @@ def test_two_process_regression_equals_one_process(trained_run, data_dir, tmp_pa
     ckpt = trained_run / "checkpoints" / "coeqn.ckpt"
     module = EQNModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     # 399 rows: DistributedSampler pads the 2 shards by repeating a row, which must not be counted twice
-    dm = EQNDataModule("goemotions", str(data_dir), tokenizer={"kind": "word"}, encoder=module.hparams.encoder,
-                       max_train_samples=399, max_eval_samples=50, eval_batch_size=64).prepare()
+    dm = EQNDataModule(
+        "goemotions",
+        str(data_dir),
+        tokenizer={"kind": "word"},
+        encoder=module.hparams.encoder,
+        max_train_samples=399,
+        max_eval_samples=50,
+        eval_batch_size=64,
+    ).prepare()
     n = len(dm.split("train"))
-    common = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                  enable_model_summary=False, default_root_dir=str(tmp_path))
+    common = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
     one = predict_scores(Trainer(devices=1, **common), module, dm.predict_loader("train"), n)
     two = predict_scores(Trainer(devices=2, strategy="ddp_spawn", **common), module, dm.predict_loader("train"), n)
     assert one.shape == two.shape == (399, 28)
@@ -36,10 +50,24 @@ def test_two_process_regression_equals_one_process(trained_run, data_dir, tmp_pa
 @pytest.mark.slow  # ~60 s: 8 spawned processes; DDP itself is in `make test` (the test above)
 def test_ddp_pipeline_inside_a_multirun_sweep(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
-    args = [sys.executable, "-m", "eqn.run", "-m", "seed=0,1", "trainer=ddp", "trainer.accelerator=cpu",
-            "pipeline=coeqn", "data.max_train_samples=120", "data.max_eval_samples=60", "trainer.max_epochs=1",
-            "pipeline.analyze=false", "logger=none", "trainer.enable_progress_bar=false",
-            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"]
+    args = [
+        sys.executable,
+        "-m",
+        "eqn.run",
+        "-m",
+        "seed=0,1",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "pipeline=coeqn",
+        "data.max_train_samples=120",
+        "data.max_eval_samples=60",
+        "trainer.max_epochs=1",
+        "pipeline.analyze=false",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={sweep}",
+    ]
     done = subprocess.run(args, cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))

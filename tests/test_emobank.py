@@ -1,4 +1,5 @@
 """eqn.validate emobank=: a model's valence and arousal against people's ratings of EmoBank's sentences."""
+
 import numpy as np
 import pytest
 
@@ -22,12 +23,19 @@ def test_dimensions_follow_the_goemotions_sentiment_groups():
 def test_emobank_report_per_dimension_and_genre(trained_run, capsys):
     bank = read_emobank(FIXTURE)
     assert len(bank) == 8 and set(bank.genre) == {"blog", "letters"}  # the empty text left out
-    frame = validate_emobank({"ckpt": str(trained_run / "checkpoints" / "eqn.ckpt"),
-                              "coeqn": str(trained_run / "checkpoints" / "coeqn.ckpt")}, bank, resamples=50)
+    frame = validate_emobank(
+        {
+            "ckpt": str(trained_run / "checkpoints" / "eqn.ckpt"),
+            "coeqn": str(trained_run / "checkpoints" / "coeqn.ckpt"),
+        },
+        bank,
+        resamples=50,
+    )
     paired = frame[frame.model == "ckpt − coeqn"].set_index("emotion")
     alone = {m: frame[frame.model == m].set_index("emotion") for m in ("ckpt", "coeqn")}
-    assert paired.spearman.to_numpy() == pytest.approx((alone["ckpt"].spearman - alone["coeqn"].spearman
-                                                        ).loc[paired.index].to_numpy(), nan_ok=True)
+    assert paired.spearman.to_numpy() == pytest.approx(
+        (alone["ckpt"].spearman - alone["coeqn"].spearman).loc[paired.index].to_numpy(), nan_ok=True
+    )
     frame = frame[frame.model == "ckpt"]
     assert set(frame.emotion) == {f"{d} ({g})" for d in ("valence", "arousal") for g in ("all", "blog", "letters")}
     from eqn import load

@@ -1,5 +1,6 @@
 """The rules that keep baseline-vs-EQN comparisons fair: prior head init for every objective, rank-based
 threshold tuning, every decision rule reported, matched budgets, selectable checkpoint rule, paired statistics."""
+
 import json
 import math
 
@@ -16,8 +17,13 @@ from eqn.report import report
 from eqn.run import run
 from tests.conftest import ROOT, compose_config, needs
 
-TINY = ["data.max_train_samples=150", "data.max_eval_samples=80", "trainer.max_epochs=1", "pipeline.analyze=false",
-        "logger=csv"]
+TINY = [
+    "data.max_train_samples=150",
+    "data.max_eval_samples=80",
+    "trainer.max_epochs=1",
+    "pipeline.analyze=false",
+    "logger=csv",
+]
 
 
 def brute_force_best_f1(scores, gold):
@@ -42,7 +48,9 @@ def test_tuned_thresholds_reach_the_best_f1_and_ignore_the_score_scale():
     gold = torch.rand(300, 5, generator=g) < (0.2 + 0.5 * scores)
     t = evaluation.tune_thresholds(scores, gold)
     for c in range(5):
-        assert label_f1(scores[:, c] >= t[c], gold[:, c]) == pytest.approx(brute_force_best_f1(scores[:, c], gold[:, c]))
+        assert label_f1(scores[:, c] >= t[c], gold[:, c]) == pytest.approx(
+            brute_force_best_f1(scores[:, c], gold[:, c])
+        )
     # any monotone rescaling (probabilities -> logits -> x 10 intensities) gives identical decisions
     rescaled = 10 * torch.logit(scores.clamp(0.001, 0.999)) ** 3
     t2 = evaluation.tune_thresholds(rescaled, gold)
@@ -95,19 +103,23 @@ def test_paired_bootstrap_separates_a_real_gain_from_noise():
     assert stats.verdict(-0.01, 0.02, 0.4, "EQN", "baseline") == "no significant difference"
     assert stats.verdict(0.01, 0.02, 0.01, "EQN", "baseline") == "EQN better"
     mean, low, high = stats.t_interval([0.01, 0.02, 0.03])
-    assert mean == pytest.approx(0.02) and low == pytest.approx(0.02 - 4.303 * 0.01 / 3 ** 0.5, abs=1e-4)
+    assert mean == pytest.approx(0.02) and low == pytest.approx(0.02 - 4.303 * 0.01 / 3**0.5, abs=1e-4)
 
 
 def fake_run(root, name, stage, seed, decisions, gold):
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    yaml.safe_dump({"data": {"name": "toy"}, "model": {"name": "m"}, "pipeline": {"name": stage}, "seed": seed},
-                   (run_dir / "config.yaml").open("w"))
+    yaml.safe_dump(
+        {"data": {"name": "toy"}, "model": {"name": "m"}, "pipeline": {"name": stage}, "seed": seed},
+        (run_dir / "config.yaml").open("w"),
+    )
     m = evaluation.classification_metrics(decisions, gold, True, ["a", "b", "c"])
     write_json(run_dir / "metrics.json", {f"{stage}/test/{k}": v for k, v in m.items()})
-    save_tensors(run_dir / "stages" / stage / "test_scores.safetensors",
-                 {"scores": decisions.float(), "gold": gold, "thresholds": torch.full((3,), 0.5)},
-                 {"label_names": ["a", "b", "c"], "multi_label": True, "score_scale": 1.0})
+    save_tensors(
+        run_dir / "stages" / stage / "test_scores.safetensors",
+        {"scores": decisions.float(), "gold": gold, "thresholds": torch.full((3,), 0.5)},
+        {"label_names": ["a", "b", "c"], "multi_label": True, "score_scale": 1.0},
+    )
 
 
 def test_report_prints_intervals_and_significance(tmp_path):
@@ -138,8 +150,9 @@ def test_matched_budget_baseline_trains_as_long_as_the_eqn_pipeline(tmp_path, da
 
 
 def test_checkpoint_rule_val_f1_keeps_the_best_tuned_epoch(tmp_path, data_dir):
-    cfg = compose_config("pipeline=coeqn", "pipeline.monitor=val/f1_macro", *TINY, "trainer.max_epochs=2",
-                         tmp_path=tmp_path)
+    cfg = compose_config(
+        "pipeline=coeqn", "pipeline.monitor=val/f1_macro", *TINY, "trainer.max_epochs=2", tmp_path=tmp_path
+    )
     run(cfg, run_dir=str(tmp_path / "run"))
     logged = pd.read_csv(tmp_path / "run" / "logs" / "coeqn" / "metrics.csv")
     per_epoch = logged.dropna(subset=["val/f1_macro"]).groupby("epoch")["val/f1_macro"].last()
@@ -165,8 +178,9 @@ def test_splits_do_not_depend_on_the_run_seed(tmp_path, data_dir):
 
     ids = []
     for seed in (0, 1):
-        dm = EQNDataModule("tfn3", str(data_dir), {"kind": "word"}, seed=seed, max_train_samples=500,
-                           cache_dir=None).prepare()
+        dm = EQNDataModule(
+            "tfn3", str(data_dir), {"kind": "word"}, seed=seed, max_train_samples=500, cache_dir=None
+        ).prepare()
         ids.append((dm.split("train").ids, dm.split("val").ids))
     assert ids[0] == ids[1]
 
@@ -175,7 +189,7 @@ def test_correlations_and_their_intervals():
     from eqn.validate import correlations
 
     x = torch.linspace(0, 10, 50).numpy()
-    r = correlations(x, x ** 3, resamples=200)
+    r = correlations(x, x**3, resamples=200)
     assert r["spearman"] == pytest.approx(1.0) and 0.8 < r["pearson"] < 1.0
     assert r["pearson_low"] <= r["pearson"] <= r["pearson_high"]
     flat = correlations(x, x * 0 + 3, resamples=50)
@@ -187,8 +201,15 @@ def test_validate_compares_two_checkpoints_on_human_ratings(trained_run, tmp_pat
 
     fixture = ROOT / "tests" / "fixtures" / "ratings.csv"
     out = tmp_path / "validity.csv"
-    main([f"ckpt={trained_run / 'checkpoints' / 'eqn.ckpt'}", f"ckpt2={trained_run / 'checkpoints' / 'coeqn.ckpt'}",
-          f"ratings={fixture}", f"output={out}", "resamples=100"])
+    main(
+        [
+            f"ckpt={trained_run / 'checkpoints' / 'eqn.ckpt'}",
+            f"ckpt2={trained_run / 'checkpoints' / 'coeqn.ckpt'}",
+            f"ratings={fixture}",
+            f"output={out}",
+            "resamples=100",
+        ]
+    )
     frame = pd.read_csv(out)
     assert set(frame.model) == {"ckpt", "ckpt2"}
     assert set(frame.emotion) == {"gratitude", "joy", "anger", "sadness", "surprise", "all"}
@@ -228,14 +249,20 @@ def test_cosine_schedule_takes_effect():
             sched.step()
         base = cfg.model.optimizer.lr
         assert lrs[0] == 0 and lrs[10] == pytest.approx(base)  # 10% warm-up
-        assert lrs[55] == pytest.approx(base * (0.5 * (1 + math.cos(math.pi * 45 / 90))) if name == "cosine"
-                                        else base * 45 / 90, rel=1e-4)
+        assert lrs[55] == pytest.approx(
+            base * (0.5 * (1 + math.cos(math.pi * 45 / 90))) if name == "cosine" else base * 45 / 90, rel=1e-4
+        )
 
 
 def test_callbacks_group_adds_early_stopping_and_lr_monitor(tmp_path, data_dir):
-    cfg = compose_config("pipeline=baseline", "callbacks=[early_stopping,lr_monitor]", *TINY, "trainer.max_epochs=2",
-                         "trainer.log_every_n_steps=1",
-                         tmp_path=tmp_path)
+    cfg = compose_config(
+        "pipeline=baseline",
+        "callbacks=[early_stopping,lr_monitor]",
+        *TINY,
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        tmp_path=tmp_path,
+    )
     assert cfg.callbacks.early_stopping.mode == "min"
     run(cfg, run_dir=str(tmp_path / "run"))
     logged = pd.read_csv(tmp_path / "run" / "logs" / "baseline" / "metrics.csv")

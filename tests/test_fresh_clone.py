@@ -1,4 +1,5 @@
 """A fresh clone works on its own: GoEmotions ships inside the package; other datasets say how to get them."""
+
 import gzip
 import os
 import shutil
@@ -54,10 +55,13 @@ def test_missing_dataset_offline_names_folder_files_flag_and_command(tmp_path, m
 
 def test_make_run_default_command_on_the_embedded_data(tmp_path):
     env = {**os.environ, "EQN_DATA_DIR": str(tmp_path / "no-data-here"), "PYTHONUNBUFFERED": "1"}
-    args = (f"data.max_train_samples=300 data.max_eval_samples=100 trainer.max_epochs=1 logger=none "
-            f"trainer.enable_progress_bar=false paths.cache_dir={tmp_path / 'cache'} hydra.run.dir={tmp_path / 'run'}")
-    done = subprocess.run(["make", "-s", "run", f"ARGS={args}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    args = (
+        f"data.max_train_samples=300 data.max_eval_samples=100 trainer.max_epochs=1 logger=none "
+        f"trainer.enable_progress_bar=false paths.cache_dir={tmp_path / 'cache'} hydra.run.dir={tmp_path / 'run'}"
+    )
+    done = subprocess.run(
+        ["make", "-s", "run", f"ARGS={args}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     for stage in ("coeqn", "eqn"):
         assert f"{stage} test: f1_macro=" in done.stdout

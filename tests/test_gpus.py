@@ -1,4 +1,5 @@
 """Parallel local jobs on a multi-GPU machine each get their own GPUs (simulated device count on CPU)."""
+
 import threading
 import time
 

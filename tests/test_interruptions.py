@@ -1,4 +1,5 @@
 """A crash or signal at any point, then the same command, gives the run an uninterrupted run gives."""
+
 import json
 import os
 import signal
@@ -14,20 +15,46 @@ from eqn.io import ConfigError, RunLock
 from eqn.run import run
 from tests.conftest import ROOT, compose_config
 
-TINY = ["data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=2", "logger=none",
-        "model.batch_size=32", "data.eval_batch_size=32",
-        "model.backbone.embed_dim=32", "model.backbone.num_filters=16"]  # a small TextCNN: these tests check resume logic
-POINTS = ["open", "fit:coeqn:epoch0", "fit:coeqn:val0", "fit:coeqn:epoch1", "fit:coeqn:val1", "fit:coeqn:trained",
-          "fit:coeqn:evaluated", "fit:coeqn:saved", "fit:coeqn:exported", "regress1:predicted", "regress1:csv",
-          "regress1:dataset", "fit:eqn:epoch0",
-          "fit:eqn:epoch1", "fit:eqn:val1", "fit:eqn:trained", "fit:eqn:evaluated", "fit:eqn:saved", "analysis",
-          "metrics"]
+TINY = [
+    "data.max_train_samples=64",
+    "data.max_eval_samples=32",
+    "trainer.max_epochs=2",
+    "logger=none",
+    "model.batch_size=32",
+    "data.eval_batch_size=32",
+    "model.backbone.embed_dim=32",
+    "model.backbone.num_filters=16",
+]  # a small TextCNN: these tests check resume logic
+POINTS = [
+    "open",
+    "fit:coeqn:epoch0",
+    "fit:coeqn:val0",
+    "fit:coeqn:epoch1",
+    "fit:coeqn:val1",
+    "fit:coeqn:trained",
+    "fit:coeqn:evaluated",
+    "fit:coeqn:saved",
+    "fit:coeqn:exported",
+    "regress1:predicted",
+    "regress1:csv",
+    "regress1:dataset",
+    "fit:eqn:epoch0",
+    "fit:eqn:epoch1",
+    "fit:eqn:val1",
+    "fit:eqn:trained",
+    "fit:eqn:evaluated",
+    "fit:eqn:saved",
+    "analysis",
+    "metrics",
+]
 
 
 def outcome(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return ({k: v for k, v in metrics.items() if not k.startswith("time/")},
-            pd.read_csv(run_dir / "relabeled_train.csv", keep_default_na=False))
+    return (
+        {k: v for k, v in metrics.items() if not k.startswith("time/")},
+        pd.read_csv(run_dir / "relabeled_train.csv", keep_default_na=False),
+    )
 
 
 def analysis(point: str) -> list[str]:
@@ -76,15 +103,23 @@ def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path):
         with pytest.raises(ConfigError, match=f"in use by process {os.getpid()}"):
             with RunLock(tmp_path):
                 pass
-    (tmp_path / ".lock").write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": os.uname().nodename}))
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))
     with RunLock(tmp_path):  # a stale lock of a dead process is taken over
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     assert not (tmp_path / ".lock").exists()
 
 
 def test_refused_resume_leaves_the_run_dir_untouched(tmp_path, data_dir):
-    args = [sys.executable, "-m", "eqn.run", *TINY, "pipeline=coeqn", "trainer.enable_progress_bar=false",
-            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        sys.executable,
+        "-m",
+        "eqn.run",
+        *TINY,
+        "pipeline=coeqn",
+        "trainer.enable_progress_bar=false",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     assert subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300).returncode == 0
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name != "run.log"}
     refused = subprocess.run([*args, "model.optimizer.lr=0.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -103,13 +138,28 @@ def test_real_signal_during_training_exits_nonzero_and_resumes(sig, tmp_path, da
     moment is known without a long run to aim at), exits non-zero with the resume hint, and the same run resumes.
     (SIGKILL, which no handler sees: test_resume.py::test_sigkill_during_stage_two_then_resume.)"""
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "eqn.run", *SIGNALLED, "trainer.enable_progress_bar=false",
-            f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
+    args = [
+        sys.executable,
+        "-m",
+        "eqn.run",
+        *SIGNALLED,
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "EQN_FAULT_AT": "fit:coeqn:epoch1", "EQN_FAULT_SIGNAL": str(int(sig))}
     # a run started from a background job inherits SIGINT ignored (and then rightly keeps ignoring it): start the
     # child as a foreground run would be, with SIGINT at its default
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.run(
+        args,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     err = proc.stderr
     assert proc.returncode == 128 + sig, err[-2000:]
     assert f"interrupted by {signal.Signals(sig).name}" in err and f"hydra.run.dir={run_dir}" in err
@@ -141,9 +191,16 @@ def test_a_lock_left_on_another_host_or_held_by_a_live_process_elsewhere(tmp_pat
     (tmp_path / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": "another-node"}))
     with RunLock(tmp_path):
         assert json.loads((tmp_path / ".lock").read_text())["host"] == os.uname().nodename
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from eqn.io import RunLock\n"
-                               f"with RunLock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(2)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from eqn.io import RunLock\n"
+            f"with RunLock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(2)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(ConfigError, match=f"in use by process {holder.pid}"):
         RunLock(tmp_path).__enter__()

@@ -1,5 +1,6 @@
 """long_texts=truncate|windows: a text longer than the model's max length is cut (counted in the summary line) or
 scored in overlapping windows of max length, each label's intensity the maximum over its windows."""
+
 import pytest
 import torch
 
@@ -12,8 +13,9 @@ def ckpt(trained_run):
 
 
 def long_text(words: int) -> str:
-    return " ".join(["thank you so much", "this is terrible and i hate it", "what a surprise"][i % 3]
-                    for i in range(words))
+    return " ".join(
+        ["thank you so much", "this is terrible and i hate it", "what a surprise"][i % 3] for i in range(words)
+    )
 
 
 def test_windows_take_each_labels_maximum_over_the_windows(ckpt):

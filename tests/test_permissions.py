@@ -1,5 +1,6 @@
 """Files and folders eqn writes end with the permissions an ordinary open()/mkdir() gives: 0666 / 0777 minus the
 umask (a temporary file from mkstemp starts at 0600; a colleague on a shared filesystem must be able to read a run)."""
+
 import os
 import shutil
 import stat
@@ -25,8 +26,11 @@ def umask(mask):
 
 
 def modes(folder):
-    return {p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.rglob("*")]
-            if not p.is_symlink()}
+    return {
+        p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in [folder, *folder.rglob("*")]
+        if not p.is_symlink()
+    }
 
 
 def expected(path, mask):
@@ -35,10 +39,22 @@ def expected(path, mask):
 
 def test_the_pipelines_own_files_follow_the_default_umask(trained_run):
     mask = 0o022  # the session's umask when the shared run was made
-    written = ["metrics.json", "config.yaml", "fingerprint.json", "checkpoints/eqn.ckpt", "relabeled_train.csv",
-               "relabeled_train.parquet", "relabeled", "relabeled/README.md", "export/eqn", "export/eqn/README.md",
-               "export/eqn/model.safetensors", "stages/eqn/test_scores.safetensors", "stages/eqn/done.json",
-               "analysis/correlation.csv"]
+    written = [
+        "metrics.json",
+        "config.yaml",
+        "fingerprint.json",
+        "checkpoints/eqn.ckpt",
+        "relabeled_train.csv",
+        "relabeled_train.parquet",
+        "relabeled",
+        "relabeled/README.md",
+        "export/eqn",
+        "export/eqn/README.md",
+        "export/eqn/model.safetensors",
+        "stages/eqn/test_scores.safetensors",
+        "stages/eqn/done.json",
+        "analysis/correlation.csv",
+    ]
     for name in written:
         path = trained_run / name
         assert stat.S_IMODE(path.stat().st_mode) == expected(path, mask), name
@@ -61,6 +77,9 @@ def test_every_writer_honours_the_umask(trained_run, tmp_path, mask):
         runs = tmp_path / "runs"
         shutil.copytree(trained_run, runs / "run")
         report(runs, out=out / "report", resamples=10)
-    wrong = {name: oct(mode) for name, mode in modes(out).items()
-             if mode != expected(out / name if name != "." else out, mask)}
+    wrong = {
+        name: oct(mode)
+        for name, mode in modes(out).items()
+        if mode != expected(out / name if name != "." else out, mask)
+    }
     assert not wrong

@@ -1,4 +1,5 @@
 """End-to-end runs of the real configs on a few hundred GoEmotions rows."""
+
 import json
 
 import pandas as pd

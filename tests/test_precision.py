@@ -1,4 +1,5 @@
 """precision=auto: bf16 only where the hardware has it natively, fp32 elsewhere, and the choice is stated."""
+
 import pytest
 
 from eqn.precision import annotation_precision, native_bf16, training_precision
@@ -29,9 +30,17 @@ def test_training_and_annotation_say_what_auto_chose(trained_run, tmp_path, monk
     from tests.conftest import compose_config
 
     monkeypatch.setenv("EQN_NATIVE_BF16", "0")
-    cfg = compose_config("data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=1",
-                         "logger=none", "pipeline=baseline", "trainer.precision=auto", "model.backbone.embed_dim=32",
-                         "model.backbone.num_filters=16", tmp_path=tmp_path)
+    cfg = compose_config(
+        "data.max_train_samples=64",
+        "data.max_eval_samples=32",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "pipeline=baseline",
+        "trainer.precision=auto",
+        "model.backbone.embed_dim=32",
+        "model.backbone.num_filters=16",
+        tmp_path=tmp_path,
+    )
     with caplog.at_level("INFO"):
         run(cfg, run_dir=str(tmp_path / "run"))
     assert "trainer.precision=auto: 32-true (EQN_NATIVE_BF16=0)" in caplog.text
@@ -40,6 +49,11 @@ def test_training_and_annotation_say_what_auto_chose(trained_run, tmp_path, monk
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["trainer"]["precision"] == "32-true"
     inp = tmp_path / "in.txt"
     inp.write_text("what a day\n")
-    annotate_file(str(trained_run / "checkpoints" / "eqn.ckpt"), str(inp), str(tmp_path / "o.csv"), progress=False,
-                  precision="auto")
+    annotate_file(
+        str(trained_run / "checkpoints" / "eqn.ckpt"),
+        str(inp),
+        str(tmp_path / "o.csv"),
+        progress=False,
+        precision="auto",
+    )
     assert "precision=auto: fp32 (EQN_NATIVE_BF16=0)" in capsys.readouterr().err

@@ -8,6 +8,7 @@
 - A refused run writes nothing into the folder (no run.log, no .hydra/).
 - kill -9 while a temporary file or folder exists, then the same command: the result of an uninterrupted run.
 """
+
 import hashlib
 import json
 import os
@@ -28,8 +29,11 @@ from tests.conftest import ROOT, compose_config
 
 
 def digests(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def temps(folder: Path) -> list[Path]:
@@ -49,9 +53,18 @@ def texts(tmp_path):
 
 
 def tiny(tmp_path, *extra):
-    return compose_config("data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=1",
-                          "logger=none", "model.batch_size=32", "data.eval_batch_size=32",
-                          "model.backbone.embed_dim=32", "model.backbone.num_filters=16", *extra, tmp_path=tmp_path)
+    return compose_config(
+        "data.max_train_samples=64",
+        "data.max_eval_samples=32",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "model.batch_size=32",
+        "data.eval_batch_size=32",
+        "model.backbone.embed_dim=32",
+        "model.backbone.num_filters=16",
+        *extra,
+        tmp_path=tmp_path,
+    )
 
 
 # ------------------------------------------------------------------------------ check-then-act
@@ -151,7 +164,9 @@ def test_folder_replacement_checks_every_entry_before_touching_anything(ckpt, tm
         export(ckpt, folder, overwrite=True)
     assert digests(folder) == before and (target / "keep.txt").read_text() == "keep\n"
     assert not temps(tmp_path) and sorted(p.name for p in tmp_path.iterdir() if p.name != ".eqn") == [
-        "elsewhere", "model"]
+        "elsewhere",
+        "model",
+    ]
 
 
 def test_folder_replacement_swaps_by_rename(ckpt, tmp_path):
@@ -209,8 +224,16 @@ def test_restart_refuses_a_teacher_it_would_delete(tmp_path):
     teacher = run_dir / "checkpoints" / "baseline.ckpt"
     before = teacher.read_bytes()
     with pytest.raises(ConfigError, match="pipeline.restart=true would clear"):
-        run(tiny(tmp_path, "pipeline=eqn", "pipeline.restart=true", "regression=teacher",
-                 f"regression.teachers=[{teacher}]"), run_dir=str(run_dir))
+        run(
+            tiny(
+                tmp_path,
+                "pipeline=eqn",
+                "pipeline.restart=true",
+                "regression=teacher",
+                f"regression.teachers=[{teacher}]",
+            ),
+            run_dir=str(run_dir),
+        )
     assert teacher.read_bytes() == before
 
 
@@ -235,10 +258,26 @@ def test_restart_removes_only_this_runs_files(ckpt, texts, tmp_path):
 
 
 def eqn_run(*args, env=None, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "eqn.run", "data.max_train_samples=64", "data.max_eval_samples=32",
-                           "trainer.max_epochs=1", "logger=none", "model.backbone.embed_dim=32",
-                           "model.backbone.num_filters=16", "trainer.enable_progress_bar=false", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eqn.run",
+            "data.max_train_samples=64",
+            "data.max_eval_samples=32",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "model.backbone.embed_dim=32",
+            "model.backbone.num_filters=16",
+            "trainer.enable_progress_bar=false",
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_a_refused_run_writes_nothing_into_the_folder(tmp_path):
@@ -258,17 +297,32 @@ def test_a_refused_run_writes_nothing_into_the_folder(tmp_path):
 
 def killed(module: str, argv: list[str], point: str, cwd=ROOT) -> None:
     """`python -m module argv`, killed with SIGKILL (no handler, no cleanup) at the fault point `point`."""
-    done = subprocess.run([sys.executable, "-m", module, *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "EQN_FAULT_AT": point, "EQN_FAULT_SIGNAL": "9"})
+    done = subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "EQN_FAULT_AT": point, "EQN_FAULT_SIGNAL": "9"},
+    )
     assert done.returncode == -9, (point, done.stderr[-2000:])
 
 
 def test_kill_during_the_pipelines_temporary_folders_then_resume(tmp_path):
     """kill -9 while export/ and relabeled/ temporaries hold files: each rerun resumes; the result equals an
     uninterrupted run's, and no temporary is left."""
-    args = ["pipeline=eqn", "data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=1",
-            "logger=none", "model.backbone.embed_dim=32", "model.backbone.num_filters=16",
-            "trainer.enable_progress_bar=false", "pipeline.analyze=false", f"paths.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        "pipeline=eqn",
+        "data.max_train_samples=64",
+        "data.max_eval_samples=32",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "model.backbone.embed_dim=32",
+        "model.backbone.num_filters=16",
+        "trainer.enable_progress_bar=false",
+        "pipeline.analyze=false",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     run_dir = tmp_path / "run"
     killed("eqn.run", [*args, f"hydra.run.dir={run_dir}"], "folder:coeqn")
     assert temps(run_dir / "export")  # the export's temporary folder was left behind
@@ -280,7 +334,8 @@ def test_kill_during_the_pipelines_temporary_folders_then_resume(tmp_path):
     run(compose_config(*overrides, tmp_path=tmp_path), run_dir=str(reference))
     strip = lambda m: {k: v for k, v in m.items() if not k.startswith("time/")}  # noqa: E731
     assert strip(json.loads((run_dir / "metrics.json").read_text())) == strip(
-        json.loads((reference / "metrics.json").read_text()))
+        json.loads((reference / "metrics.json").read_text())
+    )
     assert (run_dir / "relabeled_train.csv").read_bytes() == (reference / "relabeled_train.csv").read_bytes()
     assert not temps(run_dir) and owns_folder(run_dir / "relabeled") and owns_folder(run_dir / "export" / "eqn")
 

@@ -1,5 +1,6 @@
 """Label regression as a callback family: regression=offline is today's EQN; regression=progressive regresses the
 targets inside one training from the model's own previous-epoch predictions (PS-KD style)."""
+
 import json
 
 import pandas as pd
@@ -12,9 +13,18 @@ from eqn.run import run
 from eqn.targets import alpha_at, mix_targets
 from tests.conftest import compose_config
 
-TINY = ["data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=3", "logger=none",
-        "model.batch_size=32", "data.eval_batch_size=32", "pipeline.analyze=false", "regression=progressive",
-        "model.backbone.embed_dim=32", "model.backbone.num_filters=16"]  # a small TextCNN: these tests check resume logic
+TINY = [
+    "data.max_train_samples=64",
+    "data.max_eval_samples=32",
+    "trainer.max_epochs=3",
+    "logger=none",
+    "model.batch_size=32",
+    "data.eval_batch_size=32",
+    "pipeline.analyze=false",
+    "regression=progressive",
+    "model.backbone.embed_dim=32",
+    "model.backbone.num_filters=16",
+]  # a small TextCNN: these tests check resume logic
 
 
 def test_alpha_schedules_take_the_documented_values():
@@ -36,8 +46,10 @@ def test_mixed_targets_keep_gold_at_scale_and_the_rest_in_range():
 
 def outcome(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return ({k: v for k, v in metrics.items() if not k.startswith("time/")},
-            pd.read_csv(run_dir / "relabeled_train.csv", keep_default_na=False))
+    return (
+        {k: v for k, v in metrics.items() if not k.startswith("time/")},
+        pd.read_csv(run_dir / "relabeled_train.csv", keep_default_na=False),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +89,16 @@ def test_progressive_with_soft_bce_targets_runs(tmp_path):
     assert 0.0 <= metrics["eqn/test/f1_macro"] <= 1.0
 
 
-@pytest.mark.parametrize("override,words", [
-    ("regression.start=0", "regression.start=0: must lie in 1..2"),
-    ("regression.start=3", "regression.start=3: must lie in 1..2"),
-    ("regression.alpha=0", "regression.alpha=0"),
-    ("regression.schedule=cosine", "regression.schedule='cosine'"),
-    ("trainer=ddp", "regression=progressive gathers each epoch's predictions in one process"),
-])
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("regression.start=0", "regression.start=0: must lie in 1..2"),
+        ("regression.start=3", "regression.start=3: must lie in 1..2"),
+        ("regression.alpha=0", "regression.alpha=0"),
+        ("regression.schedule=cosine", "regression.schedule='cosine'"),
+        ("trainer=ddp", "regression=progressive gathers each epoch's predictions in one process"),
+    ],
+)
 def test_bad_progressive_settings_are_one_line(tmp_path, override, words):
     from eqn.config import validate
 
@@ -95,8 +110,13 @@ def test_bad_progressive_settings_are_one_line(tmp_path, override, words):
 
 def teacher_cfg(tmp_path, *teachers, extra=()):
     listed = ",".join(str(t) for t in teachers)
-    return compose_config(*[a for a in TINY if a != "regression=progressive"], "regression=teacher",
-                          f"regression.teachers=[{listed}]", *extra, tmp_path=tmp_path)
+    return compose_config(
+        *[a for a in TINY if a != "regression=progressive"],
+        "regression=teacher",
+        f"regression.teachers=[{listed}]",
+        *extra,
+        tmp_path=tmp_path,
+    )
 
 
 def test_teacher_targets_are_the_teachers_intensities_on_the_training_rows(progressive, trained_run, tmp_path):
@@ -140,8 +160,17 @@ def test_bad_teachers_are_refused_in_one_line_before_training(tmp_path):
     custom = tmp_path / "two.csv"
     custom.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(40)))
     other = tmp_path / "other"
-    run(compose_config("data=custom", f"data.path={custom}", "trainer.max_epochs=1", "logger=none",
-                       "pipeline=baseline", tmp_path=tmp_path), run_dir=str(other))
+    run(
+        compose_config(
+            "data=custom",
+            f"data.path={custom}",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "pipeline=baseline",
+            tmp_path=tmp_path,
+        ),
+        run_dir=str(other),
+    )
     with pytest.raises(ConfigError, match="other/checkpoints/baseline.ckpt: its labels"):
         run(teacher_cfg(tmp_path, other / "checkpoints" / "baseline.ckpt"), run_dir=str(tmp_path / "run3"))
     assert not (tmp_path / "run3" / "stages" / "eqn").exists()

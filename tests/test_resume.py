@@ -1,4 +1,5 @@
 """Interrupted runs resume where they stopped; changed configs are refused; writes are atomic."""
+
 import dataclasses
 import json
 import os
@@ -15,17 +16,28 @@ from eqn.models.module import EQNModule
 from eqn.run import run
 from tests.conftest import ROOT, compose_config
 
-SMALL = ["data.max_train_samples=300", "data.max_eval_samples=100", "trainer.max_epochs=2", "pipeline.analyze=false",
-         "logger=none", "model.backbone.embed_dim=32", "model.backbone.num_filters=16"]  # a small TextCNN
+SMALL = [
+    "data.max_train_samples=300",
+    "data.max_eval_samples=100",
+    "trainer.max_epochs=2",
+    "pipeline.analyze=false",
+    "logger=none",
+    "model.backbone.embed_dim=32",
+    "model.backbone.num_filters=16",
+]  # a small TextCNN
 
 
 def test_changed_config_is_refused_unless_restart(tmp_path, data_dir):
     run_dir = tmp_path / "run"
     run(compose_config(*SMALL, "pipeline=coeqn", tmp_path=tmp_path), run_dir=str(run_dir))
     with pytest.raises(ConfigError, match="different config or data"):
-        run(compose_config(*SMALL, "pipeline=coeqn", "model.optimizer.lr=0.01", tmp_path=tmp_path), run_dir=str(run_dir))
-    metrics = run(compose_config(*SMALL, "pipeline=coeqn", "model.optimizer.lr=0.01", "pipeline.restart=true",
-                                 tmp_path=tmp_path), run_dir=str(run_dir))
+        run(
+            compose_config(*SMALL, "pipeline=coeqn", "model.optimizer.lr=0.01", tmp_path=tmp_path), run_dir=str(run_dir)
+        )
+    metrics = run(
+        compose_config(*SMALL, "pipeline=coeqn", "model.optimizer.lr=0.01", "pipeline.restart=true", tmp_path=tmp_path),
+        run_dir=str(run_dir),
+    )
     assert "coeqn/test/f1_macro" in metrics
 
 
@@ -62,8 +74,16 @@ def test_sigkill_during_stage_two_then_resume(tmp_path, data_dir):
     stage is not redone and the run finishes."""
     run_dir = tmp_path / "run"
     overrides = [*SMALL, "data.max_train_samples=160", "data.max_eval_samples=60"]
-    args = [sys.executable, "-m", "eqn.run", *overrides, "trainer.enable_progress_bar=false",
-            f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
+    args = [
+        sys.executable,
+        "-m",
+        "eqn.run",
+        *overrides,
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    ]
     env = {**os.environ, "EQN_FAULT_AT": "fit:eqn:epoch1", "EQN_FAULT_SIGNAL": str(int(signal.SIGKILL))}
     killed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -98,10 +118,25 @@ def test_the_resume_fingerprint_counts_every_schema_field_unless_marked():
     assert result_fields(_Schema, {**base, "inner": {"lr": 0.2, "workers": 0}}) != kept
     assert result_fields(_Schema, {**base, "progress": False, "inner": {"lr": 0.1, "workers": 8}}) == kept
     cfg = compose_config(*SMALL)
-    same = [compose_config(*SMALL, o) for o in ("trainer.enable_progress_bar=false", "data.num_workers=2",
-                                                "pipeline.analyze=true", "logger=csv", "paths.output_dir=elsewhere")]
-    other = [compose_config(*SMALL, o) for o in ("callbacks=[early_stopping]", "trainer.precision=bf16-mixed",
-                                                 "model.head_init=default", "data.val_fraction=0.2")]
+    same = [
+        compose_config(*SMALL, o)
+        for o in (
+            "trainer.enable_progress_bar=false",
+            "data.num_workers=2",
+            "pipeline.analyze=true",
+            "logger=csv",
+            "paths.output_dir=elsewhere",
+        )
+    ]
+    other = [
+        compose_config(*SMALL, o)
+        for o in (
+            "callbacks=[early_stopping]",
+            "trainer.precision=bf16-mixed",
+            "model.head_init=default",
+            "data.val_fraction=0.2",
+        )
+    ]
     assert all(result_config(c) == result_config(cfg) for c in same)
     assert all(result_config(c) != result_config(cfg) for c in other)  # early stopping used to be left out
 
@@ -125,5 +160,6 @@ def test_a_run_dir_fingerprinted_by_an_older_eqn_still_resumes(tmp_path, data_di
     assert json.loads((run_dir / "fingerprint.json").read_text())["scheme"] == 2
     write_json(run_dir / "fingerprint.json", {"fingerprint": digest(legacy_result_config(cfg), data_files)})
     with pytest.raises(ConfigError, match="different config or data"):
-        run(compose_config(*SMALL, "pipeline=coeqn", "model.optimizer.lr=0.01", tmp_path=tmp_path),
-            run_dir=str(run_dir))
+        run(
+            compose_config(*SMALL, "pipeline=coeqn", "model.optimizer.lr=0.01", tmp_path=tmp_path), run_dir=str(run_dir)
+        )

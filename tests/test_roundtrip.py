@@ -2,6 +2,7 @@
 \\r\\n, quotes, tabs, NUL, BOM and empty strings; extra columns of ints, nulls, big ints, floats, nested JSON) in every
 input format -> every output format -> read back equal to the input, row for row, or refused in one line where the
 output format cannot carry a value (TSV: tabs and line breaks; Parquet: one type per column, int64)."""
+
 import csv
 import json
 import os
@@ -18,11 +19,18 @@ from eqn.tables import read_chunks
 
 TRICKY = st.sampled_from(["\r", "\n", "\r\n", '"', "'", "\t", "\x00", "\ufeff", ",", " ", "😀", "é", "\u2028", ""])
 TEXT = st.lists(st.one_of(TRICKY, st.text(max_size=6)), max_size=6).map("".join)
-SCALAR = st.one_of(st.none(), st.integers(min_value=-(2 ** 70), max_value=2 ** 70), st.booleans(),
-                   st.floats(allow_nan=False, allow_infinity=False), TEXT)
-NESTED = st.recursive(SCALAR, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                      st.dictionaries(st.text(max_size=4), inner, max_size=3)),
-                      max_leaves=6)
+SCALAR = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    TEXT,
+)
+NESTED = st.recursive(
+    SCALAR,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=6,
+)
 EXTRA = ["id", 'we"ird,name', "note"]
 
 
@@ -71,8 +79,9 @@ def write_input(path: Path, fmt: str, names: list[str], rows: list[dict]) -> Non
                 for r in rows:
                     writer.writerow([r[c] for c in names])
             else:  # TSV: no quoting at all
-                handle.write("".join("\t".join(fields) + "\n" for fields in [names, *([r[c] for c in names]
-                                                                                   for r in rows)]))
+                handle.write(
+                    "".join("\t".join(fields) + "\n" for fields in [names, *([r[c] for c in names] for r in rows)])
+                )
 
 
 def as_text(value):
@@ -83,9 +92,13 @@ def as_text(value):
 
 
 # the same examples on every run (CI); EQN_HYPOTHESIS_RANDOM=1 EQN_HYPOTHESIS_EXAMPLES=2000 explores further
-@settings(max_examples=int(os.environ.get("EQN_HYPOTHESIS_EXAMPLES", "90")), deadline=None, database=None,
-          derandomize=not os.environ.get("EQN_HYPOTHESIS_RANDOM"),
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("EQN_HYPOTHESIS_EXAMPLES", "90")),
+    deadline=None,
+    database=None,
+    derandomize=not os.environ.get("EQN_HYPOTHESIS_RANDOM"),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(case=tables())
 def test_every_value_round_trips_through_every_format(annotator, tmp_path_factory, case):
     fmt_in, fmt_out, names, rows = case
@@ -94,8 +107,9 @@ def test_every_value_round_trips_through_every_format(annotator, tmp_path_factor
     out = folder / f"out.{fmt_out}"
     write_input(source, fmt_in, names, rows)
     try:
-        n = write_annotated(annotator, read_chunks(str(source), "text", 4), out, fmt_out, "text", 8, str(source),
-                            _Bar())
+        n = write_annotated(
+            annotator, read_chunks(str(source), "text", 4), out, fmt_out, "text", 8, str(source), _Bar()
+        )
     except DataError as err:
         message = str(err)
         assert "\n" not in message and str(out) in message, message
@@ -117,7 +131,7 @@ def test_every_value_round_trips_through_every_format(annotator, tmp_path_factor
         assert len(back) == len(rows)
         for row, got in zip(rows, back):
             keys = [k for k in names if k in row] if fmt_in == "jsonl" else names
-            assert list(got)[:len(keys)] == keys and {k: got[k] for k in keys} == {k: row[k] for k in keys}
+            assert list(got)[: len(keys)] == keys and {k: got[k] for k in keys} == {k: row[k] for k in keys}
     else:
         back = [frame for chunk in read_chunks(str(out), "text", 1000) for frame in [chunk.frame]]
         got = back[0] if back else None

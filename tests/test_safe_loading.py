@@ -1,5 +1,6 @@
 """No file eqn loads can run code: checkpoints, token caches and score files crafted to execute a payload are
 refused with one line naming the file (the payload would create a marker file if it ever ran)."""
+
 import pickle
 
 import pytest
@@ -63,8 +64,14 @@ def test_truncated_and_non_checkpoint_files_get_one_line(tmp_path, trained_run):
 
 def test_malicious_token_cache_is_rebuilt_not_loaded(tmp_path, data_dir):
     marker = tmp_path / "pwned"
-    options = dict(name="goemotions", data_dir=str(data_dir), tokenizer={"kind": "word"}, max_train_samples=50,
-                   max_eval_samples=20, cache_dir=str(tmp_path / "cache"))
+    options = dict(
+        name="goemotions",
+        data_dir=str(data_dir),
+        tokenizer={"kind": "word"},
+        max_train_samples=50,
+        max_eval_samples=20,
+        cache_dir=str(tmp_path / "cache"),
+    )
     first = EQNDataModule(**options).prepare()
     cached = next((tmp_path / "cache").iterdir())
     with cached.open("wb") as f:

@@ -1,6 +1,7 @@
 """Hyperparameter search (`python -m eqn.run -m hparams_search=<name>`): the smoke preset runs, resumes after a kill
 with exactly its trials and without retraining finished ones, prunes a clearly worse trial, and refuses a bad search
 space in one line before any trial."""
+
 import csv
 import os
 import subprocess
@@ -22,9 +23,23 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_M
 def search(tmp_path, *args, fault=None):
     env = {**ENV, **({"EQN_FAULT_AT": fault} if fault else {})}
     preset = [] if any(a.startswith("hparams_search=") for a in args) else ["hparams_search=smoke"]
-    return subprocess.run([sys.executable, "-m", "eqn.run", "-m", *preset, f"paths.output_dir={tmp_path}",
-                           f"paths.cache_dir={tmp_path / 'cache'}", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eqn.run",
+            "-m",
+            *preset,
+            f"paths.output_dir={tmp_path}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_smoke_search_resumes_after_a_kill_with_exactly_its_trials(tmp_path):
@@ -54,18 +69,29 @@ def test_a_clearly_worse_trial_is_pruned(tmp_path):
     import optuna
 
     storage = journal_storage(tmp_path / "optuna.journal")
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize",
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    study = optuna.create_study(
+        study_name="s",
+        storage=storage,
+        direction="maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+    )
     dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
     for value in (0.40, 0.42):
-        study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3}, distributions=dist, value=value,
-                                                  intermediate_values={0: value, 1: value}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": 1e-3}, distributions=dist, value=value, intermediate_values={0: value, 1: value}
+            )
+        )
     pruner = {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
     journal = str(tmp_path / "optuna.journal")
     good = PruneTrial(journal, "s", study.ask(dist)._trial_id, "val/f1_macro", tmp_path / "good", pruner=pruner)
     bad = PruneTrial(journal, "s", study.ask(dist)._trial_id, "val/f1_macro", tmp_path, pruner=pruner)
-    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=0,
-                              callback_metrics={"val/f1_macro": torch.tensor(0.45)})
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=True,
+        current_epoch=0,
+        callback_metrics={"val/f1_macro": torch.tensor(0.45)},
+    )
     good.on_validation_end(trainer, None)  # better than the others: goes on
     trainer.callback_metrics = {"val/f1_macro": torch.tensor(0.05)}
     with pytest.raises(Pruned, match="pruned at epoch step 0"):
@@ -74,14 +100,17 @@ def test_a_clearly_worse_trial_is_pruned(tmp_path):
     assert (tmp_path / "pruned.json").exists()
 
 
-@pytest.mark.parametrize("params,words", [
-    ({"lr": {"type": "float", "low": 0.1, "high": 0.01}}, "low=0.1 is greater than high=0.01"),
-    ({"lr": {"type": "float", "low": 0.0, "high": 0.01, "log": True}}, "a log range must lie above 0"),
-    ({"d": {"type": "categorical", "choices": []}}, "needs at least one choice"),
-    ({"d": {"type": "normal", "low": 0, "high": 1}}, "type must be float, int or categorical"),
-    ({"n": {"type": "int", "low": 1.5, "high": 3}}, "whole-number bounds"),
-    ({}, "hydra.sweeper.params is empty"),
-])
+@pytest.mark.parametrize(
+    "params,words",
+    [
+        ({"lr": {"type": "float", "low": 0.1, "high": 0.01}}, "low=0.1 is greater than high=0.01"),
+        ({"lr": {"type": "float", "low": 0.0, "high": 0.01, "log": True}}, "a log range must lie above 0"),
+        ({"d": {"type": "categorical", "choices": []}}, "needs at least one choice"),
+        ({"d": {"type": "normal", "low": 0, "high": 1}}, "type must be float, int or categorical"),
+        ({"n": {"type": "int", "low": 1.5, "high": 3}}, "whole-number bounds"),
+        ({}, "hydra.sweeper.params is empty"),
+    ],
+)
 def test_bad_search_spaces_are_refused_in_one_line(params, words):
     with pytest.raises(ConfigError, match=words) as err:
         parse_space(params)
@@ -91,8 +120,12 @@ def test_bad_search_spaces_are_refused_in_one_line(params, words):
 def test_objectives_must_be_reported_validation_figures():
     assert objective_key("{last}/val/f1_macro", ["coeqn", "eqn"]) == "eqn/val/f1_macro"
     assert objective_key("baseline/val/tuned/f1_micro", ["baseline"]) == "baseline/val/tuned/f1_micro"
-    for objective, words in (("{last}/test/f1_macro", "never on test"), ("eqn/val/f1_macro", "no stage"),
-                             ("{last}/val/auroc", "does not report"), ("{last}/val/mse", "does not report")):
+    for objective, words in (
+        ("{last}/test/f1_macro", "never on test"),
+        ("eqn/val/f1_macro", "no stage"),
+        ("{last}/val/auroc", "does not report"),
+        ("{last}/val/mse", "does not report"),
+    ):
         with pytest.raises(ConfigError, match=words):
             objective_key(objective, ["baseline"])
 
@@ -100,8 +133,11 @@ def test_objectives_must_be_reported_validation_figures():
 def test_an_unknown_key_in_the_space_stops_before_any_trial(tmp_path):
     presets = tmp_path / "conf" / "hparams_search"
     presets.mkdir(parents=True)
-    (presets / "misspelt.yaml").write_text((ROOT / "conf" / "hparams_search" / "smoke.yaml").read_text().replace(
-        "model.optimizer.lr:", "model.optimizer.lrr:"))
+    (presets / "misspelt.yaml").write_text(
+        (ROOT / "conf" / "hparams_search" / "smoke.yaml")
+        .read_text()
+        .replace("model.optimizer.lr:", "model.optimizer.lrr:")
+    )
     proc = search(tmp_path, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "hparams_search=misspelt")
     lines = [line for line in proc.stderr.splitlines() if line.startswith("eqn: error:")]
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-1500:]

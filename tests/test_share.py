@@ -1,5 +1,6 @@
 """Sharing: exported model folders (transformers-native for BERT + pooler, eqn layout otherwise), the relabeled
 training set as a typed Hugging Face dataset, Parquet annotation, and the hub path offline."""
+
 import json
 import time
 
@@ -57,9 +58,18 @@ def test_pipeline_exports_every_stage_and_the_relabeled_dataset(trained_run):
 def test_minilm_pooler_export_is_a_transformers_model(tmp_path, data_dir):
     from transformers import AutoModelForSequenceClassification, pipeline
 
-    cfg = compose_config("model=minilm", "model.backbone.pooling=pooler", "pipeline=coeqn", "data.max_train_samples=64",
-                         "data.max_eval_samples=64", "data.max_length=32", "trainer.max_epochs=1", "logger=none",
-                         "pipeline.analyze=false", tmp_path=tmp_path)
+    cfg = compose_config(
+        "model=minilm",
+        "model.backbone.pooling=pooler",
+        "pipeline=coeqn",
+        "data.max_train_samples=64",
+        "data.max_eval_samples=64",
+        "data.max_length=32",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "pipeline.analyze=false",
+        tmp_path=tmp_path,
+    )
     run(cfg, run_dir=str(tmp_path / "run"))
     folder = tmp_path / "run" / "export" / "coeqn"
     model = AutoModelForSequenceClassification.from_pretrained(folder)
@@ -80,24 +90,39 @@ def test_push_to_hub_offline_fails_in_one_line(trained_run, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="push_to_hub=me/model: HF_HUB_OFFLINE=1 is set"):
         push_to_hub(trained_run / "export" / "eqn", "me/model")
-    with pytest.raises(DataError, match="someone/missing-model: not a local checkpoint or folder: neither a local "
-                                        "folder nor in the Hugging Face cache, and HF_HUB_OFFLINE=1 is set"):
+    with pytest.raises(
+        DataError,
+        match="someone/missing-model: not a local checkpoint or folder: neither a local "
+        "folder nor in the Hugging Face cache, and HF_HUB_OFFLINE=1 is set",
+    ):
         load("someone/missing-model")
 
 
 def test_annotate_writes_parquet(trained_run, tmp_path):
     inp = tmp_path / "in.csv"
     inp.write_text("text,keep\nI love it,1\nso angry,2\n")
-    annotate_file(str(trained_run / "checkpoints" / "eqn.ckpt"), str(inp), str(tmp_path / "out.parquet"),
-                  progress=False, chunk_size=1)
+    annotate_file(
+        str(trained_run / "checkpoints" / "eqn.ckpt"),
+        str(inp),
+        str(tmp_path / "out.parquet"),
+        progress=False,
+        chunk_size=1,
+    )
     frame = pd.read_parquet(tmp_path / "out.parquet")
     assert list(frame.columns[:2]) == ["text", "keep"] and len(frame) == 2 and "emotions" in frame
 
 
 def test_offline_wandb_run_holds_figures_tables_and_the_model_artifact(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = compose_config("pipeline=coeqn", "logger=wandb", "data.max_train_samples=120", "data.max_eval_samples=60",
-                         "trainer.max_epochs=1", "pipeline.analyze=false", tmp_path=tmp_path)
+    cfg = compose_config(
+        "pipeline=coeqn",
+        "logger=wandb",
+        "data.max_train_samples=120",
+        "data.max_eval_samples=60",
+        "trainer.max_epochs=1",
+        "pipeline.analyze=false",
+        tmp_path=tmp_path,
+    )
     run(cfg, run_dir=str(tmp_path / "run"))
     (run_dir,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     media = {p.relative_to(run_dir / "files" / "media").parts[0] for p in (run_dir / "files" / "media").rglob("*.*")}
@@ -108,8 +133,11 @@ def test_offline_wandb_run_holds_figures_tables_and_the_model_artifact(tmp_path,
     assert any("annotated_test_sample" in n for n in tables) and any("label_correlation" in n for n in tables)
     wanted, deadline = ("goemotions-textcnn-coeqn-s42-coeqn-model", "model"), time.time() + 30
     while True:  # W&B's service may still be writing the run's last records when finish() has returned
-        artifacts = {(r.artifact.name, r.artifact.type) for r in wandb_records(next(run_dir.glob("*.wandb")))
-                     if r.WhichOneof("record_type") == "artifact"}
+        artifacts = {
+            (r.artifact.name, r.artifact.type)
+            for r in wandb_records(next(run_dir.glob("*.wandb")))
+            if r.WhichOneof("record_type") == "artifact"
+        }
         if wanted in artifacts or time.time() > deadline:
             break
         time.sleep(0.2)
@@ -127,8 +155,8 @@ def wandb_records(path):
         if block - pos % block < 7:  # block trailer too short for a header
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0 and length == 0:
             break
         buf = chunk if kind in (1, 2) else buf + chunk
@@ -140,9 +168,16 @@ def wandb_records(path):
 
 @pytest.mark.parametrize("logger", ["tensorboard", "mlflow"])
 def test_other_lightning_loggers_work_offline(logger, tmp_path, data_dir):
-    cfg = compose_config("pipeline=coeqn", f"logger={logger}", "data.max_train_samples=80", "data.max_eval_samples=40",
-                         "trainer.max_epochs=1", "pipeline.analyze=false", "trainer.log_every_n_steps=1",
-                         tmp_path=tmp_path)
+    cfg = compose_config(
+        "pipeline=coeqn",
+        f"logger={logger}",
+        "data.max_train_samples=80",
+        "data.max_eval_samples=40",
+        "trainer.max_epochs=1",
+        "pipeline.analyze=false",
+        "trainer.log_every_n_steps=1",
+        tmp_path=tmp_path,
+    )
     run(cfg, run_dir=str(tmp_path / "run"))
     if logger == "tensorboard":
         assert list((tmp_path / "run" / "logs" / "coeqn").glob("events.out.tfevents.*"))
@@ -153,8 +188,16 @@ def test_other_lightning_loggers_work_offline(logger, tmp_path, data_dir):
 
 
 def test_max_length_of_training_is_carried_into_annotation(tmp_path, data_dir):
-    cfg = compose_config("pipeline=coeqn", "data.max_length=12", "data.max_train_samples=60", "data.max_eval_samples=30",
-                         "trainer.max_epochs=1", "logger=none", "pipeline.analyze=false", tmp_path=tmp_path)
+    cfg = compose_config(
+        "pipeline=coeqn",
+        "data.max_length=12",
+        "data.max_train_samples=60",
+        "data.max_eval_samples=30",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "pipeline.analyze=false",
+        tmp_path=tmp_path,
+    )
     run(cfg, run_dir=str(tmp_path / "run"))
     model = load(str(tmp_path / "run" / "checkpoints" / "coeqn.ckpt"))
     assert model.max_length == 12 and load(str(tmp_path / "run" / "export" / "coeqn")).max_length == 12

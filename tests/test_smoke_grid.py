@@ -1,4 +1,5 @@
 """Every (dataset, backbone) pair through the real configs for a handful of steps."""
+
 import json
 import shutil
 
@@ -8,10 +9,17 @@ from eqn.run import run
 from tests.conftest import FIXTURES_DIR, compose_config, needs
 
 DATASETS = ["goemotions", "emotion6", "tfn3", "tsa3", "health7"]
-BACKBONES = ["ann", "cnn", "lstm", "textcnn", "tiny_bert",
-             pytest.param("minilm", marks=pytest.mark.slow)]
-TINY = ["data.max_train_samples=40", "data.max_eval_samples=21", "data.max_length=32", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2", "pipeline.analyze=false", "logger=none", "model.batch_size=16"]
+BACKBONES = ["ann", "cnn", "lstm", "textcnn", "tiny_bert", pytest.param("minilm", marks=pytest.mark.slow)]
+TINY = [
+    "data.max_train_samples=40",
+    "data.max_eval_samples=21",
+    "data.max_length=32",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "pipeline.analyze=false",
+    "logger=none",
+    "model.batch_size=16",
+]
 
 
 @pytest.mark.slow  # 15 s; the pretrained MiniLM path is in the fast suite through test_share's export test

@@ -1,4 +1,5 @@
 """Sweeps (basic, submitit_local), W&B offline runs per stage, the results report, and the presets."""
+
 import json
 import os
 import subprocess
@@ -18,18 +19,33 @@ TINY = ["data.max_train_samples=80", "data.max_eval_samples=40", "trainer.max_ep
 
 def sweep(tmp_path, *overrides, env=None):
     out = tmp_path / "sweep"
-    args = [sys.executable, "-m", "eqn.run", "-m", *overrides, "trainer.enable_progress_bar=false",
-            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={out}"]
-    done = subprocess.run(args, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=900)
+    args = [
+        sys.executable,
+        "-m",
+        "eqn.run",
+        "-m",
+        *overrides,
+        "trainer.enable_progress_bar=false",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={out}",
+    ]
+    done = subprocess.run(
+        args, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
 
 def test_seeded_2x2x2_sweep_with_offline_wandb_and_report(tmp_path, data_dir):
     needs("emotion6", "tfn3")
-    out = sweep(tmp_path, "experiment=smoke_grid", "data.max_train_samples=40", "data.max_eval_samples=24",
-                "logger=wandb", env={"WANDB_MODE": "offline"})
+    out = sweep(
+        tmp_path,
+        "experiment=smoke_grid",
+        "data.max_train_samples=40",
+        "data.max_eval_samples=24",
+        "logger=wandb",
+        env={"WANDB_MODE": "offline"},
+    )
     jobs = sorted(p.parent for p in out.glob("*/metrics.json"))
     assert len(jobs) == 8
     groups = set()
@@ -45,7 +61,8 @@ def test_seeded_2x2x2_sweep_with_offline_wandb_and_report(tmp_path, data_dir):
     (out / "8_broken").mkdir()  # a job that died before writing anything but Hydra's config
     (out / "8_broken" / ".hydra").mkdir()
     (out / "8_broken" / ".hydra" / "config.yaml").write_text(
-        "data: {name: tfn3}\nmodel: {name: lstm}\npipeline: {name: eqn}\nseed: 3\n")
+        "data: {name: tfn3}\nmodel: {name: lstm}\npipeline: {name: eqn}\nseed: 3\n"
+    )
     md, csv = report(out)
     table = pd.read_csv(csv)
     macro = table[table.metric == "f1_macro"]
@@ -80,14 +97,17 @@ def test_wandb_mode_is_not_leaked_and_crashed_stage_finishes_its_run(tmp_path, d
 
 def test_submitit_local_launcher(tmp_path, data_dir):
     out = sweep(tmp_path, "cluster=local", "seed=0,1", "pipeline=coeqn", "logger=none", *TINY)
-    assert sorted(p.parent.name for p in out.glob("*/metrics.json")) == ["0_goemotions-textcnn-coeqn-s0",
-                                                                        "1_goemotions-textcnn-coeqn-s1"]
+    assert sorted(p.parent.name for p in out.glob("*/metrics.json")) == [
+        "0_goemotions-textcnn-coeqn-s0",
+        "1_goemotions-textcnn-coeqn-s1",
+    ]
 
 
 def test_slurm_preset_ties_tasks_to_devices():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["cluster=slurm", "trainer.devices=8", "trainer.num_nodes=2"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=["cluster=slurm", "trainer.devices=8", "trainer.num_nodes=2"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == 8 and launcher.gpus_per_node == 8 and launcher.nodes == 2

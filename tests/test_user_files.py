@@ -1,6 +1,7 @@
 """Every command that writes keeps the user's files: files planted with the names it writes, next to and inside
 its targets, survive byte for byte; eqn replaces or deletes only what its ledger proves it wrote, and only when
 asked."""
+
 import hashlib
 import shutil
 from pathlib import Path
@@ -32,8 +33,14 @@ def intact(planted: dict[Path, str]) -> bool:
 
 
 def small_cfg(tmp_path, *extra):
-    return compose_config("data.max_train_samples=120", "data.max_eval_samples=60", "trainer.max_epochs=1",
-                          "logger=none", *extra, tmp_path=tmp_path)
+    return compose_config(
+        "data.max_train_samples=120",
+        "data.max_eval_samples=60",
+        "trainer.max_epochs=1",
+        "logger=none",
+        *extra,
+        tmp_path=tmp_path,
+    )
 
 
 @pytest.fixture
@@ -44,8 +51,17 @@ def ckpt(trained_run):
 # ------------------------------------------------------------------------------ eqn.run
 
 
-RUN_NAMES = ("config.yaml", "metrics.json", "tokenizer.json", "relabeled/README.md", "export/eqn/config.json",
-             "checkpoints/eqn.ckpt", "relabeled_train.csv", "analysis/correlation.csv", "logs/mine.txt")
+RUN_NAMES = (
+    "config.yaml",
+    "metrics.json",
+    "tokenizer.json",
+    "relabeled/README.md",
+    "export/eqn/config.json",
+    "checkpoints/eqn.ckpt",
+    "relabeled_train.csv",
+    "analysis/correlation.csv",
+    "logs/mine.txt",
+)
 
 
 def test_run_refuses_a_folder_that_holds_no_eqn_run_and_touches_nothing(tmp_path):
@@ -100,8 +116,13 @@ def test_export_never_replaces_what_it_did_not_write(ckpt, tmp_path, monkeypatch
             main([f"ckpt={ckpt}", f"out={out}", *args])
     assert intact(planted)
     monkeypatch.chdir(tmp_path)
-    for bad, words in ((".", "working directory"), (str(Path.home()), "home folder"), ("/", "root"),
-                       (str(ckpt.parent), "holds the input"), (str(ckpt.parent.parent), "holds the input")):
+    for bad, words in (
+        (".", "working directory"),
+        (str(Path.home()), "home folder"),
+        ("/", "root"),
+        (str(ckpt.parent), "holds the input"),
+        (str(ckpt.parent.parent), "holds the input"),
+    ):
         with pytest.raises(SystemExit, match=words):
             main([f"ckpt={ckpt}", f"out={bad}", "overwrite=true"])
     assert intact(planted) and (ckpt).is_file()
@@ -194,8 +215,9 @@ def test_annotation_outputs_and_shard_folders_keep_user_files(ckpt, tmp_path):
     annotate_file(str(ckpt), str(inp), str(mine), progress=False, overwrite=True)
     parts = tmp_path / "sharded.csv.shards"
     for shard in (0, 1):
-        annotate_file(str(ckpt), str(inp), str(tmp_path / "sharded.csv"), chunk_size=10, progress=False, shards=2,
-                      shard=shard)
+        annotate_file(
+            str(ckpt), str(inp), str(tmp_path / "sharded.csv"), chunk_size=10, progress=False, shards=2, shard=shard
+        )
         if shard == 0:
             user = plant(parts, "keep.txt")
     assert intact(user) and sorted(p.name for p in parts.iterdir()) == [".eqn", "keep.txt"]
@@ -209,8 +231,16 @@ def test_stale_shards_of_another_job_are_refused(ckpt, trained_run, tmp_path):
     annotate_file(str(ckpt), str(inp), str(out), chunk_size=10, progress=False, shards=2, shard=0)
     other = trained_run / "checkpoints" / "coeqn.ckpt"
     for kwargs, words in (({"ckpt": str(other)}, "model"), ({"chunk_size": 5}, "chunk_size")):
-        args = {"ckpt": str(ckpt), "input": str(inp), "output": str(out), "chunk_size": 10, "progress": False,
-                "shards": 2, "shard": 1, **kwargs}
+        args = {
+            "ckpt": str(ckpt),
+            "input": str(inp),
+            "output": str(out),
+            "chunk_size": 10,
+            "progress": False,
+            "shards": 2,
+            "shard": 1,
+            **kwargs,
+        }
         with pytest.raises(ConfigError, match=f"another job \\(different {words}"):
             annotate_file(**args)
     inp.write_text(inp.read_text() + "one more\n")
@@ -232,8 +262,9 @@ def test_download_verifies_in_a_temporary_folder_and_keeps_existing_files(tmp_pa
         return datasets.Dataset.from_dict({"text": [f"text {i}" for i in range(n)], "label": [i % 6 for i in range(n)]})
 
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict(
-        train=fake(12), validation=fake(6), test=fake(6)))
+    monkeypatch.setattr(
+        datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict(train=fake(12), validation=fake(6), test=fake(6))
+    )
     monkeypatch.setitem(download.HUB, "emotion6", ("x/y", None, {"train": 12, "val": 6, "test": 6}))
     planted = plant(tmp_path, "emotion6/train.txt", "emotion6/notes.md")
     with pytest.raises(DataError, match="train.txt: exists with other content; nothing was written"):

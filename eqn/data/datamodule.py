@@ -1,5 +1,6 @@
 """The LightningDataModule: load a dataset, tokenise it once (cached on disk), hold the mutable
 (N x C) training targets, and serve length-bucketed, dynamically padded batches."""
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,10 @@ def check_splits(data: LabelledData) -> None:
     """Every split has rows and the training split has more than one label, before any work."""
     for split in SPLITS:
         if len(data.splits[split]) == 0:
-            raise ConfigError(f"{data.name}: the {split} split is empty; give it rows (or a larger data.val_fraction"
-                              f"/data.test_fraction)")
+            raise ConfigError(
+                f"{data.name}: the {split} split is empty; give it rows (or a larger data.val_fraction"
+                f"/data.test_fraction)"
+            )
     seen = {label for labels in data.splits["train"].labels for label in labels}
     if len(seen) < 2:
         names = [data.label_names[i] for i in sorted(seen)]
@@ -40,8 +43,11 @@ def check_splits(data: LabelledData) -> None:
 
 def write_cache(path: Path, encoder: TextEncoder, token_ids: dict, lengths: dict) -> None:
     """Token ids as safetensors (tensors only: loading it cannot run code), the tokenizer as JSON metadata."""
-    tensors = {f"{kind}/{split}": t.contiguous() for kind, d in (("ids", token_ids), ("lengths", lengths))
-               for split, t in d.items()}
+    tensors = {
+        f"{kind}/{split}": t.contiguous()
+        for kind, d in (("ids", token_ids), ("lengths", lengths))
+        for split, t in d.items()
+    }
     with atomic_path(path, own=False) as tmp:  # a private cache: a bad one is rebuilt over
         safetensors.torch.save_file(tensors, str(tmp), metadata={"encoder": encoder.to_str(), "v": str(CACHE_VERSION)})
 
@@ -80,11 +86,11 @@ class BucketSampler(Sampler[int]):
         self.epoch += 1
         order = rng.permutation(len(self.lengths))
         span = self.batch_size * self.window
-        chunks = [order[i:i + span] for i in range(0, len(order), span)]
+        chunks = [order[i : i + span] for i in range(0, len(order), span)]
         batches = []
         for chunk in chunks:
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
         for b in rng.permutation(len(batches)):
             yield from batches[b].tolist()
 
@@ -110,14 +116,19 @@ def pad_batch(ids: torch.Tensor, lengths: torch.Tensor, idx: torch.Tensor) -> tu
     return input_ids.long(), attention_mask.long()
 
 
-def length_sorted_scores(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ids: torch.Tensor,
-                         lengths: torch.Tensor, batch_size: int, width: int) -> torch.Tensor:
+def length_sorted_scores(
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ids: torch.Tensor,
+    lengths: torch.Tensor,
+    batch_size: int,
+    width: int,
+) -> torch.Tensor:
     """`score(input_ids, attention_mask)` over every row in batches of `batch_size` texts, longest first (little
     padding), put back in row order: an N x `width` tensor."""
     order = torch.argsort(lengths, descending=True)
     out = torch.empty(len(lengths), width)
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         out[idx] = score(*pad_batch(ids, lengths, idx))
     return out
 
@@ -125,8 +136,9 @@ def length_sorted_scores(score: Callable[[torch.Tensor, torch.Tensor], torch.Ten
 class Collator:
     """Indices -> padded batch. Targets are read from the live tensor, so label regression shows up at once."""
 
-    def __init__(self, token_ids: torch.Tensor, lengths: torch.Tensor, gold: torch.Tensor,
-                 targets: torch.Tensor | None):
+    def __init__(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor, gold: torch.Tensor, targets: torch.Tensor | None
+    ):
         self.token_ids, self.lengths, self.gold, self.targets = token_ids, lengths, gold, targets
 
     def __call__(self, index: list[int]) -> dict[str, torch.Tensor]:
@@ -153,11 +165,27 @@ class DataSpec:
 
 
 class EQNDataModule(LightningDataModule):
-    def __init__(self, name: str, data_dir: str, tokenizer: dict, batch_size: int = 32, eval_batch_size: int = 256,
-                 max_length: int = 128, max_train_samples: int | None = None, max_eval_samples: int | None = None,
-                 num_workers: int = 0, seed: int = 42, split_seed: int = 42, val_from_train: bool = False,
-                 scale: float = 10.0, cache_dir: str | None = None, on_bad_rows: str = "error",
-                 encoder: str | None = None, bucket_batches: int = 50, **reader_options):
+    def __init__(
+        self,
+        name: str,
+        data_dir: str,
+        tokenizer: dict,
+        batch_size: int = 32,
+        eval_batch_size: int = 256,
+        max_length: int = 128,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        split_seed: int = 42,
+        val_from_train: bool = False,
+        scale: float = 10.0,
+        cache_dir: str | None = None,
+        on_bad_rows: str = "error",
+        encoder: str | None = None,
+        bucket_batches: int = 50,
+        **reader_options,
+    ):
         super().__init__()
         self.name, self.data_dir, self.tokenizer_spec = name, data_dir, dict(tokenizer)
         self.batch_size, self.eval_batch_size, self.max_length = batch_size, eval_batch_size, max_length
@@ -175,17 +203,27 @@ class EQNDataModule(LightningDataModule):
         Splits and subsets depend on `split_seed` only, so every run seed sees the same rows."""
         if self.data is not None:
             return self
-        data = sources.load(self.name, self.data_dir, on_bad_rows=self.on_bad_rows, seed=self.split_seed,
-                            **self.reader_options)
+        data = sources.load(
+            self.name, self.data_dir, on_bad_rows=self.on_bad_rows, seed=self.split_seed, **self.reader_options
+        )
         if self.val_from_train:  # the authors' script: a seeded 10% of train is the validation split
             data.splits["train"], data.splits["val"] = sources.carve(
-                data.splits["train"], self.reader_options.get("val_fraction", 0.1), self.split_seed,
-                stratify=not data.multi_label)
-        for split, limit in (("train", self.max_train_samples), ("val", self.max_eval_samples), ("test", self.max_eval_samples)):
+                data.splits["train"],
+                self.reader_options.get("val_fraction", 0.1),
+                self.split_seed,
+                stratify=not data.multi_label,
+            )
+        for split, limit in (
+            ("train", self.max_train_samples),
+            ("val", self.max_eval_samples),
+            ("test", self.max_eval_samples),
+        ):
             n = len(data.splits[split])
             if limit is not None and limit > n:
-                raise ConfigError(f"data.max_{'train' if split == 'train' else 'eval'}_samples={limit} is larger than "
-                                 f"the {split} split of {data.name} ({n} rows)")
+                raise ConfigError(
+                    f"data.max_{'train' if split == 'train' else 'eval'}_samples={limit} is larger than "
+                    f"the {split} split of {data.name} ({n} rows)"
+                )
             if limit is not None and limit < n:
                 keep = np.sort(np.random.default_rng(self.split_seed).choice(n, limit, replace=False))
                 data.splits[split] = data.splits[split].subset(keep)
@@ -217,17 +255,32 @@ class EQNDataModule(LightningDataModule):
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(tuple(self.label_names), self.multi_label, self.encoder.vocab_size, self.encoder.pad_id,
-                        self.encoder.to_str(), self.encoder.kind, self.max_length,
-                        tuple(self.gold["train"].float().mean(0).tolist()))
+        return DataSpec(
+            tuple(self.label_names),
+            self.multi_label,
+            self.encoder.vocab_size,
+            self.encoder.pad_id,
+            self.encoder.to_str(),
+            self.encoder.kind,
+            self.max_length,
+            tuple(self.gold["train"].float().mean(0).tolist()),
+        )
 
     def _cache_path(self, data: LabelledData) -> Path | None:
         if not self.cache_dir or not data.files:
             return None
-        key = {"v": CACHE_VERSION, "name": self.name, "opts": self.reader_options, "tok": self.tokenizer_spec,
-               "encoder": self.encoder.to_str() if self.encoder else None, "max_length": self.max_length,
-               "limits": [self.max_train_samples, self.max_eval_samples], "split_seed": self.split_seed,
-               "val_from_train": self.val_from_train, "bad": self.on_bad_rows}
+        key = {
+            "v": CACHE_VERSION,
+            "name": self.name,
+            "opts": self.reader_options,
+            "tok": self.tokenizer_spec,
+            "encoder": self.encoder.to_str() if self.encoder else None,
+            "max_length": self.max_length,
+            "limits": [self.max_train_samples, self.max_eval_samples],
+            "split_seed": self.split_seed,
+            "val_from_train": self.val_from_train,
+            "bad": self.on_bad_rows,
+        }
         return Path(self.cache_dir) / f"{self.name.replace(':', '_')}-{digest(key, data.files)[:16]}.safetensors"
 
     def setup(self, stage: str | None = None) -> None:
@@ -256,8 +309,14 @@ class EQNDataModule(LightningDataModule):
             batch_size = self.eval_batch_size
         targets = {"train": self.targets, "val": self.val_targets}.get(split)
         collate = Collator(self.token_ids[split], self.lengths[split], self.gold[split], targets)
-        return DataLoader(range(len(lengths)), batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=False)
+        return DataLoader(
+            range(len(lengths)),
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

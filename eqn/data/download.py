@@ -6,6 +6,7 @@ names: goemotions, emotion6, tfn3, tsa3 (health7 is on Kaggle only: the command 
 Files go to <data dir>/<name>/ (default: paths.data_dir, i.e. $EQN_DATA_DIR, ../shared/data or data/), written
 atomically; afterwards the dataset is read back with its reader and the row counts are checked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ HUB = {
     "tfn3": ("zeroshot/twitter-financial-news-sentiment", None, {"test": 2388}),
     "tsa3": ("mteb/tweet_sentiment_extraction", None, {"test": 3534}),
 }
-KAGGLE = {"health7": "kaggle datasets download -d suchintikasarkar/sentiment-analysis-for-mental-health, unzip, "
-                     "and put 'Combined Data.csv' in <data dir>/health7/"}
+KAGGLE = {
+    "health7": "kaggle datasets download -d suchintikasarkar/sentiment-analysis-for-mental-health, unzip, "
+    "and put 'Combined Data.csv' in <data dir>/health7/"
+}
 
 
 def csv_text(header: list[str], rows) -> str:
@@ -51,7 +54,11 @@ def write_goemotions(ds, folder: Path) -> None:
 def write_emotion6(ds, folder: Path) -> None:
     for split, fname in (("train", "train.txt"), ("validation", "val.txt"), ("test", "test.txt")):
         d = ds[split]
-        write_text(folder / fname, "".join(f"{t};{sources.EMOTION6_LABELS[y]}\n" for t, y in zip(d["text"], d["label"])), own=False)
+        write_text(
+            folder / fname,
+            "".join(f"{t};{sources.EMOTION6_LABELS[y]}\n" for t, y in zip(d["text"], d["label"])),
+            own=False,
+        )
 
 
 def write_tfn3(ds, folder: Path) -> None:
@@ -67,8 +74,12 @@ def write_tsa3(ds, folder: Path) -> None:
         write_text(folder / fname, csv_text(["textID", "text", "sentiment"], rows), own=False)
 
 
-WRITERS: dict[str, Callable] = {"goemotions": write_goemotions, "emotion6": write_emotion6, "tfn3": write_tfn3,
-                                "tsa3": write_tsa3}
+WRITERS: dict[str, Callable] = {
+    "goemotions": write_goemotions,
+    "emotion6": write_emotion6,
+    "tfn3": write_tfn3,
+    "tsa3": write_tsa3,
+}
 
 
 def download(name: str, data_dir: str | Path, overwrite: bool = False) -> Path:
@@ -86,8 +97,11 @@ def download(name: str, data_dir: str | Path, overwrite: bool = False) -> Path:
     check_writable(folder / "x")
     if not hub.hub_reachable():
         flag = hub.offline_flag()
-        raise DataError(folder, f"cannot download {hub_id}: " + (f"{flag}=1 is set in the environment" if flag else
-                                                                 "huggingface.co is not reachable from this machine"))
+        raise DataError(
+            folder,
+            f"cannot download {hub_id}: "
+            + (f"{flag}=1 is set in the environment" if flag else "huggingface.co is not reachable from this machine"),
+        )
     import datasets
 
     ds = datasets.load_dataset(hub_id, config)
@@ -100,8 +114,11 @@ def download(name: str, data_dir: str | Path, overwrite: bool = False) -> Path:
         data = sources.load(name, staging)
         for split, rows in expected.items():
             if len(data.splits[split]) != rows:
-                raise DataError(folder, f"downloaded {split} split has {len(data.splits[split])} rows; expected "
-                                        f"{rows}; nothing was written")
+                raise DataError(
+                    folder,
+                    f"downloaded {split} split has {len(data.splits[split])} rows; expected "
+                    f"{rows}; nothing was written",
+                )
         install(staging / name, folder, overwrite)
     finally:
         drop_temp(staging)
@@ -120,11 +137,17 @@ def install(new: Path, folder: Path, overwrite: bool) -> None:
             if target.is_file() and filecmp.cmp(source, target, shallow=False):
                 continue  # already there, byte for byte
             if not overwrite:
-                raise DataError(target, "exists with other content; nothing was written (pass --overwrite to "
-                                        "replace files that eqn downloaded before)")
+                raise DataError(
+                    target,
+                    "exists with other content; nothing was written (pass --overwrite to "
+                    "replace files that eqn downloaded before)",
+                )
             if not owns_file(target):
-                raise DataError(target, "exists with other content and was not written by eqn; eqn never replaces "
-                                        "it: move it away first; nothing was written")
+                raise DataError(
+                    target,
+                    "exists with other content and was not written by eqn; eqn never replaces "
+                    "it: move it away first; nothing was written",
+                )
         moves.append((source, target))
     for source, target in moves:
         with atomic_path(target) as tmp:
@@ -134,12 +157,15 @@ def install(new: Path, folder: Path, overwrite: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     from eqn.cli import OneLineParser, one_line
 
-    parser = OneLineParser(prog="python -m eqn.data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog="python -m eqn.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     get = sub.add_parser("download", help="fetch a dataset into the data dir")
     get.add_argument("name", choices=sorted([*HUB, *KAGGLE]))
-    get.add_argument("--data-dir", default=None, help="default: paths.data_dir ($EQN_DATA_DIR, ../shared/data or data/)")
+    get.add_argument(
+        "--data-dir", default=None, help="default: paths.data_dir ($EQN_DATA_DIR, ../shared/data or data/)"
+    )
     get.add_argument("--overwrite", action="store_true", help="replace files with other content that eqn wrote before")
     args = parser.parse_args(argv)
     with one_line("eqn.data"):

@@ -3,6 +3,7 @@
 Every reader reports bad input as a DataError naming the file, the line and the problem. With
 `on_bad_rows="skip"` a bad row is dropped and counted instead (LabelledData.skipped_rows).
 """
+
 from __future__ import annotations
 
 import csv
@@ -63,8 +64,16 @@ class Row:
 class RowChecker:
     """Validates rows of one file and applies the bad-row policy."""
 
-    def __init__(self, path: Path, label_names: list[str] | None, on_bad_rows: str, drop_empty_text: bool, label_sep: str | None):
-        self.path, self.names, self.policy, self.drop_empty, self.sep = path, label_names, on_bad_rows, drop_empty_text, label_sep
+    def __init__(
+        self, path: Path, label_names: list[str] | None, on_bad_rows: str, drop_empty_text: bool, label_sep: str | None
+    ):
+        self.path, self.names, self.policy, self.drop_empty, self.sep = (
+            path,
+            label_names,
+            on_bad_rows,
+            drop_empty_text,
+            label_sep,
+        )
         self.skipped = 0
         self.index = {n: i for i, n in reversed(list(enumerate(label_names or [])))}  # a name's first position
 
@@ -143,7 +152,9 @@ def read_text(path: Path) -> str:
         raise DataError(path, f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})", line) from None
 
 
-def csv_records(path: Path, delimiter: str = ",", header: bool = True) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
+def csv_records(
+    path: Path, delimiter: str = ",", header: bool = True
+) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
     """(line number, record) for each CSV/TSV row; ragged rows are reported with their line. TSV has no quoting:
     a tab or line break ends a field and `"` is an ordinary character (as in GoEmotions' own files)."""
     text = read_text(path)
@@ -157,8 +168,12 @@ def csv_records(path: Path, delimiter: str = ",", header: bool = True) -> Iterat
             columns = [c.strip() for c in fields]
             duplicate = sorted({c for c in columns if columns.count(c) > 1})
             if duplicate:
-                raise DataError(path, f"duplicate column name(s) {duplicate} in the header (which one is meant is "
-                                      "not knowable: rename one)", reader.line_num)
+                raise DataError(
+                    path,
+                    f"duplicate column name(s) {duplicate} in the header (which one is meant is "
+                    "not knowable: rename one)",
+                    reader.line_num,
+                )
             continue
         line = reader.line_num
         if columns is not None:
@@ -213,15 +228,23 @@ def carve(split: Split, fraction: float, seed: int, stratify: bool = True) -> tu
 def missing_files_error(folder: Path, files: list[str], hub_id: str | None, how: str = "") -> DataError:
     flag = offline_flag()
     reason = f"{flag}=1 is set in the environment" if flag else "huggingface.co could not be reached"
-    hint = (f"; the Hugging Face fallback '{hub_id}' was not tried ({reason}); with internet, "
-            f"`python -m eqn.data download {folder.name}` fetches it" if hub_id else "")
-    return DataError(folder, f"dataset files not found: expected {', '.join(files)} in this folder{hint}. {how}".strip())
+    hint = (
+        f"; the Hugging Face fallback '{hub_id}' was not tried ({reason}); with internet, "
+        f"`python -m eqn.data download {folder.name}` fetches it"
+        if hub_id
+        else ""
+    )
+    return DataError(
+        folder, f"dataset files not found: expected {', '.join(files)} in this folder{hint}. {how}".strip()
+    )
 
 
 def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str], to_rows: Callable):
     """A dataset from the hub (when reachable), turned into eqn's splits by `to_rows`."""
     if not hub_reachable():
-        raise missing_files_error(folder, files, hub_id, "Set paths.data_dir (or EQN_DATA_DIR) to the folder that holds them.")
+        raise missing_files_error(
+            folder, files, hub_id, "Set paths.data_dir (or EQN_DATA_DIR) to the folder that holds them."
+        )
     import datasets
 
     log.info("local files missing in %s; loading %s from the Hugging Face hub", folder, hub_id)
@@ -229,9 +252,11 @@ def load_from_hub(hub_id: str, config: str | None, folder: Path, files: list[str
 
 
 # The embedded copy (eqn/datasets/goemotions, CC BY 4.0): rows and SHA-256 of each uncompressed file.
-GOEMOTIONS_FILES = {"train.tsv": (43410, "1c254a142be5c00e80d819b9ae1bbd36d94b2eeb8f4b1271846508d57e57d9c5"),
-                    "dev.tsv": (5426, "575489c079c9de1097062a01738f998590d6b7ead66dd1c9fd1d2ba01fd8bc62"),
-                    "test.tsv": (5427, "0587b2dd8b27b97352adbfc3fb083d46005c8946657fdc2b1ca8b1cc7f1f8be4")}
+GOEMOTIONS_FILES = {
+    "train.tsv": (43410, "1c254a142be5c00e80d819b9ae1bbd36d94b2eeb8f4b1271846508d57e57d9c5"),
+    "dev.tsv": (5426, "575489c079c9de1097062a01738f998590d6b7ead66dd1c9fd1d2ba01fd8bc62"),
+    "test.tsv": (5427, "0587b2dd8b27b97352adbfc3fb083d46005c8946657fdc2b1ca8b1cc7f1f8be4"),
+}
 
 
 def embedded_goemotions() -> Path:
@@ -246,8 +271,11 @@ def verify_embedded(folder: Path) -> None:
         text = read_text(folder / f"{name}.gz")
         got = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if got != digest or text.count("\n") != rows:
-            raise DataError(folder / f"{name}.gz", f"the embedded GoEmotions file is damaged ({text.count(chr(10))} "
-                                                   f"rows, sha256 {got[:12]}; expected {rows} rows, {digest[:12]})")
+            raise DataError(
+                folder / f"{name}.gz",
+                f"the embedded GoEmotions file is damaged ({text.count(chr(10))} "
+                f"rows, sha256 {got[:12]}; expected {rows} rows, {digest[:12]})",
+            )
 
 
 def goemotions(data_dir: Path, on_bad_rows: str = "error", drop_empty_text: bool = False, **_) -> LabelledData:
@@ -262,8 +290,10 @@ def goemotions(data_dir: Path, on_bad_rows: str = "error", drop_empty_text: bool
     if not all((folder / f).exists() for f in files):
         ds = load_from_hub("google-research-datasets/go_emotions", "simplified", folder, files, lambda d: d)
         names = ds["train"].features["labels"].feature.names
-        splits = {s: Split(list(ds[h]["id"]), list(ds[h]["text"]), [sorted(x) for x in ds[h]["labels"]])
-                  for s, h in [("train", "train"), ("val", "validation"), ("test", "test")]}
+        splits = {
+            s: Split(list(ds[h]["id"]), list(ds[h]["text"]), [sorted(x) for x in ds[h]["labels"]])
+            for s, h in [("train", "train"), ("val", "validation"), ("test", "test")]
+        }
         return LabelledData("goemotions", names, True, splits)
     names = [n.strip() for n in read_text(folder / "labels.txt").splitlines() if n.strip()]
     splits, skipped = {}, 0
@@ -294,8 +324,10 @@ def emotion6(data_dir: Path, on_bad_rows: str = "error", drop_empty_text: bool =
     files = ["train.txt", "val.txt", "test.txt"]
     if not all((folder / f).exists() for f in files):
         ds = load_from_hub("dair-ai/emotion", "split", folder, files, lambda d: d)
-        splits = {s: Split([str(i) for i in range(len(ds[h]))], list(ds[h]["text"]), [[x] for x in ds[h]["label"]])
-                  for s, h in [("train", "train"), ("val", "validation"), ("test", "test")]}
+        splits = {
+            s: Split([str(i) for i in range(len(ds[h]))], list(ds[h]["text"]), [[x] for x in ds[h]["label"]])
+            for s, h in [("train", "train"), ("val", "validation"), ("test", "test")]
+        }
         return LabelledData("emotion6", EMOTION6_LABELS, False, splits)
     splits, skipped = {}, 0
     for split, fname in zip(["train", "val", "test"], files):
@@ -317,7 +349,9 @@ def emotion6(data_dir: Path, on_bad_rows: str = "error", drop_empty_text: bool =
     return LabelledData("emotion6", EMOTION6_LABELS, False, splits, [folder / f for f in files], skipped)
 
 
-def csv_split(path: Path, checker: RowChecker, text_col: str, label_col: str, id_col: str | None, delimiter: str = ",") -> Split:
+def csv_split(
+    path: Path, checker: RowChecker, text_col: str, label_col: str, id_col: str | None, delimiter: str = ","
+) -> Split:
     def rows():
         first = True
         for line, rec in csv_records(path, delimiter):
@@ -340,8 +374,10 @@ def tfn3(data_dir: Path, on_bad_rows: str = "error", val_fraction: float = 0.1, 
     files = ["sent_train.csv", "sent_valid.csv"]
     if not all((folder / f).exists() for f in files):
         ds = load_from_hub("zeroshot/twitter-financial-news-sentiment", None, folder, files, lambda d: d)
-        raw = {s: Split([str(i) for i in range(len(ds[h]))], list(ds[h]["text"]), [[x] for x in ds[h]["label"]])
-               for s, h in [("train", "train"), ("test", "validation")]}
+        raw = {
+            s: Split([str(i) for i in range(len(ds[h]))], list(ds[h]["text"]), [[x] for x in ds[h]["label"]])
+            for s, h in [("train", "train"), ("test", "validation")]
+        }
         skipped = 0
     else:
         raw, skipped = {}, 0
@@ -350,45 +386,78 @@ def tfn3(data_dir: Path, on_bad_rows: str = "error", val_fraction: float = 0.1, 
             raw[split] = csv_split(folder / fname, checker, "text", "label", None)
             skipped += checker.skipped
     train, val = carve(raw["train"], val_fraction, seed)
-    return LabelledData("tfn3", TFN3_LABELS, False, {"train": train, "val": val, "test": raw["test"]},
-                        [folder / f for f in files], skipped)
+    return LabelledData(
+        "tfn3",
+        TFN3_LABELS,
+        False,
+        {"train": train, "val": val, "test": raw["test"]},
+        [folder / f for f in files],
+        skipped,
+    )
 
 
 TSA3_LABELS = ["negative", "neutral", "positive"]
 
 
-def tsa3(data_dir: Path, on_bad_rows: str = "error", val_fraction: float = 0.1, seed: int = 42,
-         drop_empty_text: bool = True, **_) -> LabelledData:
+def tsa3(
+    data_dir: Path,
+    on_bad_rows: str = "error",
+    val_fraction: float = 0.1,
+    seed: int = 42,
+    drop_empty_text: bool = True,
+    **_,
+) -> LabelledData:
     folder = Path(data_dir) / "tsa3"
     files = ["train.csv", "test.csv"]
     if not all((folder / f).exists() for f in files):
-        raise missing_files_error(folder, files, None, "Download Kaggle 'tweet-sentiment-extraction' (train.csv, test.csv).")
+        raise missing_files_error(
+            folder, files, None, "Download Kaggle 'tweet-sentiment-extraction' (train.csv, test.csv)."
+        )
     raw, skipped = {}, 0
     for split, fname in [("train", files[0]), ("test", files[1])]:
         checker = RowChecker(folder / fname, TSA3_LABELS, on_bad_rows, drop_empty_text, None)
         raw[split] = csv_split(folder / fname, checker, "text", "sentiment", "textID")
         skipped += checker.skipped
     train, val = carve(raw["train"], val_fraction, seed)
-    return LabelledData("tsa3", TSA3_LABELS, False, {"train": train, "val": val, "test": raw["test"]},
-                        [folder / f for f in files], skipped)
+    return LabelledData(
+        "tsa3",
+        TSA3_LABELS,
+        False,
+        {"train": train, "val": val, "test": raw["test"]},
+        [folder / f for f in files],
+        skipped,
+    )
 
 
 HEALTH7_LABELS = ["Normal", "Depression", "Suicidal", "Anxiety", "Stress", "Bipolar", "Personality disorder"]
 
 
-def health7(data_dir: Path, on_bad_rows: str = "error", seed: int = 42, drop_empty_text: bool = True,
-            val_fraction: float = 0.1, test_fraction: float = 0.1, **_) -> LabelledData:
+def health7(
+    data_dir: Path,
+    on_bad_rows: str = "error",
+    seed: int = 42,
+    drop_empty_text: bool = True,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    **_,
+) -> LabelledData:
     folder = Path(data_dir) / "health7"
     path = folder / "Combined Data.csv"
     if not path.exists():
-        raise missing_files_error(folder, ["'Combined Data.csv'"], None,
-                                  "Get it from Kaggle: `kaggle datasets download -d suchintikasarkar/sentiment-analysis-for-mental-health`, "
-                                  "unzip, and put 'Combined Data.csv' in that folder.")
+        raise missing_files_error(
+            folder,
+            ["'Combined Data.csv'"],
+            None,
+            "Get it from Kaggle: `kaggle datasets download -d suchintikasarkar/sentiment-analysis-for-mental-health`, "
+            "unzip, and put 'Combined Data.csv' in that folder.",
+        )
     checker = RowChecker(path, HEALTH7_LABELS, on_bad_rows, drop_empty_text, None)
     full = csv_split(path, checker, "statement", "status", "")
     rest, test = carve(full, test_fraction, seed)
     train, val = carve(rest, val_fraction / (1 - test_fraction), seed + 1)
-    return LabelledData("health7", HEALTH7_LABELS, False, {"train": train, "val": val, "test": test}, [path], checker.skipped)
+    return LabelledData(
+        "health7", HEALTH7_LABELS, False, {"train": train, "val": val, "test": test}, [path], checker.skipped
+    )
 
 
 # --------------------------------------------------------------------------- custom
@@ -427,16 +496,33 @@ def custom_rows(path: Path, text_col: str, label_col: str, id_col: str | None, o
         yield Row(line, rec.get(id_col) if id_col else None, rec[text_col], rec[label_col])
 
 
-def custom(data_dir: Path, path: str | None = None, train_path: str | None = None, val_path: str | None = None,
-           test_path: str | None = None, text_column: str = "text", label_column: str = "label",
-           id_column: str | None = None, label_separator: str | None = None, labels: list[str] | None = None,
-           multi_label: bool | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42,
-           on_bad_rows: str = "error", drop_empty_text: bool = False, **_) -> LabelledData:
+def custom(
+    data_dir: Path,
+    path: str | None = None,
+    train_path: str | None = None,
+    val_path: str | None = None,
+    test_path: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+    label_separator: str | None = None,
+    labels: list[str] | None = None,
+    multi_label: bool | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    on_bad_rows: str = "error",
+    drop_empty_text: bool = False,
+    **_,
+) -> LabelledData:
     given = {"train": train_path or path, "val": val_path, "test": test_path}
     if not given["train"]:
         raise DataError("data.path", "custom data needs data.path (or data.train_path)")
-    paths = {s: Path(p).expanduser() if Path(p).expanduser().is_absolute() else Path(data_dir) / p
-             for s, p in given.items() if p}
+    paths = {
+        s: Path(p).expanduser() if Path(p).expanduser().is_absolute() else Path(data_dir) / p
+        for s, p in given.items()
+        if p
+    }
     paths = {s: (p if p.exists() else Path(given[s]).expanduser().absolute()) for s, p in paths.items()}
     # First pass: raw rows, to find the label set (union over splits).
     raw: dict[str, list[Row]] = {}
@@ -487,8 +573,9 @@ def label_tokens(raw: object, sep: str | None) -> list[str]:
     tokens = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise ValueError(f"label {item!r} is a {type(item).__name__}: labels must be names (strings) or "
-                             "integer ids")
+            raise ValueError(
+                f"label {item!r} is a {type(item).__name__}: labels must be names (strings) or integer ids"
+            )
         parts = item.split(sep) if isinstance(item, str) and sep is not None and not isinstance(raw, list) else [item]
         tokens += [str(t).strip() for t in parts if str(t).strip()]
     return tokens
@@ -506,20 +593,33 @@ def _label_union(raw: dict[str, list[Row]], sep: str | None, paths: dict[str, Pa
         for r in raw.get(split, []):
             for t in tokens(split, r):
                 if t not in train:
-                    raise DataError(paths[split], f"label {t!r} does not occur in the training split; "
-                                                  "list every label in data.labels to allow it", r.line)
+                    raise DataError(
+                        paths[split],
+                        f"label {t!r} does not occur in the training split; "
+                        "list every label in data.labels to allow it",
+                        r.line,
+                    )
     if train and all(t.isdigit() for t in train):
         ids = sorted(int(t) for t in train)
         unseen = sorted(set(range(ids[-1] + 1)) - set(ids))
         if unseen:
-            log.warning("%s: label ids %s never occur in the training split; they are kept as classes without "
-                        "examples (set data.labels to name the classes)", paths["train"], unseen)
+            log.warning(
+                "%s: label ids %s never occur in the training split; they are kept as classes without "
+                "examples (set data.labels to name the classes)",
+                paths["train"],
+                unseen,
+            )
         return [str(i) for i in range(ids[-1] + 1)]
     return sorted(train)
 
 
 READERS: dict[str, Callable[..., LabelledData]] = {
-    "goemotions": goemotions, "emotion6": emotion6, "tfn3": tfn3, "tsa3": tsa3, "health7": health7, "custom": custom,
+    "goemotions": goemotions,
+    "emotion6": emotion6,
+    "tfn3": tfn3,
+    "tsa3": tsa3,
+    "health7": health7,
+    "custom": custom,
 }
 
 

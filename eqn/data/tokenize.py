@@ -1,6 +1,7 @@
 """Text -> token ids with the `tokenizers` library: a word-level vocabulary built from the training split
 for the classic backbones, or a Hugging Face encoder's own fast tokenizer. Both serialise to one JSON
 string, so a checkpoint carries its tokeniser and annotating needs nothing else."""
+
 from __future__ import annotations
 
 import itertools
@@ -51,8 +52,9 @@ class TextEncoder:
         ids, lengths, _ = self.encode_windows(texts, max_length, parallel, overlap=None)
         return ids, lengths
 
-    def encode_windows(self, texts: list[str], max_length: int, parallel: bool = False, overlap: int | None = 0
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def encode_windows(
+        self, texts: list[str], max_length: int, parallel: bool = False, overlap: int | None = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like encode, but a text longer than max_length becomes several windows of max_length tokens, each
         overlapping the one before by `overlap` tokens (overlap=None: only the first window, the text cut).
         Returns (ids, lengths, owner): owner[i] is the text that window i belongs to."""
@@ -76,7 +78,8 @@ class TextEncoder:
         counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         ids = np.full((n, int(counts.max(initial=1))), self.pad_id, dtype=np.int32)
         ids[np.arange(ids.shape[1]) < counts[:, None]] = np.fromiter(
-            itertools.chain.from_iterable(rows), dtype=np.int32, count=int(counts.sum()))
+            itertools.chain.from_iterable(rows), dtype=np.int32, count=int(counts.sum())
+        )
         lengths = np.maximum(counts, 1)  # an empty text is one padding token
         return ids, lengths
 
@@ -89,14 +92,17 @@ class TextEncoder:
         return cls(Tokenizer.from_str(obj["tokenizer"]), obj["pad_id"], obj["kind"])
 
 
-def build_word_encoder(texts: list[str], vocab_size: int = 30000, min_frequency: int = 1, lowercase: bool = True) -> TextEncoder:
+def build_word_encoder(
+    texts: list[str], vocab_size: int = 30000, min_frequency: int = 1, lowercase: bool = True
+) -> TextEncoder:
     """Word-level vocabulary from the training texts: NFKC (+ lower-case), split on spaces and punctuation."""
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
     tokenizer.normalizer = normalizers.Sequence(steps)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=[PAD, UNK], show_progress=False)
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[PAD, UNK], show_progress=False
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return TextEncoder(tokenizer, tokenizer.token_to_id(PAD), "word")
 
@@ -113,8 +119,9 @@ def load_pretrained_encoder(name_or_path: str) -> TextEncoder:
 
 def build_encoder(spec: dict, train_texts: list[str]) -> TextEncoder:
     if spec["kind"] == "word":
-        return build_word_encoder(train_texts, spec.get("vocab_size", 30000), spec.get("min_frequency", 1),
-                                  spec.get("lowercase", True))
+        return build_word_encoder(
+            train_texts, spec.get("vocab_size", 30000), spec.get("min_frequency", 1), spec.get("lowercase", True)
+        )
     if spec["kind"] == "pretrained":
         return load_pretrained_encoder(spec["name"])
     raise ValueError(f"unknown tokenizer kind {spec['kind']!r}; choose 'word' or 'pretrained'")

@@ -2,6 +2,7 @@
 
 ann, cnn, lstm and textcnn read a word-level vocabulary; bert wraps any Hugging Face encoder.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -30,7 +31,9 @@ class WordBackbone(nn.Module):
 class ANN(WordBackbone):
     """Embedding bag (mean over tokens) -> MLP."""
 
-    def __init__(self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, hidden_dim: int = 256, dropout: float = 0.3):
+    def __init__(
+        self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, hidden_dim: int = 256, dropout: float = 0.3
+    ):
         super().__init__(vocab_size, embed_dim, pad_id)
         self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout))
         self.output_dim = hidden_dim
@@ -42,8 +45,16 @@ class ANN(WordBackbone):
 class TextCNN(WordBackbone):
     """Kim (2014): parallel convolutions of several widths, ReLU, max-over-time pooling, dropout."""
 
-    def __init__(self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, filter_sizes=(3, 4, 5),
-                 num_filters: int = 100, dropout: float = 0.5, valid_windows_only: bool = True):
+    def __init__(
+        self,
+        vocab_size: int,
+        pad_id: int = 0,
+        embed_dim: int = 300,
+        filter_sizes=(3, 4, 5),
+        num_filters: int = 100,
+        dropout: float = 0.5,
+        valid_windows_only: bool = True,
+    ):
         super().__init__(vocab_size, embed_dim, pad_id)
         self.valid_windows_only = valid_windows_only
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, num_filters, k) for k in filter_sizes)
@@ -67,7 +78,7 @@ class TextCNN(WordBackbone):
         k = conv.kernel_size[0]
         looked_up = nn.functional.embedding(input_ids, folded[i]).view(*input_ids.shape, k, -1)  # B x L x k x F
         steps = input_ids.shape[1] - k + 1
-        h = sum(looked_up[:, j:j + steps, j] for j in range(k)) + conv.bias
+        h = sum(looked_up[:, j : j + steps, j] for j in range(k)) + conv.bias
         return h.transpose(1, 2)  # B x F x (L - k + 1)
 
     def train(self, mode: bool = True):
@@ -77,8 +88,9 @@ class TextCNN(WordBackbone):
 
     def forward(self, input_ids, attention_mask):
         if input_ids.shape[1] < self.widest:  # a batch of short texts: pad so the widest filter fits (masked below)
-            input_ids = nn.functional.pad(input_ids, (0, self.widest - input_ids.shape[1]),
-                                          value=self.embedding.padding_idx or 0)
+            input_ids = nn.functional.pad(
+                input_ids, (0, self.widest - input_ids.shape[1]), value=self.embedding.padding_idx or 0
+            )
         embedded = []
 
         def x():  # B x E x L, computed once and only when a convolution needs it
@@ -104,26 +116,47 @@ class TextCNN(WordBackbone):
 class CNN(TextCNN):
     """One convolution layer + global max-pool."""
 
-    def __init__(self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, kernel_size: int = 3,
-                 num_filters: int = 256, dropout: float = 0.3):
+    def __init__(
+        self,
+        vocab_size: int,
+        pad_id: int = 0,
+        embed_dim: int = 300,
+        kernel_size: int = 3,
+        num_filters: int = 256,
+        dropout: float = 0.3,
+    ):
         super().__init__(vocab_size, pad_id, embed_dim, (kernel_size,), num_filters, dropout)
 
 
 class LSTM(WordBackbone):
     """Bidirectional LSTM, max- and mean-pooled over the real tokens."""
 
-    def __init__(self, vocab_size: int, pad_id: int = 0, embed_dim: int = 300, hidden_dim: int = 128,
-                 num_layers: int = 1, dropout: float = 0.3):
+    def __init__(
+        self,
+        vocab_size: int,
+        pad_id: int = 0,
+        embed_dim: int = 300,
+        hidden_dim: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.3,
+    ):
         super().__init__(vocab_size, embed_dim, pad_id)
-        self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers, batch_first=True, bidirectional=True,
-                            dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            embed_dim,
+            hidden_dim,
+            num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.dropout = nn.Dropout(dropout)
         self.output_dim = 4 * hidden_dim
 
     def forward(self, input_ids, attention_mask):
         lengths = attention_mask.sum(1).clamp_min(1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(input_ids), lengths, batch_first=True,
-                                                   enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False
+        )
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
         return self.dropout(torch.cat([masked_max(out, attention_mask), masked_mean(out, attention_mask)], dim=1))
@@ -135,9 +168,16 @@ class Bert(nn.Module):
     `hf_config` (filled in after the first build) lets a checkpoint rebuild the architecture offline.
     """
 
-    def __init__(self, pretrained: str, pooling: str = "pooler", random_init: bool = False,
-                 config_overrides: dict | None = None, hf_config: dict | None = None, lora: dict | None = None,
-                 **_):
+    def __init__(
+        self,
+        pretrained: str,
+        pooling: str = "pooler",
+        random_init: bool = False,
+        config_overrides: dict | None = None,
+        hf_config: dict | None = None,
+        lora: dict | None = None,
+        **_,
+    ):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
@@ -151,8 +191,11 @@ class Bert(nn.Module):
         else:
             config = AutoConfig.from_pretrained(pretrained, **(config_overrides or {}))
             with quiet_transformers():  # its load report lists the pooler weights mean/cls pooling leaves out
-                self.encoder = (AutoModel.from_config(config, **extra) if random_init
-                                else AutoModel.from_pretrained(pretrained, config=config, **extra))
+                self.encoder = (
+                    AutoModel.from_config(config, **extra)
+                    if random_init
+                    else AutoModel.from_pretrained(pretrained, config=config, **extra)
+                )
         self.hf_config = self.encoder.config.to_dict()
         self.output_dim = self.encoder.config.hidden_size
         if lora:  # a parameter-efficient delta (peft LoRA): the encoder frozen, low-rank updates trained
@@ -170,8 +213,11 @@ class Bert(nn.Module):
 
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 # named sets of BERT modules for model.backbone.lora.target_modules (a list of module names works too)
-LORA_TARGETS = {"qv": ["query", "value"], "attention": ["query", "key", "value", "attention.output.dense"],
-                "all": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]}
+LORA_TARGETS = {
+    "qv": ["query", "value"],
+    "attention": ["query", "key", "value", "attention.output.dense"],
+    "all": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
+}
 
 
 @contextmanager
@@ -204,16 +250,23 @@ def with_lora(encoder: nn.Module, lora: dict) -> nn.Module:
     targets = lora.get("target_modules") or "qv"
     if isinstance(targets, str):
         if targets not in LORA_TARGETS:
-            raise ValueError(f"model.backbone.lora.target_modules={targets!r}: name one of {list(LORA_TARGETS)} or "
-                             "give a list of module names")
+            raise ValueError(
+                f"model.backbone.lora.target_modules={targets!r}: name one of {list(LORA_TARGETS)} or "
+                "give a list of module names"
+            )
         targets = LORA_TARGETS[targets]
     alpha = lora.get("alpha")
     # a pooler (pooled output -> head, the transformers-native layout) trains in full beside the delta: frozen, it
     # would keep the base's untuned projection (384 x 384 for MiniLM: 0.6 MB more to ship)
     pooler = ["pooler"] if getattr(encoder, "pooler", None) is not None else None
-    config = LoraConfig(r=r, lora_alpha=float(2 * r if alpha is None else alpha),
-                        lora_dropout=float(lora.get("dropout") or 0.0), target_modules=list(targets), bias="none",
-                        modules_to_save=pooler)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=float(2 * r if alpha is None else alpha),
+        lora_dropout=float(lora.get("dropout") or 0.0),
+        target_modules=list(targets),
+        bias="none",
+        modules_to_save=pooler,
+    )
     import warnings
 
     with warnings.catch_warnings():  # peft asks a transformers 5 model a deprecated question; nothing for a user to do
@@ -241,8 +294,10 @@ def init_word_embeddings(embedding: nn.Embedding, words: dict[str, int], pretrai
     tokenizer = AutoTokenizer.from_pretrained(pretrained)
     table = AutoModel.from_pretrained(pretrained).get_input_embeddings().weight
     if table.shape[1] != embedding.embedding_dim:
-        raise ValueError(f"model.embedding_init={pretrained!r} has {table.shape[1]}-dim embeddings; "
-                         f"set model.backbone.embed_dim={table.shape[1]}")
+        raise ValueError(
+            f"model.embedding_init={pretrained!r} has {table.shape[1]}-dim embeddings; "
+            f"set model.backbone.embed_dim={table.shape[1]}"
+        )
     done = 0
     for word, index in words.items():
         pieces = tokenizer(word, add_special_tokens=False)["input_ids"]

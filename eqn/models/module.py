@@ -4,6 +4,7 @@ objective 'eqn': no output activation, MSE against the 0..scale intensity target
 'bce': multi-label classifier baseline; 'ce': single-label classifier baseline; 'soft_bce' / 'soft_ce': the same
 classifiers trained on graded targets (intensity / scale: soft multi-label or soft single-label distillation).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,22 +25,48 @@ CLASSIFIER = {"bce": "bce", "ce": "ce", "soft_bce": "bce", "soft_ce": "ce"}  # o
 
 
 class EQNModule(LightningModule):
-    def __init__(self, backbone: dict, label_names: list[str], multi_label: bool, objective: str = "eqn",
-                 scale: float = 10.0, head_dropout: float = 0.1, optimizer: dict | None = None,
-                 scheduler: dict | None = None, encoder: str | None = None, thresholds: list[float] | None = None,
-                 stage: str = "eqn", max_length: int = 128, threshold: float | None = None):
+    def __init__(
+        self,
+        backbone: dict,
+        label_names: list[str],
+        multi_label: bool,
+        objective: str = "eqn",
+        scale: float = 10.0,
+        head_dropout: float = 0.1,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        encoder: str | None = None,
+        thresholds: list[float] | None = None,
+        stage: str = "eqn",
+        max_length: int = 128,
+        threshold: float | None = None,
+    ):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
         if objective in ("ce", "soft_ce") and multi_label:
-            raise ValueError(f"objective {objective!r} is single-label; use 'bce' or 'soft_bce' for a multi-label dataset")
+            raise ValueError(
+                f"objective {objective!r} is single-label; use 'bce' or 'soft_bce' for a multi-label dataset"
+            )
         self.backbone = build_backbone(backbone)
         if hasattr(self.backbone, "hf_config"):  # let load_from_checkpoint rebuild the encoder offline
             backbone = {**backbone, "hf_config": self.backbone.hf_config}
-        self.save_hyperparameters({"backbone": backbone, "label_names": list(label_names), "multi_label": multi_label,
-                                   "objective": objective, "scale": scale, "head_dropout": head_dropout,
-                                   "optimizer": optimizer, "scheduler": scheduler, "encoder": encoder, "stage": stage,
-                                   "max_length": max_length, "threshold": threshold})
+        self.save_hyperparameters(
+            {
+                "backbone": backbone,
+                "label_names": list(label_names),
+                "multi_label": multi_label,
+                "objective": objective,
+                "scale": scale,
+                "head_dropout": head_dropout,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "encoder": encoder,
+                "stage": stage,
+                "max_length": max_length,
+                "threshold": threshold,
+            }
+        )
         c = len(label_names)
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(self.backbone.output_dim, c))
         init = torch.tensor(thresholds, dtype=torch.float32) if thresholds else torch.full((c,), 0.5 * self.score_scale)
@@ -78,8 +105,9 @@ class EQNModule(LightningModule):
         if objective == "bce":
             return nn.functional.binary_cross_entropy_with_logits(outputs.float(), batch["gold"].float())
         if objective == "soft_bce":  # graded targets as probabilities
-            return nn.functional.binary_cross_entropy_with_logits(outputs.float(),
-                                                                  batch["targets"].float() / self.hparams.scale)
+            return nn.functional.binary_cross_entropy_with_logits(
+                outputs.float(), batch["targets"].float() / self.hparams.scale
+            )
         if objective == "soft_ce":  # graded targets as a distribution over the labels
             targets = batch["targets"].float()
             return nn.functional.cross_entropy(outputs.float(), targets / targets.sum(1, keepdim=True).clamp_min(1e-8))
@@ -104,8 +132,10 @@ class EQNModule(LightningModule):
         outputs = self(batch["input_ids"], batch["attention_mask"])
         loss = self.loss(outputs, batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"stage '{self.hparams.stage}': training loss became {loss.item()} at step "
-                                     f"{self.global_step}; lower the learning rate or check the data")
+            raise FloatingPointError(
+                f"stage '{self.hparams.stage}': training loss became {loss.item()} at step "
+                f"{self.global_step}; lower the learning rate or check the data"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["index"]))
         return {"loss": loss, "intensities": self.intensities(outputs.detach())}
 
@@ -144,13 +174,18 @@ class EQNModule(LightningModule):
         module, _, name = target.rpartition(".")
         cls = getattr(torch.optim, name, None) if module == "torch.optim" else None
         if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-            raise ValueError(f"model.optimizer._target_={target!r}: use a torch.optim optimizer, e.g. torch.optim.AdamW")
+            raise ValueError(
+                f"model.optimizer._target_={target!r}: use a torch.optim optimizer, e.g. torch.optim.AdamW"
+            )
         optimizer = cls(self.parameters(), **options)
         sched = dict(self.hparams.scheduler or {"name": "linear"})
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = get_scheduler(sched.get("name", "linear"), optimizer,
-                                  num_warmup_steps=math.ceil(sched.get("warmup_ratio", 0.0) * total),
-                                  num_training_steps=total)
+        scheduler = get_scheduler(
+            sched.get("name", "linear"),
+            optimizer,
+            num_warmup_steps=math.ceil(sched.get("warmup_ratio", 0.0) * total),
+            num_training_steps=total,
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -170,12 +205,20 @@ def build_module(spec, cfg: DictConfig, objective: str, stage: str) -> EQNModule
     backbone = OmegaConf.to_container(cfg.model.backbone, resolve=True)
     if spec.encoder_kind == "word":
         backbone.update(vocab_size=spec.vocab_size, pad_id=spec.pad_id)
-    module = EQNModule(backbone=backbone, label_names=list(spec.label_names), multi_label=spec.multi_label,
-                       objective=objective, scale=cfg.pipeline.scale, head_dropout=cfg.model.head_dropout,
-                       optimizer=OmegaConf.to_container(cfg.model.optimizer, resolve=True),
-                       scheduler=OmegaConf.to_container(cfg.model.scheduler, resolve=True),
-                       encoder=spec.encoder, stage=stage, max_length=spec.max_length,
-                       threshold=cfg.pipeline.threshold)
+    module = EQNModule(
+        backbone=backbone,
+        label_names=list(spec.label_names),
+        multi_label=spec.multi_label,
+        objective=objective,
+        scale=cfg.pipeline.scale,
+        head_dropout=cfg.model.head_dropout,
+        optimizer=OmegaConf.to_container(cfg.model.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.model.scheduler, resolve=True),
+        encoder=spec.encoder,
+        stage=stage,
+        max_length=spec.max_length,
+        threshold=cfg.pipeline.threshold,
+    )
     if cfg.model.head_init == "prior":
         module.init_head_bias(spec.label_prior)
     if cfg.model.embedding_init and spec.encoder_kind == "word":
@@ -192,9 +235,14 @@ def load_module(path: str | Path, map_location: str = "cpu") -> EQNModule:
     (weights_only=True), the backbone from eqn's allow-list. Anything else is one DataError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "is a link that leads nowhere (a loop or a missing target)" if path.is_symlink() and
-                        not path.exists() else "checkpoint not found" if not path.exists() else
-                        "is not a checkpoint file")
+        raise DataError(
+            path,
+            "is a link that leads nowhere (a loop or a missing target)"
+            if path.is_symlink() and not path.exists()
+            else "checkpoint not found"
+            if not path.exists()
+            else "is not a checkpoint file",
+        )
     import zipfile
 
     try:
@@ -225,9 +273,12 @@ def checkpoint_problem(err: Exception) -> str:
     if "not one of eqn's backbones" in text or "torch.optim" in text:
         return f"not a trusted eqn checkpoint: {text[:300]}"
     if "WeightsUnpickler error" in text or "weights_only" in text.lower():
-        detail = text.split("WeightsUnpickler error:", 1)[-1].split(". ")[0].strip() if "WeightsUnpickler" in text else ""
-        return ("not a trusted eqn checkpoint: it holds Python objects that eqn never loads"
-                + (f" ({detail[:160]})" if detail else ""))
+        detail = (
+            text.split("WeightsUnpickler error:", 1)[-1].split(". ")[0].strip() if "WeightsUnpickler" in text else ""
+        )
+        return "not a trusted eqn checkpoint: it holds Python objects that eqn never loads" + (
+            f" ({detail[:160]})" if detail else ""
+        )
     if "PytorchStreamReader" in text or "zip archive" in text or "invalid load key" in text or "EOF" in text:
         return "not a PyTorch checkpoint (truncated or corrupt file)"
     if isinstance(err, KeyError):

@@ -29,8 +29,9 @@ class EqnOptunaSweeperConf:
     n_jobs: Optional[int] = None  # trials launched at once; default: the launcher's n_jobs, else 1
     seed: int = 0  # TPE sampler seed
     n_startup_trials: int = 5  # TPE: random trials before the model-based ones
-    pruner: Dict[str, Any] = field(default_factory=lambda: {"name": "median", "n_startup_trials": 3,
-                                                             "n_warmup_steps": 1})
+    pruner: Dict[str, Any] = field(
+        default_factory=lambda: {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 1}
+    )
     max_failures: int = 3  # stop (non-zero exit) after this many failed trials
     params: Dict[str, Any] = field(default_factory=dict)
 
@@ -48,8 +49,9 @@ class EqnOptunaSweeper(Sweeper):
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # ------------------------------------------------------------------ checks before any trial
     def compose(self, arguments: Sequence[str]) -> DictConfig:
@@ -73,12 +75,14 @@ class EqnOptunaSweeper(Sweeper):
                 raise ConfigError(f"hydra.sweeper.pruner.name={o['pruner'].get('name')!r}: choose median or none")
             cfg = None
             for p in space:  # every key must exist in the config, at both ends of its range
-                for value in ([p.low, p.high] if p.choices is None else p.choices):
+                for value in [p.low, p.high] if p.choices is None else p.choices:
                     try:
                         cfg = self.compose([*arguments, search.override(p.key, value)])
                     except HydraException as err:
-                        raise ConfigError(f"hydra.sweeper.params.{p.key}: not a config key this run accepts "
-                                          f"({' '.join(str(err).split())[:200]})") from None
+                        raise ConfigError(
+                            f"hydra.sweeper.params.{p.key}: not a config key this run accepts "
+                            f"({' '.join(str(err).split())[:200]})"
+                        ) from None
                     validate(cfg)
             key = search.objective_key(o["objective"], stage_plan(cfg))
         except ConfigError as err:
@@ -103,30 +107,48 @@ class EqnOptunaSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         journal = (sweep_dir / search.JOURNAL).resolve()
         pruner = search.make_pruner(o["pruner"])
-        prune_args = [f"search.pruner={o['pruner'].get('name', 'none')}",
-                      f"search.pruner_startup_trials={int(o['pruner'].get('n_startup_trials', 3))}",
-                      f"search.pruner_warmup_steps={int(o['pruner'].get('n_warmup_steps', 1))}"]
-        study = optuna.create_study(study_name=o["study_name"], storage=search.journal_storage(journal),
-                                    direction=o["direction"], load_if_exists=True, pruner=pruner)
+        prune_args = [
+            f"search.pruner={o['pruner'].get('name', 'none')}",
+            f"search.pruner_startup_trials={int(o['pruner'].get('n_startup_trials', 3))}",
+            f"search.pruner_warmup_steps={int(o['pruner'].get('n_warmup_steps', 1))}",
+        ]
+        study = optuna.create_study(
+            study_name=o["study_name"],
+            storage=search.journal_storage(journal),
+            direction=o["direction"],
+            load_if_exists=True,
+            pruner=pruner,
+        )
         # seeded, and advanced by the trials already in the study: a resumed study does not redraw its first trials
-        study.sampler = optuna.samplers.TPESampler(seed=o["seed"] + len(study.trials),
-                                                   n_startup_trials=o["n_startup_trials"])
+        study.sampler = optuna.samplers.TPESampler(
+            seed=o["seed"] + len(study.trials), n_startup_trials=o["n_startup_trials"]
+        )
         self.requeue_interrupted(study)
         n_jobs = o["n_jobs"] or int(OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=1) or 1)
         distributions = {p.key: p.distribution() for p in space}
         finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         failures, job_idx = 0, len(study.trials)
-        log.info("study %s in %s: %d of %d trials finished", o["study_name"], journal, self.finished(study), o["n_trials"])
+        log.info(
+            "study %s in %s: %d of %d trials finished", o["study_name"], journal, self.finished(study), o["n_trials"]
+        )
         while (left := o["n_trials"] - self.finished(study)) > 0:
             trials = [study.ask(distributions) for _ in range(min(max(1, n_jobs), left))]
             batch = []
             for trial in trials:
                 subdir = trial.user_attrs.get("subdir") or f"trial_{trial.number:04d}"
                 trial.set_user_attr("subdir", subdir)
-                batch.append([*arguments, *(search.override(k, v) for k, v in trial.params.items()),
-                              f"hydra.sweep.subdir={subdir}", f"search.journal={journal}",
-                              f"search.study={o['study_name']}", f"search.trial_id={trial._trial_id}",
-                              f"search.metric={objective}", *prune_args])
+                batch.append(
+                    [
+                        *arguments,
+                        *(search.override(k, v) for k, v in trial.params.items()),
+                        f"hydra.sweep.subdir={subdir}",
+                        f"search.journal={journal}",
+                        f"search.study={o['study_name']}",
+                        f"search.trial_id={trial._trial_id}",
+                        f"search.metric={objective}",
+                        *prune_args,
+                    ]
+                )
             started = time.time()
             results = self.launcher.launch(batch, initial_job_idx=job_idx)
             job_idx += len(batch)
@@ -142,12 +164,19 @@ class EqnOptunaSweeper(Sweeper):
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     log.error("trial %d failed (%s); see %s", trial.number, self.failure(result), run_dir)
                 fault_point(f"search:trial{trial.number}")
-            log.info("%d trials in %.0f s; %d of %d finished", len(batch), time.time() - started,
-                     self.finished(study), o["n_trials"])
+            log.info(
+                "%d trials in %.0f s; %d of %d finished",
+                len(batch),
+                time.time() - started,
+                self.finished(study),
+                o["n_trials"],
+            )
             search.write_outputs(study, space, sweep_dir, self.rerun_args(arguments), objective, announce=False)
             if failures >= o["max_failures"]:
-                search.fail_line(f"{failures} trials failed (limit hydra.sweeper.max_failures={o['max_failures']}); "
-                                 f"the study so far is in {sweep_dir} (rerun the same command to continue)")
+                search.fail_line(
+                    f"{failures} trials failed (limit hydra.sweeper.max_failures={o['max_failures']}); "
+                    f"the study so far is in {sweep_dir} (rerun the same command to continue)"
+                )
         search.write_outputs(study, space, sweep_dir, self.rerun_args(arguments), objective)
         return [t for t in study.trials if t.state in finished_states]
 
@@ -163,8 +192,7 @@ class EqnOptunaSweeper(Sweeper):
     def finished(study) -> int:
         import optuna
 
-        return sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-                   for t in study.trials)
+        return sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
 
     @staticmethod
     def requeue_interrupted(study) -> None:
@@ -174,8 +202,7 @@ class EqnOptunaSweeper(Sweeper):
 
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(dict(t.params), user_attrs={"subdir": t.user_attrs.get("subdir"),
-                                                            "rerun_of": t.number})
+            study.enqueue_trial(dict(t.params), user_attrs={"subdir": t.user_attrs.get("subdir"), "rerun_of": t.number})
             log.info("trial %d was interrupted: it is rerun in %s", t.number, t.user_attrs.get("subdir"))
 
     @staticmethod
