@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -81,6 +82,40 @@ def setting(default: Any = MISSING, **kwargs: Any) -> Any:
     return field(default=default, metadata=NOT_RESULT, **kwargs)
 
 
+class Choice(str, Enum):
+    """A setting with a fixed set of values: OmegaConf refuses any other at composition, naming the key and the
+    choices. A member is its value everywhere else: it compares, hashes, prints and serialises as that string."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def choice(name: str, *values: str) -> type[Choice]:
+    """A Choice whose member names are its values (some, like 'val/loss', are not identifiers)."""
+    return Choice(name, [(v, v) for v in values])  # type: ignore[return-value]
+
+
+OnBadRows = choice("OnBadRows", "error", "skip")
+TokenizerKind = choice("TokenizerKind", "word", "pretrained")
+HeadInit = choice("HeadInit", "prior", "default")
+PipelineName = choice("PipelineName", "eqn", "coeqn", "baseline")
+RefitFrom = choice("RefitFrom", "fresh", "coeqn")
+Monitor = choice("Monitor", "val/loss", "val/f1_macro")
+Budget = choice("Budget", "single", "matched")
+RegressionName = choice("RegressionName", "offline", "progressive", "teacher")
+Schedule = choice("Schedule", "linear", "constant")
+RegressionLoss = choice("RegressionLoss", "mse", "bce", "ce")
+Pruner = choice("Pruner", "median", "none")
+
+
+def plain_value(value: Any) -> Any:
+    """A Choice as its plain string (for pickles, checkpoints and libraries); anything else unchanged."""
+    return value.value if isinstance(value, Enum) else value
+
+
 @dataclass
 class PathsConfig:
     root_dir: str = "."
@@ -108,7 +143,7 @@ class DataConfig:
     bucket_batches: int = 50  # training batches grouped by length within windows of this many batches (1: random)
     scale: float = "${pipeline.scale}"  # type: ignore[assignment]
     cache_dir: Optional[str] = setting("${paths.cache_dir}")
-    on_bad_rows: str = "error"
+    on_bad_rows: OnBadRows = OnBadRows["error"]  # type: ignore[valid-type]
     drop_empty_text: bool = False
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -127,7 +162,7 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "word"  # word | pretrained
+    kind: TokenizerKind = TokenizerKind["word"]  # type: ignore[valid-type]
     name: Optional[str] = None  # pretrained id or folder
     vocab_size: int = 30000
     min_frequency: int = 1
@@ -148,7 +183,7 @@ class ModelConfig:
     pretrained: Optional[str] = None
     embedding_init: Optional[str] = None  # word backbones: init embeddings from this encoder's input embeddings
     head_dropout: float = 0.1
-    head_init: str = "prior"  # prior: output bias at each objective's best constant (label priors) | default
+    head_init: HeadInit = HeadInit["prior"]  # type: ignore[valid-type]  # prior: output bias at each objective's best constant (label priors) | default
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW", "lr": 1e-3})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     batch_size: int = 32  # the global batch per optimiser step (data.batch_size = this / devices / nodes)
@@ -156,15 +191,15 @@ class ModelConfig:
 
 @dataclass
 class PipelineConfig:
-    name: str = "eqn"  # eqn: coeqn -> regress -> eqn | coeqn | baseline
+    name: PipelineName = PipelineName["eqn"]  # type: ignore[valid-type]  # eqn: coeqn -> regress -> eqn | coeqn | baseline
     rounds: int = 1
-    refit_from: str = "fresh"  # fresh | coeqn (stage 2 starts from the previous stage's weights)
+    refit_from: RefitFrom = RefitFrom["fresh"]  # type: ignore[valid-type]  # fresh | coeqn (stage 2 starts from the previous stage's weights)
     scale: float = 10.0
     floor: float = 0.0
     clip: bool = True  # regressed cells clipped to [0, scale] (the authors' script keeps negatives: false)
     regress_val: bool = False  # also regress the validation targets (authors' script: EQN selected on them)
-    monitor: str = "val/loss"  # val/loss | val/f1_macro;  # every objective: its own val loss, or tuned macro-F1
-    budget: str = "single"  # single | matched;  # baseline: 'matched' trains as many epochs as the EQN pipeline
+    monitor: Monitor = Monitor["val/loss"]  # type: ignore[valid-type]  # every objective: its own val loss, or tuned macro-F1
+    budget: Budget = Budget["single"]  # type: ignore[valid-type]  # baseline: 'matched' trains as many epochs as the EQN pipeline
     threshold: Optional[float] = None  # fixed multi-label threshold in [0, scale]; None = tuned per label on val
     restart: bool = setting(False)  # discard this run dir's finished stages (only the files eqn recorded as its own)
     reuse_dir: bool = setting(
@@ -203,11 +238,11 @@ class RegressionConfig:
     """How the non-gold training targets are regressed (conf/regression/): offline (between two trainings, the
     paper's EQN) or progressive (inside one training, from the model's own previous-epoch predictions)."""
 
-    name: str = "offline"  # offline | progressive | teacher
+    name: RegressionName = RegressionName["offline"]  # type: ignore[valid-type]
     alpha: float = 0.8  # progressive/teacher: the predictions' final weight in the targets
     start: int = 1  # progressive/teacher: first epoch (0-based) whose targets include predictions
-    schedule: str = "linear"  # linear | constant
-    loss: str = "mse"  # mse | bce | ce: the loss on the regressed targets
+    schedule: Schedule = Schedule["linear"]  # type: ignore[valid-type]
+    loss: RegressionLoss = RegressionLoss["mse"]  # type: ignore[valid-type]  # the loss on the regressed targets
     teachers: List[str] = field(default_factory=list)  # teacher: checkpoints/exported folders (their mean is used)
 
 
@@ -219,7 +254,7 @@ class SearchConfig:
     study: Optional[str] = None
     trial_id: Optional[int] = None
     metric: Optional[str] = None
-    pruner: str = "none"  # median | none: Optuna keeps no pruner in its storage, so each trial is told
+    pruner: Pruner = Pruner["none"]  # type: ignore[valid-type]  # Optuna keeps no pruner in its storage, so each trial is told
     pruner_startup_trials: int = 3
     pruner_warmup_steps: int = 1
 
@@ -251,18 +286,11 @@ def register() -> None:
 
 register()
 
-PIPELINES = ("eqn", "coeqn", "baseline")
-MONITORS = ("val/loss", "val/f1_macro")
-BUDGETS = ("single", "matched")
-HEAD_INITS = ("prior", "default")
-
 
 def validate(cfg: DictConfig) -> None:
     """Value checks a type cannot express; one line each, before any work."""
     p, t = cfg.pipeline, cfg.trainer
     problems = []
-    if p.name not in PIPELINES:
-        problems.append(f"pipeline.name={p.name!r}: choose one of {list(PIPELINES)}")
     if t.max_epochs is not None and t.max_epochs <= 0:
         problems.append(f"trainer.max_epochs={t.max_epochs}: must be a positive number of epochs")
     if p.rounds < 1:
@@ -273,17 +301,6 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"pipeline.threshold={p.threshold}: must lie in [0, {p.scale}] (or null to tune it on val)")
     if not 0 <= p.floor <= p.scale:
         problems.append(f"pipeline.floor={p.floor}: must lie in [0, {p.scale}]")
-    if p.refit_from not in ("fresh", "coeqn"):
-        problems.append(f"pipeline.refit_from={p.refit_from!r}: choose 'fresh' or 'coeqn'")
-    for key, value, choices in (
-        ("pipeline.monitor", p.monitor, MONITORS),
-        ("pipeline.budget", p.budget, BUDGETS),
-        ("model.head_init", cfg.model.head_init, HEAD_INITS),
-    ):
-        if value not in choices:
-            problems.append(f"{key}={value!r}: choose one of {list(choices)}")
-    if cfg.data.on_bad_rows not in ("error", "skip"):
-        problems.append(f"data.on_bad_rows={cfg.data.on_bad_rows!r}: choose 'error' or 'skip'")
     for key in ("max_train_samples", "max_eval_samples"):
         v = cfg.data[key]
         if v is not None and v <= 0:
@@ -295,8 +312,6 @@ def validate(cfg: DictConfig) -> None:
             check_label_names(list(cfg.data.labels), "data.labels")
         except ConfigError as err:
             problems.append(str(err))
-    if cfg.model.tokenizer.kind not in ("word", "pretrained"):
-        problems.append(f"model.tokenizer.kind={cfg.model.tokenizer.kind!r}: choose 'word' or 'pretrained'")
     d = cfg.data
     for key, value in (
         ("data.batch_size", d.batch_size),
@@ -329,13 +344,6 @@ def regression_problems(cfg: DictConfig) -> list[str]:
     if not r:
         return []
     problems = []
-    for key, value, choices in (
-        ("name", r.name, ("offline", "progressive", "teacher")),
-        ("schedule", r.schedule, ("linear", "constant")),
-        ("loss", r.loss, ("mse", "bce", "ce")),
-    ):
-        if value not in choices:
-            problems.append(f"regression.{key}={value!r}: choose one of {list(choices)}")
     if r.name in ("progressive", "teacher"):
         if not 0 < r.alpha <= 1:
             problems.append(f"regression.alpha={r.alpha}: must lie in (0, 1]")

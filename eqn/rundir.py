@@ -47,7 +47,7 @@ def result_config(cfg: DictConfig) -> dict:
     counts unless its metadata says result=False (paths, logging, progress bars, workers, where it runs), and
     free-form nodes (a backbone, an optimizer, callbacks) count whole. So a new setting is never silently ignored
     when an interrupted run resumes."""
-    out = result_fields(Config, OmegaConf.to_container(cfg, resolve=True))
+    out = result_fields(Config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     devices = out.get("trainer", {}).get("devices")
     if isinstance(devices, list):  # which GPUs a job got does not change its results
         out["trainer"]["devices"] = len(devices)
@@ -137,7 +137,7 @@ LEGACY_RESULT_KEYS = (
 
 
 def legacy_result_config(cfg: DictConfig) -> dict:
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     out = {}
     for key in LEGACY_RESULT_KEYS:
         node = container

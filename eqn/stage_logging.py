@@ -44,12 +44,14 @@ class StageLogger:
             return self
         target = node["_target_"]
         if target.endswith("WandbLogger"):
-            config = OmegaConf.to_container(self.cfg, resolve=True)
+            config = OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True)
             config["git_commit"] = git_commit()
             config["overrides"] = _overrides()
             group = node.get("group") or default_group(self.cfg, self.run_dir)
             options = {
-                k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("_target_", "group")
+                k: v
+                for k, v in OmegaConf.to_container(node, resolve=True, enum_to_str=True).items()
+                if k not in ("_target_", "group")
             }
             # built by hand: hydra's instantiate() reserves the keyword `config`, which wandb.init needs
             self.lightning = get_class(target)(

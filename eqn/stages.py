@@ -194,7 +194,7 @@ def fit(
     if init_from is not None:
         state = torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    monitor = run.cfg.pipeline.monitor
+    monitor = str(run.cfg.pipeline.monitor)  # a plain string: it is saved in the checkpoint
     checkpoint = OwnedCheckpoint(
         dirpath=stage_dir,
         filename="best",

@@ -132,11 +132,43 @@ def test_wrong_type_fails_at_composition():
 @pytest.mark.parametrize(
     "override,words",
     [
+        ("pipeline.name=triple", "'triple', expected one of [eqn, coeqn, baseline]"),
+        ("data.on_bad_rows=ignore", "'ignore', expected one of [error, skip]"),
+        ("pipeline.monitor=val/bogus", "'val/bogus', expected one of [val/loss, val/f1_macro]"),
+        ("pipeline.budget=double", "'double', expected one of [single, matched]"),
+        ("pipeline.refit_from=teacher", "'teacher', expected one of [fresh, coeqn]"),
+        ("model.head_init=zeros", "'zeros', expected one of [prior, default]"),
+        ("regression.loss=hinge", "'hinge', expected one of [mse, bce, ce]"),
+        ("regression.schedule=cosine", "'cosine', expected one of [linear, constant]"),
+    ],
+)
+def test_a_choice_outside_its_values_fails_at_composition(override, words):
+    """The choice settings are Enum-typed in the schema: OmegaConf refuses another value, naming the key."""
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        compose_config(override)
+    text = str(err.value) + str(getattr(err.value, "__cause__", "") or "")
+    assert words in text and override.split("=")[0] in text
+
+
+def test_a_choice_is_its_string_everywhere(tmp_path):
+    """A composed choice compares, hashes, prints and serialises as its value."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    cfg = compose_config("pipeline.monitor=val/f1_macro", tmp_path=tmp_path)
+    monitor = cfg.pipeline.monitor
+    assert monitor == "val/f1_macro" and f"{monitor}" == "val/f1_macro" and repr(monitor) == "'val/f1_macro'"
+    assert {"val/f1_macro": 1}[monitor] == 1 and json.dumps(monitor) == '"val/f1_macro"'
+    assert "monitor: val/f1_macro" in OmegaConf.to_yaml(cfg)
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
         ("trainer.max_epochs=0", "positive number of epochs"),
         ("pipeline.threshold=11", "must lie in [0, 10.0]"),
         ("pipeline.threshold=-1", "must lie in [0, 10.0]"),
-        ("pipeline.name=triple", "choose one of"),
-        ("data.on_bad_rows=ignore", "choose 'error' or 'skip'"),
     ],
 )
 def test_invalid_values_fail_before_any_work(tmp_path, override, words):
@@ -181,7 +213,6 @@ def test_skipped_rows_reach_metrics_json(tmp_path):
         ("seed=-3", "seeds must be >= 0"),
         ("model.optimizer.lr=-0.001", "model.optimizer.lr=-0.001: must be > 0"),
         ("data.label_separator=''", "data.label_separator='': use null"),
-        ("pipeline.monitor=val/bogus", "pipeline.monitor='val/bogus': choose one of"),
         ("data.val_fraction=0", "data.val_fraction=0.0: must lie strictly between 0 and 1"),
         ("data.val_fraction=1.5", "data.val_fraction=1.5: must lie strictly between 0 and 1"),
         ("model.pretrained=/nonexistent/model", "model.pretrained=/nonexistent/model: no such folder"),

@@ -95,7 +95,6 @@ def test_progressive_with_soft_bce_targets_runs(tmp_path):
         ("regression.start=0", "regression.start=0: must lie in 1..2"),
         ("regression.start=3", "regression.start=3: must lie in 1..2"),
         ("regression.alpha=0", "regression.alpha=0"),
-        ("regression.schedule=cosine", "regression.schedule='cosine'"),
         ("trainer=ddp", "regression=progressive gathers each epoch's predictions in one process"),
     ],
 )

@@ -8,6 +8,7 @@ classifiers trained on graded targets (intensity / scale: soft multi-label or so
 from __future__ import annotations
 
 import math
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -192,12 +193,12 @@ class EQNModule(LightningModule):
 def plain(value: Any) -> Any:
     """Hyper-parameters as plain Python containers (no OmegaConf types), loadable with weights_only=True."""
     if OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
-    return value
+    return value.value if isinstance(value, Enum) else value
 
 
 def build_module(spec, cfg: DictConfig, objective: str, stage: str) -> EQNModule:
