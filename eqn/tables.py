@@ -1,25 +1,115 @@
-"""Text tables in and out of annotation, row for row: the output holds exactly the input's rows, in its order, with
-its columns and values unchanged, then the columns annotation adds.
+"""Text tables in and out: eqn's one reader of CSV/TSV/JSONL/TXT files (datasets, annotation inputs, ratings), each
+row with the line it starts on, and annotation's writers.
 
-Inputs: .csv (RFC 4180 quoting), .tsv (no quoting: a tab or line break ends a field, a `"` is an ordinary
-character), .jsonl (one JSON object per line; keys may differ between rows), .txt or '-' (stdin): one text per line.
-Outputs: .csv, .tsv, .jsonl, .parquet, or '-' (stdout, CSV). JSON values that are not strings are written to CSV/TSV
-as JSON text; a JSONL row keeps exactly its own keys.
+Annotation keeps rows exactly: the output holds the input's rows, in its order, with its columns and values
+unchanged, then the columns annotation adds. Inputs: .csv (RFC 4180 quoting), .tsv (no quoting: a tab or line break
+ends a field, a `"` is an ordinary character), .jsonl (one JSON object per line; keys may differ between rows), .txt
+or '-' (stdin): one text per line. Outputs: .csv, .tsv, .jsonl, .parquet, or '-' (stdout, CSV). JSON values that are
+not strings are written to CSV/TSV as JSON text; a JSONL row keeps exactly its own keys.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
-
-import pandas as pd
+from typing import IO, TYPE_CHECKING, Iterable, Iterator
 
 from eqn.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: the data layer reads files without it
+    import pandas as pd
+
+csv.field_size_limit(2**31 - 1)  # a field may be as long as a text can be
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def read_text(path: Path) -> str:
+    """Read UTF-8 text (BOM stripped; .gz decompressed); a missing file or a non-UTF-8 byte is a DataError with its
+    line."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a directory, not a file")
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except OSError as err:  # permissions, symlink loops, I/O errors
+        raise DataError(path, f"cannot be read: {err.strerror or err}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(path, f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})", line) from None
+
+
+def records(
+    handle: Iterable[str], path: Path | str, tsv: bool, strict: bool = False
+) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) for each record of CSV (RFC 4180 quoting) or TSV text (no quoting: a tab or line break ends a
+    field and `"` is an ordinary character, as in GoEmotions' own files), with the line the record starts on (a
+    quoted field may span lines); a blank line is a record of no fields. `strict`: a malformed CSV quote is a
+    DataError naming its line."""
+    sep, quoting = ("\t", csv.QUOTE_NONE) if tsv else (",", csv.QUOTE_MINIMAL)
+    reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=strict and not tsv)
+    start = 1
+    try:
+        for fields in reader:
+            yield start, fields
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(path, f"cannot be read: {err}", reader.line_num) from None
+
+
+class RaggedRow(str):
+    """Marker record for a row whose field count does not match the header."""
+
+
+def csv_records(
+    path: Path, delimiter: str = ",", header: bool = True
+) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
+    """A dataset file's records: (line, {column: value}) after the header (or (line, fields) without one); blank
+    lines are skipped and a row whose field count differs from the header's is a RaggedRow naming the counts."""
+    text = read_text(path)
+    columns = None
+    for line, fields in records(io.StringIO(text, newline=""), path, tsv=delimiter == "\t"):
+        if not fields:
+            continue
+        if header and columns is None:
+            columns = [c.strip() for c in fields]
+            duplicate = sorted({c for c in columns if columns.count(c) > 1})
+            if duplicate:
+                raise DataError(
+                    path,
+                    f"duplicate column name(s) {duplicate} in the header (which one is meant is "
+                    "not knowable: rename one)",
+                    line,
+                )
+            continue
+        if columns is not None:
+            if len(fields) != len(columns):
+                yield line, RaggedRow(f"has {len(fields)} fields, the header has {len(columns)}")
+                continue
+            yield line, dict(zip(columns, fields))
+        else:
+            yield line, fields
+    if header and columns is None:
+        raise DataError(path, "file is empty")
+
+
+def require_columns(path: Path, record: dict, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in record]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; the file has {list(record)}", 1)
+
+
+# ------------------------------------------------------------------------------ annotation inputs
 
 INPUTS = (".csv", ".tsv", ".jsonl", ".json", ".txt")
 OUTPUTS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -115,6 +205,8 @@ def first_bad_byte(path: Path) -> tuple[int | None, int | None]:
 def _lines(handle: IO[str], text_column: str, chunk_size: int) -> Iterator[Chunk]:
     """One text per line, every line (an empty line is an empty text); only the line break (\\n or \\r\\n) is
     removed: a lone carriage return is part of the text."""
+    import pandas as pd
+
     texts: list[str] = []
     first = 1
     for line in handle:
@@ -160,6 +252,8 @@ def _record(path: Path, line: str, n: int) -> dict:
 
 
 def _json_chunk(rows: list[dict], lines: list[int], columns: list[str]) -> Chunk:
+    import pandas as pd
+
     frame = pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object) for c in columns})
     return Chunk(frame, lines, [tuple(r) for r in rows])
 
@@ -167,56 +261,49 @@ def _json_chunk(rows: list[dict], lines: list[int], columns: list[str]) -> Chunk
 def _delimited(path: Path, tsv: bool, text_column: str, chunk_size: int, header: bool) -> Iterator[Chunk]:
     """Every record is a row: a blank line is a row with one empty field (an empty text when the file has one
     column); a row with more or fewer fields than the first is refused, naming its line."""
-    sep, quoting = ("\t", csv.QUOTE_NONE) if tsv else (",", csv.QUOTE_MINIMAL)
-    csv.field_size_limit(sys.maxsize)
     with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=not tsv)
-        try:
-            first_row = next(reader, None)
-            if first_row is None:
-                raise DataError(path, "input is empty")
-            if header:
-                duplicate = sorted({c for c in first_row if first_row.count(c) > 1})
-                if duplicate:
-                    raise DataError(path, f"duplicate column name(s) {duplicate} in the header", 1)
-                if text_column not in first_row:
-                    raise DataError(
-                        path, f"no column {text_column!r}; the input has {first_row} (set text_column=...)", 1
-                    )
-            elif not tsv and len(first_row) > 1:
+        reader = records(handle, path, tsv, strict=True)
+        _, first_row = next(reader, (1, None))
+        if first_row is None:
+            raise DataError(path, "input is empty")
+        if header:
+            duplicate = sorted({c for c in first_row if first_row.count(c) > 1})
+            if duplicate:
+                raise DataError(path, f"duplicate column name(s) {duplicate} in the header", 1)
+            if text_column not in first_row:
+                raise DataError(path, f"no column {text_column!r}; the input has {first_row} (set text_column=...)", 1)
+        elif not tsv and len(first_row) > 1:
+            raise DataError(
+                path,
+                f"has {len(first_row)} comma-separated fields; with header=false a CSV row must "
+                "be one field, the text (quote texts that contain commas, give the file a header "
+                "and text_column=..., or use a .txt file: one text per line)",
+                1,
+            )
+        names = first_row if header else [text_column, *(f"column_{i}" for i in range(1, len(first_row)))]
+        rows: list[list[str]] = [] if header else [first_row or [""]]
+        lines: list[int] = [] if header else [1]
+        for start, fields in reader:
+            fields = fields or [""]  # a blank line
+            if len(fields) != len(names):
                 raise DataError(
                     path,
-                    f"has {len(first_row)} comma-separated fields; with header=false a CSV row must "
-                    "be one field, the text (quote texts that contain commas, give the file a header "
-                    "and text_column=..., or use a .txt file: one text per line)",
-                    1,
+                    f"row has {len(fields)} field{'s' * (len(fields) != 1)}, the "
+                    f"{'header' if header else 'first row'} {len(names)}",
+                    start,
                 )
-            names = first_row if header else [text_column, *(f"column_{i}" for i in range(1, len(first_row)))]
-            rows: list[list[str]] = [] if header else [first_row or [""]]
-            lines: list[int] = [] if header else [1]
-            start = reader.line_num + 1
-            for fields in reader:
-                fields = fields or [""]  # a blank line
-                if len(fields) != len(names):
-                    raise DataError(
-                        path,
-                        f"row has {len(fields)} field{'s' * (len(fields) != 1)}, the "
-                        f"{'header' if header else 'first row'} {len(names)}",
-                        start,
-                    )
-                rows.append(fields)
-                lines.append(start)
-                start = reader.line_num + 1
-                if len(rows) == chunk_size:
-                    yield _table_chunk(rows, lines, names)
-                    rows, lines = [], []
-        except csv.Error as err:
-            raise DataError(path, f"cannot be read: {err}", reader.line_num) from None
+            rows.append(fields)
+            lines.append(start)
+            if len(rows) == chunk_size:
+                yield _table_chunk(rows, lines, names)
+                rows, lines = [], []
     if rows:
         yield _table_chunk(rows, lines, names)
 
 
 def _table_chunk(rows: list[list[str]], lines: list[int], names: list[str]) -> Chunk:
+    import pandas as pd
+
     columns = list(zip(*rows))
     frame = pd.DataFrame({i: pd.Series(c, dtype=object) for i, c in enumerate(columns)})
     frame.columns = names  # the header exactly as written
@@ -267,6 +354,8 @@ class ChunkWriter:
                         "TSV cannot carry; choose .csv, .jsonl or .parquet output",
                         chunk.lines[int(bad.to_numpy().argmax())],
                     )
+            import pandas as pd
+
             out = pd.concat([given, frame.iloc[:, self.input_columns :]], axis=1)
             if self.fmt == "tsv":
                 out.to_csv(

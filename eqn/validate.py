@@ -170,7 +170,7 @@ def read_emobank(path: str | Path) -> pd.DataFrame:
     """EmoBank (Buechel & Hahn 2017; CC BY-SA 4.0; read from the data dir, never copied): id, split, V, A, D, text
     (1-5 ratings; the authors' weighted reader/writer average), with each sentence's genre from meta.tsv beside it
     when present; the one empty text is left out."""
-    from eqn.tables import read_chunks
+    from eqn.tables import RaggedRow, csv_records, read_chunks, require_columns
 
     path = Path(path)
     if not path.is_file():
@@ -192,8 +192,13 @@ def read_emobank(path: str | Path) -> pd.DataFrame:
     frame = frame[frame.text.str.strip() != ""].reset_index(drop=True)
     meta = path.with_name("meta.tsv")
     if meta.is_file():
-        genres = pd.read_csv(meta, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-        frame["genre"] = frame.id.map(dict(zip(genres.id, genres.category))).fillna("unknown")
+        genre = {}
+        for line, record in csv_records(meta, "\t"):
+            if isinstance(record, RaggedRow):
+                raise DataError(meta, f"row {record}", line)
+            require_columns(meta, record, ["id", "category"])
+            genre[record["id"]] = record["category"]
+        frame["genre"] = frame.id.map(genre).fillna("unknown")
     else:
         frame["genre"] = "unknown"
     return frame

@@ -6,11 +6,8 @@ Every reader reports bad input as a DataError naming the file, the line and the 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
 import hashlib
-import io
 import json
 import logging
 import math
@@ -24,9 +21,9 @@ import numpy as np
 
 from eqn.errors import ConfigError, DataError
 from eqn.hub import hub_reachable, offline_flag
+from eqn.tables import RaggedRow, csv_records, read_text, require_columns
 
 log = logging.getLogger(__name__)
-csv.field_size_limit(2**31 - 1)
 
 
 @dataclass
@@ -132,69 +129,6 @@ class RowChecker:
         if not texts:
             raise DataError(self.path, "no usable rows (the file is empty or has a header only)")
         return Split(ids, texts, labels)
-
-
-def read_text(path: Path) -> str:
-    """Read UTF-8 text (BOM stripped); a missing file or a non-UTF-8 byte is a DataError with its line."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(path, "is a directory, not a file")
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except OSError as err:  # permissions, symlink loops, I/O errors
-        raise DataError(path, f"cannot be read: {err.strerror or err}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(path, f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})", line) from None
-
-
-def csv_records(
-    path: Path, delimiter: str = ",", header: bool = True
-) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
-    """(line number, record) for each CSV/TSV row; ragged rows are reported with their line. TSV has no quoting:
-    a tab or line break ends a field and `"` is an ordinary character (as in GoEmotions' own files)."""
-    text = read_text(path)
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    columns = None
-    for fields in reader:
-        if not fields:
-            continue
-        if header and columns is None:
-            columns = [c.strip() for c in fields]
-            duplicate = sorted({c for c in columns if columns.count(c) > 1})
-            if duplicate:
-                raise DataError(
-                    path,
-                    f"duplicate column name(s) {duplicate} in the header (which one is meant is "
-                    "not knowable: rename one)",
-                    reader.line_num,
-                )
-            continue
-        line = reader.line_num
-        if columns is not None:
-            if len(fields) != len(columns):
-                yield line, RaggedRow(f"has {len(fields)} fields, the header has {len(columns)}")
-                continue
-            yield line, dict(zip(columns, fields))
-        else:
-            yield line, fields
-    if header and columns is None:
-        raise DataError(path, "file is empty")
-
-
-class RaggedRow(str):
-    """Marker record for a row whose field count does not match the header."""
-
-
-def require_columns(path: Path, record: dict, columns: list[str]) -> None:
-    missing = [c for c in columns if c not in record]
-    if missing:
-        raise DataError(path, f"missing column(s) {missing}; the file has {list(record)}", 1)
 
 
 def default_data_dir() -> str:
