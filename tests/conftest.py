@@ -80,6 +80,23 @@ def tiny_base(folder: Path) -> Path:
     return folder
 
 
+# The one tiny run the tests share: GoEmotions' first rows, one epoch, no logger, no figures. A test adds only what
+# it checks (Hydra keeps the last value of a key given twice): compose_config(*TINY, "trainer.max_epochs=2").
+TINY = (
+    "data.max_train_samples=64",
+    "data.max_eval_samples=32",
+    "trainer.max_epochs=1",
+    "logger=none",
+    "pipeline.analyze=false",
+)
+SMALL_TEXTCNN = (  # a smaller TextCNN for the tests of resume and regression logic
+    "model.batch_size=32",
+    "data.eval_batch_size=32",
+    "model.backbone.embed_dim=32",
+    "model.backbone.num_filters=16",
+)
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """One small TextCNN EQN run on GoEmotions, shared by the annotation and analysis tests."""
@@ -87,7 +104,7 @@ def trained_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("trained")
     cfg = compose_config(
-        "data.max_train_samples=400", "data.max_eval_samples=200", "trainer.max_epochs=1", "logger=none", tmp_path=tmp
+        *TINY, "data.max_train_samples=400", "data.max_eval_samples=200", "pipeline.analyze=true", tmp_path=tmp
     )
     run(cfg, run_dir=str(tmp / "run"))
     return tmp / "run"

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT, tiny_base
+from tests.conftest import ROOT, TINY, tiny_base
 
 
 def test_build_annotator_on_tiny_data(tmp_path):
@@ -33,9 +33,8 @@ def test_build_annotator_on_tiny_data(tmp_path):
         "model.optimizer.lr=1e-2",
         "--extra",
         f"model.pretrained={base}",
-        "data.max_train_samples=64",
+        *TINY,
         "data.max_eval_samples=64",
-        "trainer.max_epochs=1",
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]
     done = subprocess.run(

@@ -13,7 +13,7 @@ from eqn.builtin import CARD, SPEC, WEIGHTS, load_builtin, pack
 from eqn.io import DataError
 from eqn.models.module import load_module
 from eqn.run import run
-from tests.conftest import compose_config, tiny_base
+from tests.conftest import TINY, compose_config, tiny_base
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +24,7 @@ def packed(tmp_path_factory):
         "model=minilm",
         f"model.pretrained={base}",
         "pipeline=baseline",
-        "data.max_train_samples=64",
-        "data.max_eval_samples=32",
-        "trainer.max_epochs=1",
-        "logger=none",
+        *TINY,
         "model.optimizer.lr=1e-2",
         "+model.backbone.lora={r: 4, target_modules: all}",
         "model.backbone.pooling=mean",

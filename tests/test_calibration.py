@@ -26,7 +26,7 @@ def test_folding_keeps_every_decision(trained_run, tmp_path):
     from eqn.annotate import Annotator
     from eqn.models.module import load_module
     from eqn.run import run
-    from tests.conftest import compose_config
+    from tests.conftest import TINY, compose_config
 
     mse = load_module(trained_run / "checkpoints" / "coeqn.ckpt")
     with pytest.raises(ValueError, match="sigmoid classifiers"):
@@ -35,10 +35,9 @@ def test_folding_keeps_every_decision(trained_run, tmp_path):
     run(
         compose_config(
             "pipeline=baseline",
+            *TINY,
             "data.max_train_samples=200",
             "data.max_eval_samples=64",
-            "trainer.max_epochs=1",
-            "logger=none",
             "model.backbone.embed_dim=32",
             "model.backbone.num_filters=16",
             tmp_path=tmp,

@@ -13,7 +13,7 @@ from eqn.data.datamodule import EQNDataModule
 from eqn.models.module import EQNModule
 from eqn.predict import predict_scores
 from eqn.targets import regress_targets
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY
 
 
 def test_two_process_regression_equals_one_process(trained_run, data_dir, tmp_path):
@@ -59,11 +59,9 @@ def test_ddp_pipeline_inside_a_multirun_sweep(tmp_path, data_dir):
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "pipeline=coeqn",
+        *TINY,
         "data.max_train_samples=120",
         "data.max_eval_samples=60",
-        "trainer.max_epochs=1",
-        "pipeline.analyze=false",
-        "logger=none",
         "trainer.enable_progress_bar=false",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.sweep.dir={sweep}",

@@ -15,15 +15,9 @@ from eqn.io import DataError, load_tensors, save_tensors, write_json
 from eqn.models.module import build_module
 from eqn.report import report
 from eqn.run import run
-from tests.conftest import ROOT, compose_config, needs
+from tests.conftest import ROOT, TINY, compose_config, needs
 
-TINY = [
-    "data.max_train_samples=150",
-    "data.max_eval_samples=80",
-    "trainer.max_epochs=1",
-    "pipeline.analyze=false",
-    "logger=csv",
-]
+RUN = [*TINY, "data.max_train_samples=150", "data.max_eval_samples=80", "logger=csv"]  # the logs are read back
 
 
 def brute_force_best_f1(scores, gold):
@@ -142,7 +136,7 @@ def test_report_prints_intervals_and_significance(tmp_path):
 
 
 def test_matched_budget_baseline_trains_as_long_as_the_eqn_pipeline(tmp_path, data_dir):
-    cfg = compose_config("pipeline=baseline", "pipeline.budget=matched", *TINY, tmp_path=tmp_path)
+    cfg = compose_config("pipeline=baseline", "pipeline.budget=matched", *RUN, tmp_path=tmp_path)
     metrics = run(cfg, run_dir=str(tmp_path / "run"))
     assert "baseline_matched/test/f1_macro" in metrics
     logged = pd.read_csv(tmp_path / "run" / "logs" / "baseline_matched" / "metrics.csv")
@@ -151,7 +145,7 @@ def test_matched_budget_baseline_trains_as_long_as_the_eqn_pipeline(tmp_path, da
 
 def test_checkpoint_rule_val_f1_keeps_the_best_tuned_epoch(tmp_path, data_dir):
     cfg = compose_config(
-        "pipeline=coeqn", "pipeline.monitor=val/f1_macro", *TINY, "trainer.max_epochs=2", tmp_path=tmp_path
+        "pipeline=coeqn", "pipeline.monitor=val/f1_macro", *RUN, "trainer.max_epochs=2", tmp_path=tmp_path
     )
     run(cfg, run_dir=str(tmp_path / "run"))
     logged = pd.read_csv(tmp_path / "run" / "logs" / "coeqn" / "metrics.csv")
@@ -162,7 +156,7 @@ def test_checkpoint_rule_val_f1_keeps_the_best_tuned_epoch(tmp_path, data_dir):
 
 
 def test_authors_code_preset_regresses_val_unclipped_on_a_train_holdout(tmp_path, data_dir):
-    cfg = compose_config("experiment=authors_code", *TINY, tmp_path=tmp_path)
+    cfg = compose_config("experiment=authors_code", *RUN, tmp_path=tmp_path)
     assert cfg.pipeline.scale == 1.0 and cfg.pipeline.clip is False and cfg.data.val_from_train
     run(cfg, run_dir=str(tmp_path / "run"))
     targets, _ = load_tensors(tmp_path / "run" / "stages" / "regress1" / "targets.safetensors")
@@ -258,7 +252,7 @@ def test_callbacks_group_adds_early_stopping_and_lr_monitor(tmp_path, data_dir):
     cfg = compose_config(
         "pipeline=baseline",
         "callbacks=[early_stopping,lr_monitor]",
-        *TINY,
+        *RUN,
         "trainer.max_epochs=2",
         "trainer.log_every_n_steps=1",
         tmp_path=tmp_path,

@@ -13,18 +13,9 @@ import pytest
 from eqn.interrupt import InjectedFault, Interrupted
 from eqn.io import ConfigError, RunLock
 from eqn.run import run
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, SMALL_TEXTCNN, TINY, compose_config
 
-TINY = [
-    "data.max_train_samples=64",
-    "data.max_eval_samples=32",
-    "trainer.max_epochs=2",
-    "logger=none",
-    "model.batch_size=32",
-    "data.eval_batch_size=32",
-    "model.backbone.embed_dim=32",
-    "model.backbone.num_filters=16",
-]  # a small TextCNN: these tests check resume logic
+RUN = [*TINY, *SMALL_TEXTCNN, "trainer.max_epochs=2"]  # analysis() sets pipeline.analyze per crash point
 POINTS = [
     "open",
     "fit:coeqn:epoch0",
@@ -72,7 +63,7 @@ def reference(tmp_path_factory, data_dir):
         key = tuple(analysis(point))
         if key not in made:
             tmp = tmp_path_factory.mktemp("reference")
-            run(compose_config(*TINY, *key, tmp_path=tmp), run_dir=str(tmp / "run"))
+            run(compose_config(*RUN, *key, tmp_path=tmp), run_dir=str(tmp / "run"))
             made[key] = outcome(tmp / "run")
         return made[key]
 
@@ -81,7 +72,7 @@ def reference(tmp_path_factory, data_dir):
 
 @pytest.mark.parametrize("point", POINTS)
 def test_crash_anywhere_then_resume_matches_an_uninterrupted_run(point, reference, tmp_path, monkeypatch, data_dir):
-    cfg = compose_config(*TINY, *analysis(point), tmp_path=tmp_path)
+    cfg = compose_config(*RUN, *analysis(point), tmp_path=tmp_path)
     monkeypatch.setenv("EQN_FAULT_AT", point)
     with pytest.raises(InjectedFault, match=point):
         run(cfg, run_dir=str(tmp_path / "run"))
@@ -114,7 +105,7 @@ def test_refused_resume_leaves_the_run_dir_untouched(tmp_path, data_dir):
         sys.executable,
         "-m",
         "eqn.run",
-        *TINY,
+        *RUN,
         "pipeline=coeqn",
         "trainer.enable_progress_bar=false",
         f"paths.cache_dir={tmp_path / 'cache'}",
@@ -129,7 +120,7 @@ def test_refused_resume_leaves_the_run_dir_untouched(tmp_path, data_dir):
     assert "lr: 0.001" in (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
 
 
-SIGNALLED = [*TINY, "pipeline=coeqn", "pipeline.analyze=false"]
+SIGNALLED = [*RUN, "pipeline=coeqn"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

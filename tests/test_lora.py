@@ -6,17 +6,14 @@ import torch
 
 from eqn.models.backbones import LORA_TARGETS, Bert
 from eqn.run import run
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 
 
 def test_a_lora_run_trains_only_the_delta_and_reloads(tmp_path):
     cfg = compose_config(
         "model=tiny_bert",
         "pipeline=baseline",
-        "data.max_train_samples=64",
-        "data.max_eval_samples=32",
-        "trainer.max_epochs=1",
-        "logger=none",
+        *TINY,
         "+model.backbone.lora={r: 4, target_modules: attention}",
         "model.optimizer.lr=1e-3",
         tmp_path=tmp_path,

@@ -7,9 +7,9 @@ import pytest
 
 from eqn.io import load_tensors
 from eqn.run import run
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 
-SMALL = ["data.max_train_samples=300", "data.max_eval_samples=200", "trainer.max_epochs=1", "pipeline.analyze=false"]
+SMALL = [*TINY, "data.max_train_samples=300", "data.max_eval_samples=200", "logger=csv"]
 
 
 def check_run_dir(run_dir, stages, data):

@@ -27,18 +27,14 @@ def test_cpu_flags_decide_without_an_override(monkeypatch):
 def test_training_and_annotation_say_what_auto_chose(trained_run, tmp_path, monkeypatch, caplog, capsys):
     from eqn.annotate import annotate_file
     from eqn.run import run
-    from tests.conftest import compose_config
+    from tests.conftest import SMALL_TEXTCNN, TINY, compose_config
 
     monkeypatch.setenv("EQN_NATIVE_BF16", "0")
     cfg = compose_config(
-        "data.max_train_samples=64",
-        "data.max_eval_samples=32",
-        "trainer.max_epochs=1",
-        "logger=none",
+        *TINY,
+        *SMALL_TEXTCNN[2:],  # the small TextCNN at its own batch sizes
         "pipeline=baseline",
         "trainer.precision=auto",
-        "model.backbone.embed_dim=32",
-        "model.backbone.num_filters=16",
         tmp_path=tmp_path,
     )
     with caplog.at_level("INFO"):

@@ -25,7 +25,7 @@ from eqn.export import export
 from eqn.io import ConfigError, write_json
 from eqn.ownership import TEMP, owns_file, owns_folder
 from eqn.run import run
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, SMALL_TEXTCNN, TINY, compose_config
 
 
 def digests(folder: Path) -> dict:
@@ -54,14 +54,9 @@ def texts(tmp_path):
 
 def tiny(tmp_path, *extra):
     return compose_config(
-        "data.max_train_samples=64",
-        "data.max_eval_samples=32",
-        "trainer.max_epochs=1",
-        "logger=none",
-        "model.batch_size=32",
-        "data.eval_batch_size=32",
-        "model.backbone.embed_dim=32",
-        "model.backbone.num_filters=16",
+        *TINY,
+        *SMALL_TEXTCNN,
+        "pipeline.analyze=true",
         *extra,
         tmp_path=tmp_path,
     )
@@ -263,12 +258,9 @@ def eqn_run(*args, env=None, cwd=ROOT):
             sys.executable,
             "-m",
             "eqn.run",
-            "data.max_train_samples=64",
-            "data.max_eval_samples=32",
-            "trainer.max_epochs=1",
-            "logger=none",
-            "model.backbone.embed_dim=32",
-            "model.backbone.num_filters=16",
+            *TINY,
+            *SMALL_TEXTCNN[2:],
+            "pipeline.analyze=true",
             "trainer.enable_progress_bar=false",
             *args,
         ],
@@ -313,14 +305,9 @@ def test_kill_during_the_pipelines_temporary_folders_then_resume(tmp_path):
     uninterrupted run's, and no temporary is left."""
     args = [
         "pipeline=eqn",
-        "data.max_train_samples=64",
-        "data.max_eval_samples=32",
-        "trainer.max_epochs=1",
-        "logger=none",
-        "model.backbone.embed_dim=32",
-        "model.backbone.num_filters=16",
+        *TINY,
+        *SMALL_TEXTCNN[2:],
         "trainer.enable_progress_bar=false",
-        "pipeline.analyze=false",
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]
     run_dir = tmp_path / "run"

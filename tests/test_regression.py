@@ -11,20 +11,9 @@ from eqn.interrupt import InjectedFault
 from eqn.io import ConfigError
 from eqn.run import run
 from eqn.targets import alpha_at, mix_targets
-from tests.conftest import compose_config
+from tests.conftest import SMALL_TEXTCNN, TINY, compose_config
 
-TINY = [
-    "data.max_train_samples=64",
-    "data.max_eval_samples=32",
-    "trainer.max_epochs=3",
-    "logger=none",
-    "model.batch_size=32",
-    "data.eval_batch_size=32",
-    "pipeline.analyze=false",
-    "regression=progressive",
-    "model.backbone.embed_dim=32",
-    "model.backbone.num_filters=16",
-]  # a small TextCNN: these tests check resume logic
+RUN = [*TINY, *SMALL_TEXTCNN, "trainer.max_epochs=3", "regression=progressive"]
 
 
 def test_alpha_schedules_take_the_documented_values():
@@ -55,7 +44,7 @@ def outcome(run_dir):
 @pytest.fixture(scope="module")
 def progressive(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("progressive")
-    run(compose_config(*TINY, tmp_path=tmp), run_dir=str(tmp / "run"))
+    run(compose_config(*RUN, tmp_path=tmp), run_dir=str(tmp / "run"))
     return tmp / "run"
 
 
@@ -72,7 +61,7 @@ def test_progressive_run_regresses_non_gold_targets_and_keeps_gold(progressive):
 
 @pytest.mark.parametrize("point", ["fit:eqn:epoch1", "fit:eqn:val2", "fit:eqn:trained", "progressive:csv"])
 def test_a_crash_inside_progressive_training_resumes_to_the_same_run(point, progressive, tmp_path, monkeypatch):
-    cfg = compose_config(*TINY, tmp_path=tmp_path)
+    cfg = compose_config(*RUN, tmp_path=tmp_path)
     monkeypatch.setenv("EQN_FAULT_AT", point)
     with pytest.raises(InjectedFault, match=point):
         run(cfg, run_dir=str(tmp_path / "run"))
@@ -85,7 +74,7 @@ def test_a_crash_inside_progressive_training_resumes_to_the_same_run(point, prog
 
 
 def test_progressive_with_soft_bce_targets_runs(tmp_path):
-    metrics = run(compose_config(*TINY, "regression.loss=bce", tmp_path=tmp_path), run_dir=str(tmp_path / "run"))
+    metrics = run(compose_config(*RUN, "regression.loss=bce", tmp_path=tmp_path), run_dir=str(tmp_path / "run"))
     assert 0.0 <= metrics["eqn/test/f1_macro"] <= 1.0
 
 
@@ -102,7 +91,7 @@ def test_bad_progressive_settings_are_one_line(tmp_path, override, words):
     from eqn.config import validate
 
     with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
-        validate(compose_config(*TINY, override, tmp_path=tmp_path))
+        validate(compose_config(*RUN, override, tmp_path=tmp_path))
     with pytest.raises(ConfigError, match="regression.loss=bce: the offline pipeline"):
         validate(compose_config("regression.loss=bce", tmp_path=tmp_path))
 
@@ -110,7 +99,7 @@ def test_bad_progressive_settings_are_one_line(tmp_path, override, words):
 def teacher_cfg(tmp_path, *teachers, extra=()):
     listed = ",".join(str(t) for t in teachers)
     return compose_config(
-        *[a for a in TINY if a != "regression=progressive"],
+        *[a for a in RUN if a != "regression=progressive"],
         "regression=teacher",
         f"regression.teachers=[{listed}]",
         *extra,
@@ -211,7 +200,7 @@ def test_the_best_checkpoint_is_chosen_among_the_regressed_epochs(tmp_path, data
         return loss if self.training else loss + 100.0 * self.current_epoch
 
     monkeypatch.setattr(EQNModule, "loss", rising)
-    run(compose_config(*TINY, "regression.start=1", tmp_path=tmp_path), run_dir=str(tmp_path / "run"))
+    run(compose_config(*RUN, "regression.start=1", tmp_path=tmp_path), run_dir=str(tmp_path / "run"))
     stage = tmp_path / "run" / "stages" / "eqn"
     assert torch.load(stage / "best.ckpt", weights_only=True)["epoch"] == 1  # the best of the regressed epochs 1-2
     assert torch.load(stage / "last.ckpt", weights_only=True)["epoch"] == 2  # last.ckpt kept every epoch

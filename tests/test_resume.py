@@ -14,14 +14,13 @@ from eqn.config import setting
 from eqn.io import ConfigError, write_json
 from eqn.models.module import EQNModule
 from eqn.run import run
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, TINY, compose_config
 
 SMALL = [
+    *TINY,
     "data.max_train_samples=300",
     "data.max_eval_samples=100",
     "trainer.max_epochs=2",
-    "pipeline.analyze=false",
-    "logger=none",
     "model.backbone.embed_dim=32",
     "model.backbone.num_filters=16",
 ]  # a small TextCNN

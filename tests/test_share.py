@@ -14,7 +14,7 @@ from eqn.export import export, push_to_hub
 from eqn.io import ConfigError, DataError
 from eqn.model_folder import load_folder
 from eqn.run import run
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 
 TEST_TSV_ROWS = 200
 
@@ -62,12 +62,9 @@ def test_minilm_pooler_export_is_a_transformers_model(tmp_path, data_dir):
         "model=minilm",
         "model.backbone.pooling=pooler",
         "pipeline=coeqn",
-        "data.max_train_samples=64",
+        *TINY,
         "data.max_eval_samples=64",
         "data.max_length=32",
-        "trainer.max_epochs=1",
-        "logger=none",
-        "pipeline.analyze=false",
         tmp_path=tmp_path,
     )
     run(cfg, run_dir=str(tmp_path / "run"))
@@ -116,11 +113,10 @@ def test_offline_wandb_run_holds_figures_tables_and_the_model_artifact(tmp_path,
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_config(
         "pipeline=coeqn",
+        *TINY,
         "logger=wandb",
         "data.max_train_samples=120",
         "data.max_eval_samples=60",
-        "trainer.max_epochs=1",
-        "pipeline.analyze=false",
         tmp_path=tmp_path,
     )
     run(cfg, run_dir=str(tmp_path / "run"))
@@ -170,11 +166,10 @@ def wandb_records(path):
 def test_other_lightning_loggers_work_offline(logger, tmp_path, data_dir):
     cfg = compose_config(
         "pipeline=coeqn",
+        *TINY,
         f"logger={logger}",
         "data.max_train_samples=80",
         "data.max_eval_samples=40",
-        "trainer.max_epochs=1",
-        "pipeline.analyze=false",
         "trainer.log_every_n_steps=1",
         tmp_path=tmp_path,
     )
@@ -190,12 +185,10 @@ def test_other_lightning_loggers_work_offline(logger, tmp_path, data_dir):
 def test_max_length_of_training_is_carried_into_annotation(tmp_path, data_dir):
     cfg = compose_config(
         "pipeline=coeqn",
+        *TINY,
         "data.max_length=12",
         "data.max_train_samples=60",
         "data.max_eval_samples=30",
-        "trainer.max_epochs=1",
-        "logger=none",
-        "pipeline.analyze=false",
         tmp_path=tmp_path,
     )
     run(cfg, run_dir=str(tmp_path / "run"))

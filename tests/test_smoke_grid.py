@@ -6,20 +6,18 @@ import shutil
 import pytest
 
 from eqn.run import run
-from tests.conftest import FIXTURES_DIR, compose_config, needs
+from tests.conftest import FIXTURES_DIR, TINY, compose_config, needs
 
 DATASETS = ["goemotions", "emotion6", "tfn3", "tsa3", "health7"]
 BACKBONES = ["ann", "cnn", "lstm", "textcnn", "tiny_bert", pytest.param("minilm", marks=pytest.mark.slow)]
-TINY = [
+RUN = [
+    *TINY,
     "data.max_train_samples=40",
     "data.max_eval_samples=21",
     "data.max_length=32",
-    "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",
-    "pipeline.analyze=false",
-    "logger=none",
     "model.batch_size=16",
-]
+]  # every backbone on every dataset
 
 
 @pytest.mark.slow  # 15 s; the pretrained MiniLM path is in the fast suite through test_share's export test
@@ -38,7 +36,7 @@ def test_pair_runs_the_eqn_pipeline(data, model, tmp_path, data_dir):
         (tmp_path / "health7").mkdir()
         shutil.copy(FIXTURES_DIR / "health7_combined_data.csv", tmp_path / "health7" / "Combined Data.csv")
         extra = [f"paths.data_dir={tmp_path}", "data.max_train_samples=null", "data.max_eval_samples=null"]
-    cfg = compose_config(f"data={data}", f"model={model}", *TINY, *extra, tmp_path=tmp_path)
+    cfg = compose_config(f"data={data}", f"model={model}", *RUN, *extra, tmp_path=tmp_path)
     metrics = run(cfg, run_dir=str(tmp_path / "run"))
     for stage in ("coeqn", "eqn"):
         for split in ("val", "test"):

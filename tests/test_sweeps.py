@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 
 from eqn.report import report
 from eqn.run import run
-from tests.conftest import CONF, ROOT, compose_config, needs
+from tests.conftest import CONF, ROOT, TINY, compose_config, needs
 
-TINY = ["data.max_train_samples=80", "data.max_eval_samples=40", "trainer.max_epochs=1", "pipeline.analyze=false"]
+RUN = [*TINY, "data.max_train_samples=80", "data.max_eval_samples=40"]
 
 
 def sweep(tmp_path, *overrides, env=None):
@@ -77,7 +77,7 @@ def test_wandb_mode_is_not_leaked_and_crashed_stage_finishes_its_run(tmp_path, d
     import wandb
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    cfg = compose_config(*TINY, "pipeline=coeqn", "logger=wandb", tmp_path=tmp_path)
+    cfg = compose_config(*RUN, "pipeline=coeqn", "logger=wandb", tmp_path=tmp_path)
     assert cfg.logger.mode == "offline"
     run(cfg, run_dir=str(tmp_path / "ok"))
     assert "WANDB_MODE" not in os.environ
@@ -96,7 +96,7 @@ def test_wandb_mode_is_not_leaked_and_crashed_stage_finishes_its_run(tmp_path, d
 
 
 def test_submitit_local_launcher(tmp_path, data_dir):
-    out = sweep(tmp_path, "cluster=local", "seed=0,1", "pipeline=coeqn", "logger=none", *TINY)
+    out = sweep(tmp_path, "cluster=local", "seed=0,1", "pipeline=coeqn", "logger=none", *RUN)
     assert sorted(p.parent.name for p in out.glob("*/metrics.json")) == [
         "0_goemotions-textcnn-coeqn-s0",
         "1_goemotions-textcnn-coeqn-s1",

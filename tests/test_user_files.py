@@ -14,7 +14,7 @@ from eqn.export import export
 from eqn.io import ConfigError, DataError
 from eqn.ownership import owns_file, owns_folder
 from eqn.run import run
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 
 
 def plant(folder: Path, *names: str) -> dict[Path, str]:
@@ -34,10 +34,10 @@ def intact(planted: dict[Path, str]) -> bool:
 
 def small_cfg(tmp_path, *extra):
     return compose_config(
+        *TINY,
         "data.max_train_samples=120",
         "data.max_eval_samples=60",
-        "trainer.max_epochs=1",
-        "logger=none",
+        "pipeline.analyze=true",
         *extra,
         tmp_path=tmp_path,
     )
