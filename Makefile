@@ -34,6 +34,7 @@ test: install
 lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test-all: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -n auto --maxprocesses=8 --dist worksteal $(PYTEST_ARGS)

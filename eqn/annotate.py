@@ -104,7 +104,7 @@ def annotate_file(
         from eqn.builtin import describe
 
         print(
-            f"model: {describe(annotator.module.builtin)} (eqn's built-in annotator; `python -m eqn.annotate "
+            f"model: {describe(annotator.module.builtin or {})} (eqn's built-in annotator; `python -m eqn.annotate "
             "about` prints its card)",
             file=sys.stderr,
         )
@@ -323,7 +323,8 @@ def merge_parts(parts: Path, count: int, out_path: Path, fmt: str, job: str | No
                     table = pq.read_table(f)
                     writer = writer or pq.ParquetWriter(str(tmp), table.schema)
                     writer.write_table(table)
-                writer.close()
+                if writer is not None:
+                    writer.close()
             else:
                 with open(tmp, "wb") as out:
                     for i, f in enumerate(files):

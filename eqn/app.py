@@ -265,7 +265,7 @@ def run_summary(run_dir: str) -> tuple[pd.DataFrame, list[str], pd.DataFrame | N
     if not (folder / "metrics.json").is_file():
         raise DataError(folder, "no metrics.json here: not a finished run directory")
     metrics = read_json(folder / "metrics.json")
-    rows = {}
+    rows: dict[tuple[str, str], dict] = {}
     for key, value in metrics.items():
         parts = key.split("/")
         if len(parts) == 3 and parts[1] in ("val", "test"):

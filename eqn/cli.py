@@ -44,12 +44,13 @@ def parse(
                 number = None
             if number is None or number < ints[key]:
                 sys.exit(f"{prog}: {key}={value!r}: must be a whole number of at least {ints[key]}")
-            value = number
+            args[key] = number
         elif key in bools:
             if value.lower() not in TRUE + FALSE:
                 sys.exit(f"{prog}: {key}={value!r}: must be true or false")
-            value = value.lower() in TRUE
-        args[key] = value
+            args[key] = value.lower() in TRUE
+        else:
+            args[key] = value
     missing = [k for k in required if k not in args]
     if missing:
         sys.exit(f"{prog}: missing {', '.join(missing)} ({usage})")
@@ -59,7 +60,7 @@ def parse(
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad argument in one line (`prog: problem`), exit status 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -95,7 +95,7 @@ class Choice(str, Enum):
 
 def choice(name: str, *values: str) -> type[Choice]:
     """A Choice whose member names are its values (some, like 'val/loss', are not identifiers)."""
-    return Choice(name, [(v, v) for v in values])  # type: ignore[return-value]
+    return cast("type[Choice]", Enum(name, [(v, v) for v in values], type=Choice))
 
 
 OnBadRows = choice("OnBadRows", "error", "skip")
@@ -111,9 +111,12 @@ RegressionLoss = choice("RegressionLoss", "mse", "bce", "ce")
 Pruner = choice("Pruner", "median", "none")
 
 
-def plain_value(value: Any) -> Any:
-    """A Choice as its plain string (for pickles, checkpoints and libraries); anything else unchanged."""
-    return value.value if isinstance(value, Enum) else value
+def as_dict(node: Any) -> dict[str, Any]:
+    """A config node as a plain dict: interpolations resolved, choices as their strings."""
+    out = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    if not isinstance(out, dict):
+        raise TypeError(f"expected a config mapping, got {type(out).__name__}")
+    return cast("dict[str, Any]", out)
 
 
 @dataclass
@@ -340,7 +343,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def regression_problems(cfg: DictConfig) -> list[str]:
-    r = cfg.get("regression") or {}
+    r: Any = cfg.get("regression")
     if not r:
         return []
     problems = []

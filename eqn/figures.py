@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -68,7 +69,7 @@ def micro_emotion_stats(scores: torch.Tensor, gold: torch.Tensor) -> dict[str, f
 
 def plot_distribution(scores: torch.Tensor, gold: torch.Tensor, scale: float, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(min(0.0, float(scores.min())), max(scale, float(scores.max())), 41)
+    bins = np.linspace(min(0.0, float(scores.min())), max(scale, float(scores.max())), 41).tolist()
     ax.hist(scores[~gold.bool()].numpy(), bins=bins, alpha=0.6, density=True, label="non-gold cells")
     ax.hist(scores[gold.bool()].numpy(), bins=bins, alpha=0.6, density=True, label="gold cells")
     ax.set_xlabel("predicted intensity")
@@ -125,7 +126,7 @@ def stage_figures(run_dir: Path, stage: str) -> tuple[dict, np.ndarray, torch.Te
     return paths, corr, scores, gold, names, saved["thresholds"]
 
 
-def analyze_run(run_dir: str | Path, others: list[str | Path] = (), metrics: dict | None = None) -> dict:
+def analyze_run(run_dir: str | Path, others: Sequence[str | Path] = (), metrics: dict | None = None) -> dict:
     """`metrics`: this run's metrics when its metrics.json is not written yet (the pipeline analyses first)."""
     run_dir = Path(run_dir)
     out = run_dir / "analysis"

@@ -69,7 +69,8 @@ def local_parallel_sweep() -> Path | None:
         hydra = HydraConfig.get()
     except ValueError:
         return None
-    target = str(hydra.launcher.get("_target_", "")) if hydra.get("launcher") else ""
+    launcher = getattr(hydra, "launcher", None)
+    target = str(launcher.get("_target_", "")) if launcher else ""
     if "joblib" not in target.lower() or str(hydra.mode) != "RunMode.MULTIRUN":
         return None
     return Path(hydra.sweep.dir)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,9 @@ from eqn.errors import ConfigError, DataError
 from eqn.model_folder import load_folder
 from eqn.models.module import EQNModule, load_module
 from eqn.relabeled import intensity_frame
+
+if TYPE_CHECKING:
+    from eqn.fast import FastScorer
 
 MAX_CHARS_PER_TOKEN = 32
 CALIBRATION_TEXTS = 512  # texts scored both ways the first time a model runs with precision=fast
@@ -104,8 +108,9 @@ class Annotator:
         from eqn.models.backbones import merge_lora
 
         self.module = merge_lora(module).to(device).eval()  # a LoRA delta merged: a plain model at inference
-        if hasattr(self.module.backbone, "fold"):  # TextCNN/CNN: convolutions become table lookups
-            self.module.backbone.fold()
+        fold = getattr(self.module.backbone, "fold", None)
+        if fold is not None:  # TextCNN/CNN: convolutions become table lookups
+            fold()
         if precision == "int8":
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
@@ -115,7 +120,7 @@ class Annotator:
             )
         if devices > 1 and precision in ("int8", "fast"):
             raise ConfigError(f"precision={precision} runs in one process; use devices=1 (or fp32/bf16 with devices>1)")
-        self.fast = None
+        self.fast: FastScorer | None = None
         if precision == "fast":
             from eqn.fast import FastScorer
 
@@ -180,9 +185,15 @@ class Annotator:
             np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > limit if not windows else False
         )
         self.long += int(long.sum())
-        ids, lengths, owner = torch.from_numpy(ids), torch.from_numpy(lengths), torch.from_numpy(owner)
+        windows_of = torch.from_numpy(owner)
+        return self.window_scores(torch.from_numpy(ids), torch.from_numpy(lengths), windows_of, len(texts), batch_size)
+
+    def window_scores(
+        self, ids: torch.Tensor, lengths: torch.Tensor, owner: torch.Tensor, n: int, batch_size: int
+    ) -> torch.Tensor:
+        """The n texts' scores from their windows' token ids (`owner`: the text of each window)."""
         if self.devices > 1 and len(lengths) > batch_size:  # whole batches per rank: at least two batches
-            return self.per_text(self.scores_distributed(ids, lengths, batch_size), owner, len(texts))
+            return self.per_text(self.scores_distributed(ids, lengths, batch_size), owner, n)
         if self.fast is not None and not self.fast.calibrated:  # first use of this model: pick the engine
             first = torch.arange(min(len(lengths), CALIBRATION_TEXTS))
             self.fast.calibrate(
@@ -194,8 +205,8 @@ class Annotator:
                 bool(self.module.hparams.multi_label),
             )
         if self.fast is not None and self.fast.engine is not None:
-            return self.scores_fast(ids, lengths, batch_size, owner, len(texts))
-        return self.per_text(self.scores_local(ids, lengths, batch_size), owner, len(texts))
+            return self.scores_fast(self.fast, ids, lengths, batch_size, owner, n)
+        return self.per_text(self.scores_local(ids, lengths, batch_size), owner, n)
 
     @staticmethod
     def per_text(window_scores: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
@@ -214,26 +225,32 @@ class Annotator:
         return length_sorted_scores(score, ids, lengths, batch_size, len(self.label_names))
 
     def scores_fast(
-        self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int, owner: torch.Tensor, n: int
+        self,
+        fast_scorer: FastScorer,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        batch_size: int,
+        owner: torch.Tensor,
+        n: int,
     ) -> torch.Tensor:
         """The fast engine's scores; fp32's for the texts whose decisions the engine could have got wrong (judged on
         each text's own scores, after its windows are combined: every window of such a text is rescored)."""
-        fast = self.fast.engine_scores(ids, lengths, batch_size)
-        texts = self.fast.uncertain(
+        fast = fast_scorer.engine_scores(ids, lengths, batch_size)
+        texts = fast_scorer.uncertain(
             self.per_text(fast, owner, n), self.thresholds, bool(self.module.hparams.multi_label)
         )
         need = texts[owner.long()].nonzero().flatten()
         if len(need):
             fast[need] = self.scores_local(ids[need], lengths[need], batch_size)
-        self.fast.rows += n
-        self.fast.rescored += int(texts.sum())
+        fast_scorer.rows += n
+        fast_scorer.rescored += int(texts.sum())
         return self.per_text(fast, owner, n)
 
     def scores_distributed(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
         """Lightning `trainer.predict` over `devices` processes (ddp_spawn), rows gathered back by index: the same
         batches as one process (longest first), so the same scores."""
         from lightning.pytorch import Trainer
-        from torch.utils.data import DataLoader
+        from torch.utils.data import DataLoader, Dataset
 
         from eqn.data.datamodule import Collator
         from eqn.predict import predict_scores
@@ -241,8 +258,10 @@ class Annotator:
         order = torch.argsort(lengths, descending=True).tolist()
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         gold = torch.zeros(len(lengths), len(self.label_names), dtype=torch.bool)
-        loader = DataLoader(
-            range(len(lengths)), batch_sampler=RankBatches(batches), collate_fn=Collator(ids, lengths, gold, None)
+        loader: DataLoader = DataLoader(
+            cast(Dataset, range(len(lengths))),
+            batch_sampler=RankBatches(batches),
+            collate_fn=Collator(ids, lengths, gold, None),
         )
         accelerator = "gpu" if str(self.device).startswith("cuda") else "cpu"
         trainer = Trainer(
@@ -255,8 +274,8 @@ class Annotator:
             enable_checkpointing=False,
             precision="bf16-mixed" if self.precision == "bf16" else "32-true",
             use_distributed_sampler=False,
+            callbacks=[LeaveTogether()],
         )
-        trainer.callbacks.append(LeaveTogether())
         return predict_scores(trainer, self.module, loader, len(lengths))
 
     def emotions(self, scores: torch.Tensor) -> list[str]:

@@ -7,7 +7,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from eqn.errors import ConfigError, DataError  # noqa: F401 (re-exported: eqn.io's callers)
 from eqn.ownership import drop_temp_record, install_file, make_temp, owned_entry, process_alive, recording_root, umask
@@ -184,7 +184,7 @@ class RunLock:
             self.fd, self.owned = None, False
 
 
-def digest(obj: Any, files: list = ()) -> str:
+def digest(obj: Any, files: Sequence = ()) -> str:
     """SHA-256 of a JSON-able object plus the bytes of some files: the resume fingerprint and the cache key."""
     import hashlib
 

@@ -57,6 +57,15 @@ def xlm_compatible(module: EQNModule) -> bool:
     )
 
 
+def encoder_of(module: EQNModule) -> torch.nn.Module:
+    """The Hugging Face encoder inside a BERT-family backbone."""
+    from eqn.models.backbones import Bert
+
+    if not isinstance(module.backbone, Bert):
+        raise TypeError(f"{type(module.backbone).__name__} is not a Hugging Face encoder backbone")
+    return module.backbone.encoder
+
+
 def xlm_names(n_layers: int) -> dict[str, str]:
     """BertModel's weight names -> XLMForSequenceClassification's (the position row of the folded token type aside)."""
     names = {
@@ -127,7 +136,7 @@ def classification_head(module: EQNModule) -> dict:
     independent labels: sigmoid; a CE one's of one label: softmax)."""
     names = list(module.hparams.label_names)
     problem = {"bce": "multi_label_classification", "ce": "single_label_classification"}.get(
-        CLASSIFIER.get(module.hparams.objective), "regression"
+        CLASSIFIER.get(module.hparams.objective, ""), "regression"
     )
     return {
         "num_labels": len(names),
@@ -151,7 +160,7 @@ def export_transformers(module: EQNModule, folder: Path) -> None:
         }
     )
     model = BertForSequenceClassification(config)
-    model.bert.load_state_dict(module.backbone.encoder.state_dict())
+    model.bert.load_state_dict(encoder_of(module).state_dict())
     model.classifier.load_state_dict(module.head[-1].state_dict())
     model.save_pretrained(folder, safe_serialization=True)
     hf_tokenizer(module).save_pretrained(folder)
@@ -191,7 +200,7 @@ def export_xlm(module: EQNModule, folder: Path) -> None:
     )
     config.update({"eqn": eqn_config(module)})
     model = XLMForSequenceClassification(config)
-    bert = module.backbone.encoder.state_dict()
+    bert = encoder_of(module).state_dict()
     weights = {xlm: bert[k] for k, xlm in xlm_names(hf["num_hidden_layers"]).items()}
     weights["transformer.position_embeddings.weight"] = (
         bert["embeddings.position_embeddings.weight"] + bert["embeddings.token_type_embeddings.weight"][0]
@@ -258,7 +267,7 @@ def model_card(module: EQNModule, metrics: dict | None, data_name: str | None, h
         "",
     ]
     if hf_native:
-        apply = {"bce": "sigmoid", "ce": "softmax"}.get(CLASSIFIER.get(h.objective), "none")
+        apply = {"bce": "sigmoid", "ce": "softmax"}.get(CLASSIFIER.get(h.objective, ""), "none")
         lines += [
             "```python",
             "from transformers import pipeline",

@@ -52,6 +52,7 @@ class Pipeline(RunContext):
             started, previous = time.perf_counter(), None
             for step in plan(self.cfg, dm.multi_label):
                 if step.kind == "regress":
+                    assert previous is not None  # a regression follows the fit whose predictions it uses
                     regress(self, dm, previous, round_=step.round, last=step.last)
                     continue
                 r = self.cfg.regression

@@ -37,11 +37,11 @@ class GatherPredictions(Callback):
         }
         gathered = [local]
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            gathered = [None] * trainer.world_size
+            gathered = [{} for _ in range(trainer.world_size)]
             dist.all_gather_object(gathered, local)
         result = []
         for i, n in enumerate(self.sizes):
-            pieces = [g[i] for g in gathered if g[i] is not None]
+            pieces = [piece for g in gathered if (piece := g[i]) is not None]
             c = pieces[0][1].shape[1]
             full = torch.full((n, c), float("nan"))
             seen = torch.zeros(n, dtype=torch.bool)
@@ -67,7 +67,8 @@ def predict_splits(
     """(n_i x C) scores for each loader; row j = sample j, whatever order, sharding or padding the run used."""
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         gather = GatherPredictions(sizes, str(Path(tmp) / "predictions.pt"))
-        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, GatherPredictions)] + [gather]
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning, not declared
+        trainer.callbacks = [c for c in callbacks if not isinstance(c, GatherPredictions)] + [gather]  # type: ignore[attr-defined]
         trainer.predict(module, dataloaders=loaders if len(loaders) > 1 else loaders[0], return_predictions=False)
         if gather.result is not None:
             return gather.result

@@ -10,6 +10,8 @@ The predictions are part of every checkpoint, so a run killed inside an epoch re
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from lightning.pytorch import Callback
 
@@ -84,7 +86,7 @@ class ProgressiveRegression(Callback):
 class TeacherRegression(ProgressiveRegression):
     """regression=teacher: the predictions are the teachers' intensities, fixed before training."""
 
-    def __init__(self, teacher: torch.Tensor, *args, teachers: list[str] = (), **kwargs):
+    def __init__(self, teacher: torch.Tensor, *args, teachers: Sequence[str] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.predictions.copy_(teacher)
         self.teachers = list(teachers)
@@ -137,8 +139,8 @@ def teacher_intensities(paths: list[str], texts: list[str], label_names: list[st
     from eqn.errors import ConfigError
     from eqn.inference import Annotator
 
-    total = None
-    for path in paths:
+    total = torch.zeros(0)
+    for i, path in enumerate(paths):
         teacher = Annotator.from_checkpoint(path)
         if list(teacher.label_names) != list(label_names):
             raise ConfigError(
@@ -146,5 +148,5 @@ def teacher_intensities(paths: list[str], texts: list[str], label_names: list[st
                 f"dataset's {list(label_names)[:6]}... (same labels, same order needed)"
             )
         intensity = teacher.intensities(teacher.scores(texts)) * (scale / float(teacher.module.hparams.scale))
-        total = intensity if total is None else total + intensity
+        total = intensity if i == 0 else total + intensity
     return total / len(paths)

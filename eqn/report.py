@@ -20,11 +20,15 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
 
 from eqn import evaluation, stats
+
+if TYPE_CHECKING:
+    import torch
 from eqn.errors import ConfigError, DataError
 from eqn.io import atomic_path, load_tensors, read_json, write_text
 from eqn.ownership import check_writable
@@ -187,7 +191,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else 0.0, n="count").reset_index()
 
 
-def headline_decisions(path: str) -> tuple[object, object, dict]:
+def headline_decisions(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     tensors, meta = load_tensors(path)
     rule = evaluation.headline_rule(meta["multi_label"])
     pred = evaluation.rule_decisions(
@@ -205,17 +209,20 @@ def compare(frame: pd.DataFrame, a: str, b: str, resamples: int) -> dict | None:
         return None
     diffs = [float(left.loc[s, "f1_macro"]) - float(right.loc[s, "f1_macro"]) for s in seeds]
     mean, low, high = stats.t_interval(diffs)
-    out = {"seeds": len(seeds), "mean": mean, "low": low, "high": high, "boot": None}
+    out: dict[str, Any] = {"seeds": len(seeds), "mean": mean, "low": low, "high": high, "boot": None}
     paths = [(left.loc[s, "scores"], right.loc[s, "scores"]) for s in seeds]
     if all(isinstance(x, str) for pair in paths for x in pair):
         try:
-            pairs, gold, names = [], None, None
+            pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+            gold: torch.Tensor | None = None
+            names = None
             for pa, pb in paths:
                 (da, ga, meta), (db, gb, _) = headline_decisions(pa), headline_decisions(pb)
                 if ga.shape != gb.shape or (gold is not None and ga.shape != gold.shape) or not bool((ga == gb).all()):
                     raise DataError(pa, "test rows differ between the compared runs; no paired bootstrap")
                 gold, names = ga, meta["label_names"]
                 pairs.append((da, db))
+            assert gold is not None  # one pair at least: `seeds` is not empty
             out["boot"] = stats.paired_bootstrap(pairs, gold, resamples)
             out["labels"] = names
         except DataError as err:
@@ -305,7 +312,7 @@ def markdown(frame: pd.DataFrame, problems: list[str], comparisons: dict, resamp
 
 
 def comparisons_of(frame: pd.DataFrame, resamples: int) -> dict:
-    out = {}
+    out: dict = {}
     if frame.empty:
         return out
     for (dataset, backbone), group in frame.groupby(["dataset", "backbone"]):

@@ -68,8 +68,6 @@ _frozen = False
 
 
 def run_in(cfg: DictConfig, run_dir: str) -> dict[str, float]:
-    from lightning.pytorch.utilities import rank_zero_only
-
     from eqn.pipeline import Pipeline
 
     global _frozen
@@ -82,11 +80,12 @@ def run_in(cfg: DictConfig, run_dir: str) -> dict[str, float]:
     gc.freeze()
     _frozen = True
     pipeline = Pipeline(cfg, run_dir)
-    pipeline.rundir.check(rank_zero_only.rank == 0)  # before the lock: a refused run writes nothing into the folder
-    with interruptible(), RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
+    main = pipeline.is_main
+    pipeline.rundir.check(main)  # before the lock: a refused run writes nothing into the folder
+    with interruptible(), RunLock(run_dir) if main else nullcontext():
         dm = pipeline.open()
-        with job_log(Path(run_dir), rank_zero_only.rank == 0):
-            if rank_zero_only.rank == 0:
+        with job_log(Path(run_dir), main):
+            if main:
                 with pipeline.rundir.writing():
                     write_hydra_record(Path(run_dir), cfg)
             return pipeline.run(dm)

@@ -19,10 +19,11 @@ import os
 import shutil
 import typing
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from eqn.config import Config, stage_plan
+from eqn.config import Config, as_dict, stage_plan
 from eqn.errors import ConfigError
 from eqn.io import digest, read_json, write_json
 from eqn.ownership import (
@@ -65,7 +66,7 @@ def result_fields(schema: type, node: typing.Any) -> typing.Any:
             continue
         value = node.get(f.name)
         kind = hints.get(f.name)
-        out[f.name] = result_fields(kind, value) if dataclasses.is_dataclass(kind) else value
+        out[f.name] = result_fields(kind, value) if isinstance(kind, type) and dataclasses.is_dataclass(kind) else value
     return out
 
 
@@ -137,10 +138,10 @@ LEGACY_RESULT_KEYS = (
 
 
 def legacy_result_config(cfg: DictConfig) -> dict:
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    out = {}
+    container = as_dict(cfg)
+    out: dict[str, Any] = {}
     for key in LEGACY_RESULT_KEYS:
-        node = container
+        node: Any = container
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         out[key] = node

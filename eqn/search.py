@@ -81,6 +81,7 @@ def parse_space(params: dict | None) -> list[Param]:
         low, high = spec.get("low"), spec.get("high")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
             raise ConfigError(f"{where}: low and high must be numbers, got low={low!r} high={high!r}")
+        assert low is not None and high is not None  # numbers (checked above)
         if low > high:
             raise ConfigError(f"{where}: low={low} is greater than high={high}")
         log_scale = bool(spec.get("log", False))
@@ -230,7 +231,7 @@ def figures(study, sweep_dir: Path) -> None:
         ("param_importances", ov.plot_param_importances),
     ):
         try:
-            ax = draw(study)
+            ax: Any = draw(study)  # an Axes, or an array of them
         except (ValueError, RuntimeError, ZeroDivisionError) as err:  # too few trials for importances
             log.info("no %s figure yet: %s", name, str(err).splitlines()[0][:120])
             continue

@@ -10,8 +10,9 @@ from typing import Any
 
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from eqn.config import as_dict
 from eqn.io import write_json
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,11 @@ class StageLogger:
             return self
         target = node["_target_"]
         if target.endswith("WandbLogger"):
-            config = OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True)
+            config = as_dict(self.cfg)
             config["git_commit"] = git_commit()
             config["overrides"] = _overrides()
             group = node.get("group") or default_group(self.cfg, self.run_dir)
-            options = {
-                k: v
-                for k, v in OmegaConf.to_container(node, resolve=True, enum_to_str=True).items()
-                if k not in ("_target_", "group")
-            }
+            options = {k: v for k, v in as_dict(node).items() if k not in ("_target_", "group")}
             # built by hand: hydra's instantiate() reserves the keyword `config`, which wandb.init needs
             self.lightning = get_class(target)(
                 **options,
@@ -64,7 +61,9 @@ class StageLogger:
                 reinit="create_new",
             )
             run = self.lightning.experiment
-            if rank_zero_only.rank == 0 and getattr(run, "id", None):  # where to find this stage's W&B run
+            if getattr(rank_zero_only, "rank", 0) == 0 and getattr(
+                run, "id", None
+            ):  # where to find this stage's W&B run
                 write_json(
                     self.run_dir / "stages" / self.stage / "wandb_run.json",
                     {

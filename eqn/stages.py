@@ -72,7 +72,7 @@ class RunContext:
     @property
     def is_main(self) -> bool:
         """Rank 0 writes the run's files (with srun-launched DDP every rank runs this pipeline)."""
-        return rank_zero_only.rank == 0
+        return getattr(rank_zero_only, "rank", 0) == 0  # Lightning sets the rank on the function
 
     @staticmethod
     def barrier() -> None:

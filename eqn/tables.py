@@ -17,7 +17,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, cast
 
 from eqn.errors import ConfigError, DataError
 
@@ -56,8 +56,12 @@ def records(
     field and `"` is an ordinary character, as in GoEmotions' own files), with the line the record starts on (a
     quoted field may span lines); a blank line is a record of no fields. `strict`: a malformed CSV quote is a
     DataError naming its line."""
-    sep, quoting = ("\t", csv.QUOTE_NONE) if tsv else (",", csv.QUOTE_MINIMAL)
-    reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=strict and not tsv)
+    reader = csv.reader(
+        handle,
+        delimiter="\t" if tsv else ",",
+        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
+        strict=strict and not tsv,
+    )
     start = 1
     try:
         for fields in reader:
@@ -71,17 +75,15 @@ class RaggedRow(str):
     """Marker record for a row whose field count does not match the header."""
 
 
-def csv_records(
-    path: Path, delimiter: str = ",", header: bool = True
-) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
-    """A dataset file's records: (line, {column: value}) after the header (or (line, fields) without one); blank
-    lines are skipped and a row whose field count differs from the header's is a RaggedRow naming the counts."""
+def csv_records(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[str, str] | RaggedRow]]:
+    """A dataset file's records: (line, {column: value}) after the header; blank lines are skipped and a row whose
+    field count differs from the header's is a RaggedRow naming the counts."""
     text = read_text(path)
-    columns = None
+    columns: list[str] | None = None
     for line, fields in records(io.StringIO(text, newline=""), path, tsv=delimiter == "\t"):
         if not fields:
             continue
-        if header and columns is None:
+        if columns is None:
             columns = [c.strip() for c in fields]
             duplicate = sorted({c for c in columns if columns.count(c) > 1})
             if duplicate:
@@ -92,14 +94,11 @@ def csv_records(
                     line,
                 )
             continue
-        if columns is not None:
-            if len(fields) != len(columns):
-                yield line, RaggedRow(f"has {len(fields)} fields, the header has {len(columns)}")
-                continue
-            yield line, dict(zip(columns, fields))
-        else:
-            yield line, fields
-    if header and columns is None:
+        if len(fields) != len(columns):
+            yield line, RaggedRow(f"has {len(fields)} fields, the header has {len(columns)}")
+            continue
+        yield line, dict(zip(columns, fields))
+    if columns is None:
         raise DataError(path, "file is empty")
 
 
@@ -326,11 +325,16 @@ class ChunkWriter:
     """Writes annotated chunks as they come (memory does not grow with the input): CSV, TSV, JSONL or Parquet."""
 
     def __init__(self, target: Path | IO[str], fmt: str, input_columns: int, name: str | None = None):
-        self.fmt, self.parquet, self.input_columns = fmt, None, input_columns
-        self.name = name or (str(target) if not hasattr(target, "write") else "output")  # for errors: never a temp
-        self.own = not hasattr(target, "write")
-        self.handle = (
-            None if fmt == "parquet" else (open(target, "w", encoding="utf-8", newline="") if self.own else target)
+        self.fmt, self.input_columns = fmt, input_columns
+        self.parquet: Any = None  # a pyarrow ParquetWriter, opened with the first chunk
+        self.own = not hasattr(target, "write")  # a path: this writer opens and closes it
+        self.name = name or (str(target) if self.own else "output")  # for errors: never a temp
+        self.handle: IO[str] | None = (
+            None
+            if fmt == "parquet"
+            else open(cast(Path, target), "w", encoding="utf-8", newline="")
+            if self.own
+            else cast("IO[str]", target)
         )
         self.path, self.first = target, True
 
@@ -342,7 +346,7 @@ class ChunkWriter:
             for i, record in enumerate(frame.to_dict(orient="records")):
                 keys = chunk.keys[i] if chunk.keys is not None else frame.columns[: self.input_columns]
                 row = {k: _json_value(record[k]) for k in [*keys, *added]}
-                self.handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+                cast("IO[str]", self.handle).write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
         else:
             given = frame.iloc[:, : self.input_columns].map(_json_text)
             if self.fmt == "tsv":
@@ -362,7 +366,7 @@ class ChunkWriter:
                     self.handle, sep="\t", index=False, header=self.first, quoting=csv.QUOTE_NONE, lineterminator="\n"
                 )
             else:
-                write_csv(out, self.handle, header=self.first)
+                write_csv(out, cast("IO[str]", self.handle), header=self.first)
         self.first = False
 
     def _parquet(self, frame: pd.DataFrame) -> None:

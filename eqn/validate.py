@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
             check_output(
                 args["output"],
                 args.get("overwrite", False),
-                inputs=[args.get("ratings") or args["emobank"], args["ckpt"], args.get("ckpt2")],
+                inputs=[p for p in (args.get("ratings") or args["emobank"], args["ckpt"], args.get("ckpt2")) if p],
             )
         ckpts = {"ckpt": args["ckpt"], **({"ckpt2": args["ckpt2"]} if "ckpt2" in args else {})}
         if "emobank" in args:

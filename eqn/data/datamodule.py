@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, cast
 
 import numpy as np
 import safetensors
 import safetensors.torch
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eqn.data import sources
 from eqn.data.sources import LabelledData
@@ -87,7 +87,7 @@ class BucketSampler(Sampler[int]):
         order = rng.permutation(len(self.lengths))
         span = self.batch_size * self.window
         chunks = [order[i : i + span] for i in range(0, len(order), span)]
-        batches = []
+        batches: list[np.ndarray] = []
         for chunk in chunks:
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
@@ -165,6 +165,8 @@ class DataSpec:
 
 
 class EQNDataModule(LightningDataModule):
+    name: str  # the dataset (LightningDataModule declares it optional)
+
     def __init__(
         self,
         name: str,
@@ -193,15 +195,15 @@ class EQNDataModule(LightningDataModule):
         self.num_workers, self.seed, self.split_seed, self.scale = num_workers, seed, split_seed, scale
         self.val_from_train, self.cache_dir, self.bucket_batches = val_from_train, cache_dir, bucket_batches
         self.on_bad_rows, self.reader_options = on_bad_rows, reader_options
-        self.encoder: TextEncoder | None = TextEncoder.from_str(encoder) if encoder else None
-        self.data: LabelledData | None = None
+        self._encoder: TextEncoder | None = TextEncoder.from_str(encoder) if encoder else None
+        self._data: LabelledData | None = None
 
     # ------------------------------------------------------------------ loading
     def prepare(self) -> "EQNDataModule":
         """Read, subsample, tokenise (once; cached on disk) and build gold masks and initial targets.
 
         Splits and subsets depend on `split_seed` only, so every run seed sees the same rows."""
-        if self.data is not None:
+        if self._data is not None:
             return self
         data = sources.load(
             self.name, self.data_dir, on_bad_rows=self.on_bad_rows, seed=self.split_seed, **self.reader_options
@@ -228,15 +230,15 @@ class EQNDataModule(LightningDataModule):
                 keep = np.sort(np.random.default_rng(self.split_seed).choice(n, limit, replace=False))
                 data.splits[split] = data.splits[split].subset(keep)
         check_splits(data)
-        self.data = data
+        self._data = data
         cached = self._cache_path(data)
         payload = read_cache(cached) if cached is not None and cached.exists() else None
         if payload is not None:
-            self.encoder, self.token_ids, self.lengths = payload
+            self._encoder, self.token_ids, self.lengths = payload
             log.info("token ids loaded from cache %s", cached)
         else:
-            if self.encoder is None:
-                self.encoder = build_encoder(self.tokenizer_spec, data.splits["train"].texts)
+            if self._encoder is None:
+                self._encoder = build_encoder(self.tokenizer_spec, data.splits["train"].texts)
             self.token_ids, self.lengths = {}, {}
             for split in SPLITS:
                 ids, lengths = self.encoder.encode(data.splits[split].texts, self.max_length)
@@ -274,7 +276,7 @@ class EQNDataModule(LightningDataModule):
             "name": self.name,
             "opts": self.reader_options,
             "tok": self.tokenizer_spec,
-            "encoder": self.encoder.to_str() if self.encoder else None,
+            "encoder": self._encoder.to_str() if self._encoder else None,
             "max_length": self.max_length,
             "limits": [self.max_train_samples, self.max_eval_samples],
             "split_seed": self.split_seed,
@@ -287,6 +289,20 @@ class EQNDataModule(LightningDataModule):
         self.prepare()
 
     # ------------------------------------------------------------------ facts
+    @property
+    def data(self) -> LabelledData:
+        """The rows prepare() read."""
+        if self._data is None:
+            raise RuntimeError("the data module is not prepared yet: call prepare() first")
+        return self._data
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """The tokenizer the rows were encoded with (given, cached or built by prepare())."""
+        if self._encoder is None:
+            raise RuntimeError("the data module has no encoder yet: call prepare() first")
+        return self._encoder
+
     @property
     def label_names(self) -> list[str]:
         return self.data.label_names
@@ -301,6 +317,7 @@ class EQNDataModule(LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         lengths = self.lengths[split].numpy()
+        sampler: Sampler[int]
         if shuffle:
             sampler = BucketSampler(lengths, self.batch_size, self.seed, self.bucket_batches)
             batch_size = self.batch_size
@@ -310,7 +327,7 @@ class EQNDataModule(LightningDataModule):
         targets = {"train": self.targets, "val": self.val_targets}.get(split)
         collate = Collator(self.token_ids[split], self.lengths[split], self.gold[split], targets)
         return DataLoader(
-            range(len(lengths)),
+            cast(Dataset, range(len(lengths))),  # the sampler's indices; the collator reads the rows
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=collate,

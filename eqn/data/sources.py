@@ -100,7 +100,10 @@ class RowChecker:
         return idx
 
     def collect(self, rows: Iterable[Row]) -> Split:
-        ids, texts, labels, seen = [], [], [], {}
+        ids: list = []
+        texts: list[str] = []
+        labels: list[list[int]] = []
+        seen: dict[str, int] = {}
         for row in rows:
             text = row.text
             if not isinstance(text, str) or (isinstance(text, float) and math.isnan(text)):
@@ -457,7 +460,7 @@ def custom(
         for s, p in given.items()
         if p
     }
-    paths = {s: (p if p.exists() else Path(given[s]).expanduser().absolute()) for s, p in paths.items()}
+    paths = {s: (p if p.exists() else Path(str(given[s])).expanduser().absolute()) for s, p in paths.items()}
     # First pass: raw rows, to find the label set (union over splits).
     raw: dict[str, list[Row]] = {}
     skipped = 0
@@ -585,7 +588,7 @@ def load(name: str, data_dir: str | Path, **options) -> LabelledData:
 
 def _stamps(files: list) -> list:
     """What a file is now: size, modification time and (below 64 MiB, i.e. every shipped dataset) a content hash."""
-    out = []
+    out: list[tuple] = []
     for f in files:
         try:
             st = Path(f).stat()

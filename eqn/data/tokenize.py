@@ -104,7 +104,9 @@ def build_word_encoder(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[PAD, UNK], show_progress=False
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return TextEncoder(tokenizer, tokenizer.token_to_id(PAD), "word")
+    pad = tokenizer.token_to_id(PAD)
+    assert pad is not None  # a special token of the trained vocabulary
+    return TextEncoder(tokenizer, pad, "word")
 
 
 def load_pretrained_encoder(name_or_path: str) -> TextEncoder:

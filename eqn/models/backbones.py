@@ -5,10 +5,16 @@ ann, cnn, lstm and textcnn read a word-level vocabulary; bert wraps any Hugging 
 
 from __future__ import annotations
 
+import operator
 from contextlib import contextmanager
+from functools import reduce
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from eqn.models.module import EQNModule
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -20,7 +26,13 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(x.dtype).min).amax(1)
 
 
-class WordBackbone(nn.Module):
+class Backbone(nn.Module):
+    """What every backbone gives the head: one vector of `output_dim` per text."""
+
+    output_dim: int
+
+
+class WordBackbone(Backbone):
     """Shared embedding for the classic backbones (optionally initialised from pretrained vectors)."""
 
     def __init__(self, vocab_size: int, embed_dim: int, pad_id: int = 0):
@@ -62,6 +74,8 @@ class TextCNN(WordBackbone):
         self.widest = max(filter_sizes)
         self.output_dim = num_filters * len(filter_sizes)
 
+    _folded: list[torch.Tensor] | None = None  # fold()'s lookup tables, while the module is in eval mode
+
     @torch.no_grad()
     def fold(self) -> None:
         """Inference only: precompute every word's response to every filter offset (vocabulary x width x filters),
@@ -71,14 +85,14 @@ class TextCNN(WordBackbone):
         self._folded = [torch.einsum("ve,fek->vkf", weight, conv.weight).flatten(1) for conv in self.convs]
 
     def conv_responses(self, input_ids, x, i: int) -> torch.Tensor:
-        conv = self.convs[i]
-        folded = getattr(self, "_folded", None)
+        conv = cast(nn.Conv1d, self.convs[i])
+        folded = self._folded
         if self.training or folded is None:
             return conv(x())
         k = conv.kernel_size[0]
         looked_up = nn.functional.embedding(input_ids, folded[i]).view(*input_ids.shape, k, -1)  # B x L x k x F
         steps = input_ids.shape[1] - k + 1
-        h = sum(looked_up[:, j : j + steps, j] for j in range(k)) + conv.bias
+        h = reduce(operator.add, (looked_up[:, j : j + steps, j] for j in range(k))) + cast(torch.Tensor, conv.bias)
         return h.transpose(1, 2)  # B x F x (L - k + 1)
 
     def train(self, mode: bool = True):
@@ -162,7 +176,7 @@ class LSTM(WordBackbone):
         return self.dropout(torch.cat([masked_max(out, attention_mask), masked_mean(out, attention_mask)], dim=1))
 
 
-class Bert(nn.Module):
+class Bert(Backbone):
     """Any Hugging Face encoder. `pooling`: 'pooler' (tanh dense over [CLS], as the authors), 'cls' or 'mean'.
 
     `hf_config` (filled in after the first build) lets a checkpoint rebuild the architecture offline.
@@ -184,7 +198,7 @@ class Bert(nn.Module):
         if pooling not in ("pooler", "cls", "mean"):
             raise ValueError(f"model.backbone.pooling must be pooler, cls or mean, not {pooling!r}")
         self.pooling = pooling
-        extra = {"add_pooling_layer": pooling == "pooler"}
+        extra: dict[str, Any] = {"add_pooling_layer": pooling == "pooler"}
         if hf_config is not None:
             config = AutoConfig.for_model(**hf_config)
             self.encoder = AutoModel.from_config(config, **extra)
@@ -261,7 +275,7 @@ def with_lora(encoder: nn.Module, lora: dict) -> nn.Module:
     pooler = ["pooler"] if getattr(encoder, "pooler", None) is not None else None
     config = LoraConfig(
         r=r,
-        lora_alpha=float(2 * r if alpha is None else alpha),
+        lora_alpha=float(2 * r if alpha is None else alpha),  # type: ignore[arg-type]  # a float scales as peft's int
         lora_dropout=float(lora.get("dropout") or 0.0),
         target_modules=list(targets),
         bias="none",
@@ -275,7 +289,7 @@ def with_lora(encoder: nn.Module, lora: dict) -> nn.Module:
 
 
 @torch.no_grad()
-def merge_lora(module: nn.Module) -> nn.Module:
+def merge_lora(module: EQNModule) -> EQNModule:
     """An EQNModule whose encoder carries a LoRA delta, made plain: the delta merged into the weights (and a pooler
     trained beside it put in place), so it computes the same as a fully fine-tuned model with no LoRA at runtime."""
     backbone = module.backbone
@@ -310,7 +324,7 @@ def init_word_embeddings(embedding: nn.Embedding, words: dict[str, int], pretrai
 BACKBONES = {f"{__name__}.{cls.__name__}": cls for cls in (ANN, CNN, TextCNN, LSTM, Bert)}
 
 
-def build_backbone(spec: dict) -> nn.Module:
+def build_backbone(spec: dict) -> Backbone:
     """A backbone from its config node; only eqn's own classes (a checkpoint never names code to run)."""
     options = dict(spec)
     target = options.pop("_target_", None)

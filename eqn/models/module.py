@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.parsing import AttributeDict
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from eqn import evaluation
+from eqn.config import as_dict
 from eqn.errors import DataError
 from eqn.models.backbones import build_backbone
 
@@ -26,6 +28,9 @@ CLASSIFIER = {"bce": "bce", "ce": "ce", "soft_bce": "bce", "soft_ce": "ce"}  # o
 
 
 class EQNModule(LightningModule):
+    thresholds: torch.Tensor  # per-label decision thresholds on the score scale (a buffer: saved with the weights)
+    builtin: dict | None = None  # the built-in annotator's spec (annotator.json) when it was loaded from eqn/builtin
+
     def __init__(
         self,
         backbone: dict,
@@ -74,6 +79,11 @@ class EQNModule(LightningModule):
         self.register_buffer("thresholds", init)
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
+    @property
+    def hparams(self) -> AttributeDict:
+        """The saved hyper-parameters (Lightning's AttributeDict: read as attributes)."""
+        return cast(AttributeDict, super().hparams)
+
     # ------------------------------------------------------------------ scores
     @property
     def score_scale(self) -> float:
@@ -86,7 +96,7 @@ class EQNModule(LightningModule):
         budget learning the priors: BCE logit(p), CE log p, EQN (MSE) the mean target scale * p."""
         p = torch.tensor(label_prior, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
         bias = {"bce": torch.log(p / (1 - p)), "ce": torch.log(p / p.sum()), "eqn": p * self.hparams.scale}
-        self.head[-1].bias.copy_(bias[CLASSIFIER.get(self.hparams.objective, "eqn")])
+        cast(nn.Linear, self.head[-1]).bias.copy_(bias[CLASSIFIER.get(self.hparams.objective, "eqn")])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(input_ids, attention_mask))
@@ -152,7 +162,9 @@ class EQNModule(LightningModule):
         index, scores, gold = (torch.cat(parts) for parts in zip(*self._val))
         self._val.clear()
         if self.trainer.world_size > 1:  # every rank sees the whole split (rows repeated by padding collapse)
-            index, scores, gold = (self.all_gather(t).flatten(0, 1) for t in (index, scores, gold.to(torch.uint8)))
+            index, scores, gold = (
+                cast(torch.Tensor, self.all_gather(t)).flatten(0, 1) for t in (index, scores, gold.to(torch.uint8))
+            )
             keep = torch.zeros(int(index.max()) + 1, dtype=torch.long, device=index.device)
             keep[index] = torch.arange(len(index), device=index.device)
             scores, gold = scores[keep], gold[keep]
@@ -203,7 +215,7 @@ def plain(value: Any) -> Any:
 
 def build_module(spec, cfg: DictConfig, objective: str, stage: str) -> EQNModule:
     """The one way to build a module: the data's spec + the model/pipeline config."""
-    backbone = OmegaConf.to_container(cfg.model.backbone, resolve=True)
+    backbone = as_dict(cfg.model.backbone)
     if spec.encoder_kind == "word":
         backbone.update(vocab_size=spec.vocab_size, pad_id=spec.pad_id)
     module = EQNModule(
@@ -213,8 +225,8 @@ def build_module(spec, cfg: DictConfig, objective: str, stage: str) -> EQNModule
         objective=objective,
         scale=cfg.pipeline.scale,
         head_dropout=cfg.model.head_dropout,
-        optimizer=OmegaConf.to_container(cfg.model.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.model.scheduler, resolve=True),
+        optimizer=as_dict(cfg.model.optimizer),
+        scheduler=as_dict(cfg.model.scheduler),
         encoder=spec.encoder,
         stage=stage,
         max_length=spec.max_length,
@@ -227,7 +239,7 @@ def build_module(spec, cfg: DictConfig, objective: str, stage: str) -> EQNModule
         from eqn.models.backbones import init_word_embeddings
 
         vocab = TextEncoder.from_str(spec.encoder).tokenizer.get_vocab()
-        init_word_embeddings(module.backbone.embedding, vocab, cfg.model.embedding_init)
+        init_word_embeddings(cast(nn.Embedding, module.backbone.embedding), vocab, cfg.model.embedding_init)
     return module
 
 
