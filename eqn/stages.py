@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,27 @@ class OwnedCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, from_epoch: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.from_epoch = from_epoch  # best.ckpt is chosen among the epochs from this one on
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A run dir that moved (copied to another disk, another node's path) resumes as if it had not: the recorded
+        paths are mapped into the new folder. (Lightning would keep only best_model_path, forget the best score, so
+        the next epoch became "best" whatever its score, and save beside the old files as best-v1.ckpt/last-v1.ckpt.)"""
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and os.path.normpath(old) != os.path.normpath(self.dirpath):
+
+            def moved(path: Any) -> Any:
+                if not isinstance(path, str) or not path:
+                    return path
+                inside = os.path.relpath(path, old)
+                return path if inside.startswith("..") else os.path.join(self.dirpath, inside)
+
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                **{k: moved(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")},
+                "best_k_models": {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()},
+            }
+        super().load_state_dict(state_dict)
 
     def _save_topk_checkpoint(self, trainer: Trainer, monitor_candidates: dict) -> None:
         if trainer.current_epoch >= self.from_epoch:

@@ -89,6 +89,28 @@ def test_crash_anywhere_then_resume_matches_an_uninterrupted_run(point, referenc
     assert (tmp_path / "run" / "analysis").is_dir() == (point in ("analysis", "metrics"))
 
 
+@pytest.mark.parametrize("point", ["fit:coeqn:epoch1", "fit:eqn:epoch1"])
+def test_a_run_dir_moved_after_a_crash_resumes_as_if_it_had_not(point, reference, tmp_path, monkeypatch, data_dir):
+    """Interrupted in a stage's second epoch, the run dir is moved (another disk, another node's path) and resumed
+    there: the checkpoint keeps its best score and file names (no best-v1.ckpt beside best.ckpt) and the run ends
+    as an uninterrupted one."""
+    import shutil
+
+    cfg = compose_config(*RUN, *analysis(point), tmp_path=tmp_path)
+    monkeypatch.setenv("EQN_FAULT_AT", point)
+    with pytest.raises(InjectedFault, match=point):
+        run(cfg, run_dir=str(tmp_path / "run"))
+    monkeypatch.delenv("EQN_FAULT_AT")
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    run(cfg, run_dir=str(tmp_path / "moved"))
+    stage_files = sorted(p.name for p in (tmp_path / "moved" / "stages").glob("*/*.ckpt"))
+    assert not [name for name in stage_files if "-v" in name], stage_files
+    metrics, relabeled = outcome(tmp_path / "moved")
+    expected = reference(point)
+    assert metrics == pytest.approx(expected[0], abs=1e-5)
+    pd.testing.assert_frame_equal(relabeled, expected[1])
+
+
 def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path):
     with RunLock(tmp_path):
         with pytest.raises(ConfigError, match=f"in use by process {os.getpid()}"):
