@@ -94,18 +94,18 @@ class OwnedCheckpoint(ModelCheckpoint):
         """A run dir that moved (copied to another disk, another node's path) resumes as if it had not: the recorded
         paths are mapped into the new folder. (Lightning would keep only best_model_path, forget the best score, so
         the next epoch became "best" whatever its score, and save beside the old files as best-v1.ckpt/last-v1.ckpt.)"""
-        old = state_dict.get("dirpath")
-        if old and self.dirpath and os.path.normpath(old) != os.path.normpath(self.dirpath):
+        old, new = state_dict.get("dirpath"), str(self.dirpath or "")
+        if old and new and os.path.normpath(old) != os.path.normpath(new):
 
             def moved(path: Any) -> Any:
                 if not isinstance(path, str) or not path:
                     return path
                 inside = os.path.relpath(path, old)
-                return path if inside.startswith("..") else os.path.join(self.dirpath, inside)
+                return path if inside.startswith("..") else os.path.join(new, inside)
 
             state_dict = {
                 **state_dict,
-                "dirpath": self.dirpath,
+                "dirpath": self.dirpath,  # as Lightning compares it
                 **{k: moved(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")},
                 "best_k_models": {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()},
             }
