@@ -123,7 +123,7 @@ def load_builtin(folder: Path | None = None, base: Path | None = None, device: s
     delta = [k for k in missing if "lora_" in k or k.startswith("head.") or ".modules_to_save." in k]
     if unexpected or delta:
         raise DataError(weights, f"does not fit the recorded model (unexpected {unexpected[:3]}, missing {delta[:3]})")
-    from eqn.models.backbones import merge_lora
+    from eqn.models.module import merge_lora
 
     merge_lora(module)  # a plain encoder: no LoRA at runtime
     module.builtin = spec

@@ -105,7 +105,7 @@ class Annotator:
         precision, self.precision_reason = annotation_precision(precision, device)
         if precision in ("int8", "fast") and not str(device).startswith("cpu"):
             raise ConfigError(f"precision={precision} is CPU-only (int8 weights); use bf16 on a GPU")
-        from eqn.models.backbones import merge_lora
+        from eqn.models.module import merge_lora
 
         self.module = merge_lora(module).to(device).eval()  # a LoRA delta merged: a plain model at inference
         fold = getattr(self.module.backbone, "fold", None)

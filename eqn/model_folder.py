@@ -317,7 +317,7 @@ def export(
 ) -> Path:
     """Write the model folder atomically (a temporary folder renamed into place). An existing `out` is replaced
     only with overwrite=True and only if it is an eqn export folder whose files are unchanged."""
-    from eqn.models.backbones import merge_lora
+    from eqn.models.module import merge_lora
 
     builtin = str(ckpt) == "builtin"
     out = check_output(out, overwrite, inputs=[] if builtin else [ckpt], folder=True)

@@ -8,13 +8,10 @@ from __future__ import annotations
 import operator
 from contextlib import contextmanager
 from functools import reduce
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from eqn.models.module import EQNModule
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -286,17 +283,6 @@ def with_lora(encoder: nn.Module, lora: dict) -> nn.Module:
     with warnings.catch_warnings():  # peft asks a transformers 5 model a deprecated question; nothing for a user to do
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(encoder, config)
-
-
-@torch.no_grad()
-def merge_lora(module: EQNModule) -> EQNModule:
-    """An EQNModule whose encoder carries a LoRA delta, made plain: the delta merged into the weights (and a pooler
-    trained beside it put in place), so it computes the same as a fully fine-tuned model with no LoRA at runtime."""
-    backbone = module.backbone
-    if isinstance(backbone, Bert) and hasattr(backbone.encoder, "merge_and_unload"):
-        backbone.encoder = backbone.encoder.merge_and_unload()
-        module.hparams.backbone = {**module.hparams.backbone, "lora": None}
-    return module
 
 
 @torch.no_grad()

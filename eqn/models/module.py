@@ -21,7 +21,7 @@ from torch import nn
 from eqn import evaluation
 from eqn.config import as_dict
 from eqn.errors import DataError
-from eqn.models.backbones import build_backbone
+from eqn.models.backbones import Bert, build_backbone
 
 OBJECTIVES = ("eqn", "bce", "ce", "soft_bce", "soft_ce")
 CLASSIFIER = {"bce": "bce", "ce": "ce", "soft_bce": "bce", "soft_ce": "ce"}  # objective -> output activation
@@ -240,6 +240,17 @@ def build_module(spec, cfg: DictConfig, objective: str, stage: str) -> EQNModule
 
         vocab = TextEncoder.from_str(spec.encoder).tokenizer.get_vocab()
         init_word_embeddings(cast(nn.Embedding, module.backbone.embedding), vocab, cfg.model.embedding_init)
+    return module
+
+
+@torch.no_grad()
+def merge_lora(module: EQNModule) -> EQNModule:
+    """An EQNModule whose encoder carries a LoRA delta, made plain: the delta merged into the weights (and a pooler
+    trained beside it put in place), so it computes the same as a fully fine-tuned model with no LoRA at runtime."""
+    backbone = module.backbone
+    if isinstance(backbone, Bert) and hasattr(backbone.encoder, "merge_and_unload"):
+        backbone.encoder = backbone.encoder.merge_and_unload()
+        module.hparams.backbone = {**module.hparams.backbone, "lora": None}
     return module
 
 
