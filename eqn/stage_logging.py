@@ -30,6 +30,24 @@ def git_commit() -> str | None:
         return None
 
 
+def keep_logged_rows(logger: Any, resume: Path) -> None:
+    """A resumed stage keeps its CSV log: Lightning's CSV writer deletes metrics.csv when it opens the folder again,
+    so the rows of the epochs the resume does not redo (logged before last.ckpt's step) are written back first."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if getattr(rank_zero_only, "rank", 0) != 0 or not (resume.is_file() and path.is_file()):
+        return
+    import csv
+
+    import torch
+
+    step = int(torch.load(resume, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("step", "").isdigit() and int(r["step"]) < step]
+    writer = logger.experiment  # Lightning's writer: opening it deletes the file
+    writer.metrics = rows + writer.metrics
+    logger.save()
+
+
 class StageLogger:
     def __init__(self, cfg: DictConfig, run_dir: Path, stage: str):
         self.cfg, self.run_dir, self.stage = cfg, run_dir, stage
@@ -77,6 +95,8 @@ class StageLogger:
                 )
         elif target.endswith("CSVLogger") or target.endswith("TensorBoardLogger"):
             self.lightning = instantiate(node, save_dir=str(self.run_dir), name="logs", version=self.stage)
+            if target.endswith("CSVLogger"):
+                keep_logged_rows(self.lightning, self.run_dir / "stages" / self.stage / "last.ckpt")
         elif target.endswith("MLFlowLogger"):
             uri = node.get("tracking_uri")
             if not uri:  # a file store in the run dir (mlflow-skinny has no SQL store; mlflow asks for this opt-in)
