@@ -9,7 +9,6 @@ predicted test intensities), per_class_f1.png (+ .csv), intensity_distribution.p
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -19,19 +18,23 @@ from eqn.figures import analyze_run
 def main(argv: list[str] | None = None) -> None:
     import sys
 
-    from eqn.cli import OneLineParser, one_line
+    from eqn.cli import one_line, parse
 
-    parser = OneLineParser(
-        prog="python -m eqn.analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    args = parse(
+        sys.argv[1:] if argv is None else argv,
+        "eqn.analyze",
+        "<run dir> [<more run dirs>...]",
+        known=("run_dir", "others"),
+        required=("run_dir",),
+        positional=("run_dir", "others*"),
+        doc=__doc__,
     )
-    parser.add_argument("run_dir")
-    parser.add_argument("others", nargs="*", help="more run dirs (e.g. the baseline run) for the per-class F1 bars")
-    args = parser.parse_args(argv)
-    for d in [args.run_dir, *args.others]:
+    run_dir, others = args["run_dir"], args.get("others", [])
+    for d in [run_dir, *others]:
         if not (Path(d) / "metrics.json").is_file():
             sys.exit(f"eqn.analyze: {d}: no metrics.json here; pass finished run directories")
-    with one_line("eqn.analyze", invalid=f"{args.run_dir}: unreadable run files"):  # e.g. metrics.json not JSON
-        print(json.dumps(analyze_run(args.run_dir, args.others), indent=2))
+    with one_line("eqn.analyze", invalid=f"{run_dir}: unreadable run files"):  # e.g. metrics.json not JSON
+        print(json.dumps(analyze_run(run_dir, others), indent=2))
 
 
 if __name__ == "__main__":

@@ -385,6 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         aliases={"trainer.devices": "devices"},
         ints={"batch_size": 1, "chunk_size": 1, "shards": 1, "shard": 0, "devices": 1},
         bools=("overwrite", "progress", "header"),
+        doc=__doc__,
     )
     try:
         with one_line("eqn.annotate", path=args["output"]):

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         USAGE,
         known=("ckpt", "out", "push_to_hub", "private", "dataset", "run", "overwrite"),
         bools=("private", "dataset", "overwrite"),
+        doc=__doc__,
     )
     dataset, overwrite = args.get("dataset", False), args.get("overwrite", False)
     if "run" in args and not dataset:

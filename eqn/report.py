@@ -1,6 +1,6 @@
 """Results table from a run or multirun directory, with paired statistics.
 
-    python -m eqn.report <dir> [--out <dir>] [--resamples 1000]
+    python -m eqn.report <dir> [out=<dir>] [resamples=1000] [overwrite=true]   (--out <dir> etc. work too)
 
 Collects every metrics.json below <dir> (with the config.yaml beside it) and writes results.md and results.csv:
 
@@ -16,7 +16,6 @@ Runs with a config but no metrics.json are listed as missing or failed, never dr
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -356,13 +355,13 @@ def report(
     if not root.is_dir():
         raise DataError(root, "not a directory" if root.exists() else "directory not found")
     if resamples < 1:
-        raise ConfigError(f"--resamples {resamples}: must be at least 1")
+        raise ConfigError(f"resamples={resamples}: must be at least 1")
     out = Path(out) if out else root
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file; give a folder")
+        raise ConfigError(f"out={out}: is a file; give a folder")
     for name in OUTPUTS:
         if (out / name).exists() or (out / name).is_symlink():
-            check_output(out / name, overwrite, option="--overwrite")
+            check_output(out / name, overwrite, option="overwrite=true")
     check_writable(out / OUTPUTS[0])
     frame, problems = collect(root)
     if frame.empty and not problems:
@@ -379,29 +378,22 @@ def report(
     return md, csv
 
 
-def positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: must be a whole number of at least 1")
-    return number
-
-
 def main(argv: list[str] | None = None) -> None:
-    from eqn.cli import OneLineParser, one_line
+    from eqn.cli import one_line, parse
 
-    parser = OneLineParser(
-        prog="python -m eqn.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    args = parse(
+        sys.argv[1:] if argv is None else argv,
+        "eqn.report",
+        "<run or multirun dir> [out=<folder>] [resamples=1000] [overwrite=true]",
+        known=("root", "out", "resamples", "overwrite"),
+        required=("root",),
+        ints={"resamples": 1},
+        bools=("overwrite",),
+        positional=("root",),
+        doc=__doc__,
     )
-    parser.add_argument("root", help="a run or multirun directory")
-    parser.add_argument("--out", help="where to write results.md / results.csv (default: root)")
-    parser.add_argument("--resamples", type=positive, default=1000, help="paired bootstrap resamples (default 1000)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a report eqn wrote there before")
-    args = parser.parse_args(argv)
     with one_line("eqn.report"):
-        md, csv = report(args.root, args.out, args.resamples, args.overwrite)
+        md, csv = report(args["root"], args.get("out"), args.get("resamples", 1000), args.get("overwrite", False))
     sys.stdout.write(md.read_text())
     print(f"wrote {md} and {csv}")
 

@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         ints={"resamples": 1},
         bools=("overwrite",),
+        doc=__doc__,
     )
     if ("ratings" in args) == ("emobank" in args):
         sys.exit(f"eqn.validate: give ratings=<file> or emobank=<emobank.csv> (one of them) ({USAGE})")

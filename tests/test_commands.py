@@ -121,6 +121,29 @@ CASES = [
 MAINS = {"eqn.data": "eqn.data.download"}
 
 
+@pytest.mark.parametrize(
+    "module", ["eqn.annotate", "eqn.export", "eqn.validate", "eqn.report", "eqn.analyze", "eqn.data"]
+)
+def test_every_command_takes_one_style_and_prints_its_help(module, capsys):
+    """One command-line style: --help prints the command's own text and exits 0; `--key value` means key=value."""
+    from eqn.cli import parse
+
+    main = importlib.import_module(MAINS.get(module, module)).main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and f"python -m {module}" in capsys.readouterr().out
+    args = parse(
+        ["a", "--out", "x", "--overwrite", "resamples=3", "b", "c"],
+        "p",
+        "u",
+        known=("root", "out", "overwrite", "resamples", "more"),
+        ints={"resamples": 1},
+        bools=("overwrite",),
+        positional=("root", "more*"),
+    )
+    assert args == {"root": "a", "out": "x", "overwrite": True, "resamples": 3, "more": ["b", "c"]}
+
+
 @pytest.mark.parametrize("module,argv,words", CASES, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(CASES)])
 def test_bad_arguments_get_one_line_and_a_nonzero_exit(files, capsys, module, argv, words):
     main = importlib.import_module(MAINS.get(module, module)).main

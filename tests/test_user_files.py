@@ -187,9 +187,9 @@ def test_report_keeps_a_users_results_md(trained_run, tmp_path):
     assert intact(planted)
     (root / "results.md").unlink()
     main([str(root), "--resamples", "20"])
-    with pytest.raises(SystemExit, match="--overwrite"):
+    with pytest.raises(SystemExit, match="overwrite=true"):
         main([str(root), "--resamples", "20"])
-    main([str(root), "--resamples", "20", "--overwrite"])
+    main([f"root={root}", "resamples=20", "overwrite=true"])  # the key=value spelling of the same command
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no eqn runs here"):
         main([str(tmp_path / "empty")])

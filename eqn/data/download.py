@@ -1,6 +1,6 @@
 """Fetch a dataset from the Hugging Face hub and lay it out as the original files the readers expect.
 
-    python -m eqn.data download <name> [--data-dir DIR]      (make data NAME=<name>)
+    python -m eqn.data download <name> [data_dir=DIR] [overwrite=true]      (make data NAME=<name>)
 
 names: goemotions, emotion6, tfn3, tsa3 (health7 is on Kaggle only: the command says how to get it).
 Files go to <data dir>/<name>/ (default: paths.data_dir, i.e. $EQN_DATA_DIR, ../shared/data or data/), written
@@ -9,9 +9,9 @@ atomically; afterwards the dataset is read back with its reader and the row coun
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -139,7 +139,7 @@ def install(new: Path, folder: Path, overwrite: bool) -> None:
             if not overwrite:
                 raise DataError(
                     target,
-                    "exists with other content; nothing was written (pass --overwrite to "
+                    "exists with other content; nothing was written (pass overwrite=true to "
                     "replace files that eqn downloaded before)",
                 )
             if not owns_file(target):
@@ -155,22 +155,25 @@ def install(new: Path, folder: Path, overwrite: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from eqn.cli import OneLineParser, one_line
+    from eqn.cli import one_line, parse
 
-    parser = OneLineParser(
-        prog="python -m eqn.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    names = tuple(sorted([*HUB, *KAGGLE]))
+    args = parse(
+        sys.argv[1:] if argv is None else argv,
+        "eqn.data",
+        f"download <{'|'.join(names)}> [data_dir=<folder>] [overwrite=true]",
+        known=("command", "name", "data_dir", "overwrite"),
+        required=("command", "name"),
+        bools=("overwrite",),
+        positional=("command", "name"),
+        choices={"command": ("download",), "name": names},
+        doc=__doc__,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    get = sub.add_parser("download", help="fetch a dataset into the data dir")
-    get.add_argument("name", choices=sorted([*HUB, *KAGGLE]))
-    get.add_argument(
-        "--data-dir", default=None, help="default: paths.data_dir ($EQN_DATA_DIR, ../shared/data or data/)"
-    )
-    get.add_argument("--overwrite", action="store_true", help="replace files with other content that eqn wrote before")
-    args = parser.parse_args(argv)
     with one_line("eqn.data"):
-        folder = download(args.name, args.data_dir or sources.default_data_dir(), args.overwrite)
-    print(f"{args.name}: files written to {folder} and verified")
+        folder = download(
+            args["name"], args.get("data_dir") or sources.default_data_dir(), args.get("overwrite", False)
+        )
+    print(f"{args['name']}: files written to {folder} and verified")
 
 
 if __name__ == "__main__":
