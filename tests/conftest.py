@@ -14,6 +14,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import copy  # noqa: E402
 import functools  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -95,6 +96,21 @@ SMALL_TEXTCNN = (  # a smaller TextCNN for the tests of resume and regression lo
     "model.backbone.embed_dim=32",
     "model.backbone.num_filters=16",
 )
+
+
+def eqn_run_command(tmp_path: Path, run_dir: Path, *overrides: str) -> list[str]:
+    """`python -m eqn.run` with these overrides, writing under tmp_path (no progress bar): for tests that start a run
+    in its own process (to signal, kill or refuse it)."""
+    return [
+        sys.executable,
+        "-m",
+        "eqn.run",
+        *overrides,
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 from eqn.interrupt import InjectedFault, Interrupted
 from eqn.io import ConfigError, RunLock
 from eqn.run import run
-from tests.conftest import ROOT, SMALL_TEXTCNN, TINY, compose_config
+from tests.conftest import ROOT, SMALL_TEXTCNN, TINY, compose_config, eqn_run_command
 
 RUN = [*TINY, *SMALL_TEXTCNN, "trainer.max_epochs=2"]  # analysis() sets pipeline.analyze per crash point
 POINTS = [
@@ -142,16 +142,7 @@ def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path):
 
 
 def test_refused_resume_leaves_the_run_dir_untouched(tmp_path, data_dir):
-    args = [
-        sys.executable,
-        "-m",
-        "eqn.run",
-        *RUN,
-        "pipeline=coeqn",
-        "trainer.enable_progress_bar=false",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
+    args = eqn_run_command(tmp_path, tmp_path / "run", *RUN, "pipeline=coeqn")
     assert subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300).returncode == 0
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name != "run.log"}
     refused = subprocess.run([*args, "model.optimizer.lr=0.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -170,16 +161,7 @@ def test_real_signal_during_training_exits_nonzero_and_resumes(sig, tmp_path, da
     moment is known without a long run to aim at), exits non-zero with the resume hint, and the same run resumes.
     (SIGKILL, which no handler sees: test_resume.py::test_sigkill_during_stage_two_then_resume.)"""
     run_dir = tmp_path / "run"
-    args = [
-        sys.executable,
-        "-m",
-        "eqn.run",
-        *SIGNALLED,
-        "trainer.enable_progress_bar=false",
-        f"paths.output_dir={tmp_path}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={run_dir}",
-    ]
+    args = eqn_run_command(tmp_path, run_dir, *SIGNALLED)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "EQN_FAULT_AT": "fit:coeqn:epoch1", "EQN_FAULT_SIGNAL": str(int(sig))}
     # a run started from a background job inherits SIGINT ignored (and then rightly keeps ignoring it): start the
     # child as a foreground run would be, with SIGINT at its default
@@ -217,7 +199,6 @@ def test_a_lock_left_on_another_host_or_held_by_a_live_process_elsewhere(tmp_pat
     node (a SLURM requeue onto a new host) is taken over; a live holder in another process refuses, or is waited
     for."""
     import subprocess
-    import sys
     import time
 
     (tmp_path / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": "another-node"}))

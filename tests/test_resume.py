@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from eqn.config import setting
 from eqn.io import ConfigError, write_json
 from eqn.models.module import EQNModule
 from eqn.run import run
-from tests.conftest import ROOT, TINY, compose_config
+from tests.conftest import ROOT, TINY, compose_config, eqn_run_command
 
 SMALL = [
     *TINY,
@@ -73,16 +72,7 @@ def test_sigkill_during_stage_two_then_resume(tmp_path, data_dir):
     stage is not redone and the run finishes."""
     run_dir = tmp_path / "run"
     overrides = [*SMALL, "data.max_train_samples=160", "data.max_eval_samples=60"]
-    args = [
-        sys.executable,
-        "-m",
-        "eqn.run",
-        *overrides,
-        "trainer.enable_progress_bar=false",
-        f"paths.output_dir={tmp_path}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={run_dir}",
-    ]
+    args = eqn_run_command(tmp_path, run_dir, *overrides)
     env = {**os.environ, "EQN_FAULT_AT": "fit:eqn:epoch1", "EQN_FAULT_SIGNAL": str(int(signal.SIGKILL))}
     killed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
