@@ -279,17 +279,16 @@ def fit(
     return final
 
 
+def predict(run: "RunContext", module: EQNModule, dm: EQNDataModule, splits: tuple[str, ...]) -> list[torch.Tensor]:
+    """The module's scores on these splits, row i = sample i (one or several processes)."""
+    loaders = [dm.predict_loader(s) for s in splits]
+    return predict_splits(run.predict_trainer(), module, loaders, [len(dm.split(s)) for s in splits], run.run_dir)
+
+
 def evaluate(run: "RunContext", module: EQNModule, dm: EQNDataModule, stage: str) -> dict[str, float]:
     """Thresholds from val (tuned or fixed), then every decision rule on val and test."""
     splits = ("val", "test")
-    predicted = predict_splits(
-        run.predict_trainer(),
-        module,
-        [dm.predict_loader(s) for s in splits],
-        [len(dm.split(s)) for s in splits],
-        run.run_dir,
-    )
-    scores = dict(zip(splits, predicted))
+    scores = dict(zip(splits, predict(run, module, dm, splits)))
     module.fit_thresholds(scores["val"], dm.gold["val"])
     if run.is_main:
         save_tensors(
@@ -340,14 +339,7 @@ def regress(run: "RunContext", dm: EQNDataModule, checkpoint: Path, round_: int,
     with StageLogger(run.cfg, run.run_dir, f"regress{round_}") as logger:
         started = time.perf_counter()
         module = load_module(checkpoint)
-        predictions = predict_splits(
-            run.predict_trainer(),
-            module,
-            [dm.predict_loader(s) for s in splits],
-            [len(dm.split(s)) for s in splits],
-            run.run_dir,
-        )
-        for split, predicted in zip(splits, predictions):
+        for split, predicted in zip(splits, predict(run, module, dm, splits)):
             live[split].copy_(regress_targets(dm.gold[split], predicted, p.scale, p.floor, p.clip))
         seconds = time.perf_counter() - started
         run.metrics[f"time/regress{round_}_s"] = seconds

@@ -303,6 +303,14 @@ def csv_split(
     return checker.collect(rows())
 
 
+def with_carved_val(
+    name: str, labels: list[str], raw: dict[str, Split], fraction: float, seed: int, files: list, skipped: int
+) -> LabelledData:
+    """A single-label dataset published as train and test: validation is a seeded, stratified part of train."""
+    train, val = carve(raw["train"], fraction, seed)
+    return LabelledData(name, labels, False, {"train": train, "val": val, "test": raw["test"]}, files, skipped)
+
+
 TFN3_LABELS = ["Bearish", "Bullish", "Neutral"]
 
 
@@ -322,15 +330,7 @@ def tfn3(data_dir: Path, on_bad_rows: str = "error", val_fraction: float = 0.1, 
             checker = RowChecker(folder / fname, TFN3_LABELS, on_bad_rows, False, None)
             raw[split] = csv_split(folder / fname, checker, "text", "label", None)
             skipped += checker.skipped
-    train, val = carve(raw["train"], val_fraction, seed)
-    return LabelledData(
-        "tfn3",
-        TFN3_LABELS,
-        False,
-        {"train": train, "val": val, "test": raw["test"]},
-        [folder / f for f in files],
-        skipped,
-    )
+    return with_carved_val("tfn3", TFN3_LABELS, raw, val_fraction, seed, [folder / f for f in files], skipped)
 
 
 TSA3_LABELS = ["negative", "neutral", "positive"]
@@ -355,15 +355,7 @@ def tsa3(
         checker = RowChecker(folder / fname, TSA3_LABELS, on_bad_rows, drop_empty_text, None)
         raw[split] = csv_split(folder / fname, checker, "text", "sentiment", "textID")
         skipped += checker.skipped
-    train, val = carve(raw["train"], val_fraction, seed)
-    return LabelledData(
-        "tsa3",
-        TSA3_LABELS,
-        False,
-        {"train": train, "val": val, "test": raw["test"]},
-        [folder / f for f in files],
-        skipped,
-    )
+    return with_carved_val("tsa3", TSA3_LABELS, raw, val_fraction, seed, [folder / f for f in files], skipped)
 
 
 HEALTH7_LABELS = ["Normal", "Depression", "Suicidal", "Anxiety", "Stress", "Bipolar", "Personality disorder"]
