@@ -42,8 +42,8 @@ def parse(
     while rest:  # --key value / --key=value / --flag -> key=value
         item = rest.pop(0)
         if item.startswith("--") and len(item) > 2:
-            key, sep, value = item[2:].replace("-", "_").partition("=")
-            key = aliases.get(key, key)
+            key, sep, value = item[2:].partition("=")
+            key = aliases.get(key.replace("-", "_"), key.replace("-", "_"))
             if not sep:
                 if key in bools:
                     value = "true"

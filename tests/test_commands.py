@@ -133,7 +133,7 @@ def test_every_command_takes_one_style_and_prints_its_help(module, capsys):
         main(["--help"])
     assert exit_.value.code == 0 and f"python -m {module}" in capsys.readouterr().out
     args = parse(
-        ["a", "--out", "x", "--overwrite", "resamples=3", "b", "c"],
+        ["a", "--out=x-y", "--overwrite", "--resamples", "3", "b", "c"],
         "p",
         "u",
         known=("root", "out", "overwrite", "resamples", "more"),
@@ -141,7 +141,7 @@ def test_every_command_takes_one_style_and_prints_its_help(module, capsys):
         bools=("overwrite",),
         positional=("root", "more*"),
     )
-    assert args == {"root": "a", "out": "x", "overwrite": True, "resamples": 3, "more": ["b", "c"]}
+    assert args == {"root": "a", "out": "x-y", "overwrite": True, "resamples": 3, "more": ["b", "c"]}
 
 
 @pytest.mark.parametrize("module,argv,words", CASES, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(CASES)])
