@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     from eqn.cli import one_line, parse
 
     args = parse(
-        sys.argv[1:] if argv is None else argv,
+        argv,
         "eqn.analyze",
         "<run dir> [<more run dirs>...]",
         known=("run_dir", "others"),

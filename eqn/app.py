@@ -436,11 +436,12 @@ def main(argv: list[str] | None = None) -> None:
     from eqn.cli import one_line, parse
 
     args = parse(
-        argv if argv is not None else sys.argv[1:],
+        argv,
         "eqn.app",
         USAGE,
         known=("ckpt", "compare", "runs", "host", "port", "max_rows"),
         ints={"port": 1, "max_rows": 1},
+        doc=__doc__,
     )
     try:
         import gradio  # noqa: F401

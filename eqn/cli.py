@@ -15,7 +15,7 @@ TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
 def parse(
-    argv: list[str],
+    argv: list[str] | None,
     prog: str,
     usage: str,
     known: tuple[str, ...],
@@ -27,10 +27,11 @@ def parse(
     choices: dict[str, tuple[str, ...]] | None = None,
     doc: str | None = None,
 ) -> dict:
-    """{key: value} from an eqn command line: key=value words (Hydra's style, as eqn.run takes); `--key value`,
+    """{key: value} from an eqn command line (sys.argv's when `argv` is None): key=value words (Hydra's style, as eqn.run takes); `--key value`,
     `--key=value` and a bare `--flag` (a bool set true) mean the same; bare words fill the `positional` keys in order
     (a last name ending in '*' takes the rest as a list). `ints` maps integer keys to their least value; `choices`
     lists a key's values. `--help` prints `doc` (or the usage). Anything else exits with one line naming the word."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     ints, aliases, choices = ints or {}, aliases or {}, choices or {}
     if any(a in ("-h", "--help", "help") for a in argv[:1]) or "--help" in argv:
         try:

@@ -185,8 +185,8 @@ class Annotator:
             np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > limit if not windows else False
         )
         self.long += int(long.sum())
-        windows_of = torch.from_numpy(owner)
-        return self.window_scores(torch.from_numpy(ids), torch.from_numpy(lengths), windows_of, len(texts), batch_size)
+        ids_t, lengths_t, owner_t = (torch.from_numpy(a) for a in (ids, lengths, owner))
+        return self.window_scores(ids_t, lengths_t, owner_t, len(texts), batch_size)
 
     def window_scores(
         self, ids: torch.Tensor, lengths: torch.Tensor, owner: torch.Tensor, n: int, batch_size: int

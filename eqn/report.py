@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     from eqn.cli import one_line, parse
 
     args = parse(
-        sys.argv[1:] if argv is None else argv,
+        argv,
         "eqn.report",
         "<run or multirun dir> [out=<folder>] [resamples=1000] [overwrite=true]",
         known=("root", "out", "resamples", "overwrite"),

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     from eqn.ownership import check_output
 
     args = parse(
-        argv if argv is not None else sys.argv[1:],
+        argv,
         "eqn.validate",
         USAGE,
         known=(

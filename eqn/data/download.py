@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
 
     names = tuple(sorted([*HUB, *KAGGLE]))
     args = parse(
-        sys.argv[1:] if argv is None else argv,
+        argv,
         "eqn.data",
         f"download <{'|'.join(names)}> [data_dir=<folder>] [overwrite=true]",
         known=("command", "name", "data_dir", "overwrite"),

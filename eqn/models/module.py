@@ -8,7 +8,6 @@ classifiers trained on graded targets (intensity / scale: soft multi-label or so
 from __future__ import annotations
 
 import math
-from enum import Enum
 from pathlib import Path
 from typing import Any, cast
 
@@ -210,7 +209,7 @@ def plain(value: Any) -> Any:
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
-    return value.value if isinstance(value, Enum) else value
+    return value
 
 
 def build_module(spec, cfg: DictConfig, objective: str, stage: str) -> EQNModule:
